@@ -1,0 +1,24 @@
+"""keras-robust: robust training and adversarial explanations for Keras.
+
+Implements Woods, Chen & Teuscher, "Adversarial explanations for understanding
+image classification decisions and improved neural network robustness"
+(Nature Machine Intelligence, 2019).
+"""
+
+from keras_robust.activations import HalfHuberReLU, half_huber_relu
+from keras_robust.attacks import AttackResult, AttackSanityError, attack, attack_details
+from keras_robust.resnet import resnet
+from keras_robust.robust_model import RobustModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttackResult",
+    "AttackSanityError",
+    "HalfHuberReLU",
+    "RobustModel",
+    "attack",
+    "attack_details",
+    "half_huber_relu",
+    "resnet",
+]

@@ -1,0 +1,105 @@
+"""The half-Huber ReLU activation (SPEC §2)."""
+
+import keras
+from keras import ops
+
+DEFAULT_DELTA = 0.5
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+def half_huber_relu(x, delta=DEFAULT_DELTA):
+    """Half-Huber rectified linear unit (SPEC §2).
+
+    Formula:
+    ```
+    f(x) = 0                 if x <= 0
+    f(x) = x**2 / (2 delta)  if 0 < x <= delta
+    f(x) = x - delta / 2     if x > delta
+    ```
+    Its derivative `clip(x, 0, delta) / delta` is continuous and itself
+    differentiable, which the Lipschitz regulariser's double backpropagation
+    relies on.
+
+    Example:
+
+    >>> x = keras.ops.convert_to_tensor([-1.0, 0.25, 0.5, 2.0])
+    >>> keras.ops.convert_to_numpy(half_huber_relu(x))
+    array([0.    , 0.0625, 0.25  , 1.75  ], dtype=float32)
+
+    Args:
+        x: Input tensor.
+        delta: Width of the quadratic region. Must be positive.
+
+    Returns:
+        A tensor of the same shape and dtype as `x`.
+    """
+    # Written as a sum of a clipped quadratic and a shifted ReLU, rather than a
+    # piecewise `where`, so that every branch's gradient is finite everywhere
+    # and the second derivative (1/delta inside (0, delta)) is exact.
+    inside = ops.minimum(ops.relu(x), delta)
+    return ops.square(inside) / (2.0 * delta) + ops.relu(x - delta)
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+class HalfHuberReLU(keras.layers.Layer):
+    """Half-Huber rectified linear unit layer (SPEC §2).
+
+    Formula:
+    ```
+    f(x) = 0                 if x <= 0
+    f(x) = x**2 / (2 delta)  if 0 < x <= delta
+    f(x) = x - delta / 2     if x > delta
+    ```
+
+    Example:
+
+    >>> layer = HalfHuberReLU()
+    >>> keras.ops.convert_to_numpy(layer(keras.ops.ones((1, 2))))
+    array([[0.75, 0.75]], dtype=float32)
+
+    Args:
+        delta: Float > 0, width of the quadratic region. Defaults to `0.5`,
+            the paper's value.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, delta=DEFAULT_DELTA, **kwargs):
+        super().__init__(**kwargs)
+        if delta is None or not delta > 0:
+            raise ValueError(
+                "The value of `delta` for layer HalfHuberReLU must be a "
+                f"positive float. Received: delta={delta}"
+            )
+        self.delta = float(delta)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return half_huber_relu(inputs, delta=self.delta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"delta": self.delta})
+        return config
+
+
+def get_activation_layer(activation, name=None):
+    """Returns a fresh activation layer for `"relu"`, `"half_huber_relu"` or a layer.
+
+    Keras 3's `keras.activations.get` only knows its own built-in names, so the
+    string `"half_huber_relu"` is resolved here for this package's builders.
+    """
+    if activation == "half_huber_relu":
+        return HalfHuberReLU(name=name)
+    if activation == "relu":
+        return keras.layers.ReLU(name=name)
+    if isinstance(activation, keras.layers.Layer):
+        return activation.__class__.from_config(
+            {**activation.get_config(), "name": name}
+        )
+    raise ValueError(
+        "`activation` must be 'relu', 'half_huber_relu' or a Keras layer. "
+        f"Received: activation={activation!r}"
+    )

@@ -1,0 +1,414 @@
+"""`RobustModel`: robust training around any Keras classifier (SPEC §3)."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_robust import regularizer
+from keras_robust.attacks import attack_details
+
+ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+class RobustModel(keras.Model):
+    """Wraps a classifier with the paper's robust training (SPEC §3).
+
+    The training loss of each batch is
+
+    ```
+    L = mean CE(f(x), y) + psi * mean(|d s / d x|^z)
+    ```
+
+    where `s` is, per example, a random logit or (with probability `zeta`)
+    the true-class margin, the gradient is taken with respect to the [0, 1]
+    input and kept in the graph (double backpropagation), and `psi` adapts
+    so that the cross-entropy settles near `target_loss`:
+
+    ```
+    R   <- max(0, R + clip(-ln(L_CE / target_loss), -epsilon_worse, epsilon_better))
+    psi  = psi_initial * exp(psi_rate * R)
+    ```
+
+    Optionally each batch is first replaced by adversarial examples from
+    `keras_robust.attack` (7 steps, training mode), attacking each example
+    with probability 0.5 when the robust additions are on.
+
+    Example:
+
+    >>> model = RobustModel(keras_robust.resnet(depth=20))
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    >>> history = model.fit(images, labels, batch_size=128, epochs=1)
+    >>> model.psi  # the adaptive weight after training
+
+    Args:
+        classifier: A Keras model mapping images in [0, 1] to logits.
+        robust: Whether to add the regulariser and adaptive psi. Default True.
+        z: Exponent of the gradient norm, >= 1 (paper: 2).
+        zeta: Probability of the tandem margin output, in [0, 1] (paper: 0.2).
+        target_loss: L_target, the cross-entropy psi steers toward (1.5).
+        psi_initial: psi_0 (220).
+        psi_rate: k_psi (0.02).
+        epsilon_better: Largest increase of R per batch (1).
+        epsilon_worse: Largest decrease of R per batch (0.01).
+        adversarial_training: None, `"bounded"` (standard, rho 0.01) or
+            `"l2min"` (rho 0.1).
+        adversarial_rho: Attack budget; defaults to the mode's value above.
+        adversarial_steps: Attack steps N (7).
+        half_and_half: Attack each example with probability 0.5. Defaults to
+            `robust`, as in the reference.
+        weight_decay: Coupled L2 weight decay added to every gradient, as
+            `torch.optim.SGD(weight_decay=...)` does in the reference (1e-4
+            there). Keras optimizers' own `weight_decay` is decoupled, which is
+            a different recipe.
+        **kwargs: Base `keras.Model` keyword arguments, such as `name`.
+    """
+
+    def __init__(
+        self,
+        classifier,
+        robust=True,
+        z=2.0,
+        zeta=0.2,
+        target_loss=1.5,
+        psi_initial=220.0,
+        psi_rate=0.02,
+        epsilon_better=1.0,
+        epsilon_worse=0.01,
+        adversarial_training=None,
+        adversarial_rho=None,
+        adversarial_steps=7,
+        half_and_half=None,
+        weight_decay=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_range("z", z, low=1.0)
+        _check_range("zeta", zeta, low=0.0, high=1.0)
+        for name, value in [
+            ("target_loss", target_loss),
+            ("psi_initial", psi_initial),
+            ("psi_rate", psi_rate),
+            ("epsilon_better", epsilon_better),
+            ("epsilon_worse", epsilon_worse),
+        ]:
+            _check_range(name, value, low=0.0, strict=True)
+        _check_range("weight_decay", weight_decay, low=0.0)
+        if adversarial_training not in (None, *ADVERSARIAL_MODES):
+            raise ValueError(
+                "`adversarial_training` must be None, 'bounded' or 'l2min'. "
+                f"Received: adversarial_training={adversarial_training!r}"
+            )
+        if adversarial_rho is None and adversarial_training:
+            adversarial_rho = ADVERSARIAL_MODES[adversarial_training]
+        if adversarial_rho is not None:
+            _check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
+        if not isinstance(adversarial_steps, int) or adversarial_steps < 1:
+            raise ValueError(
+                "`adversarial_steps` must be an integer >= 1. "
+                f"Received: adversarial_steps={adversarial_steps!r}"
+            )
+        if not callable(classifier):
+            raise ValueError(
+                "`classifier` must be a Keras model mapping images to logits. "
+                f"Received: classifier={classifier!r}"
+            )
+        self.classifier = classifier
+        self.robust = bool(robust)
+        self.z = float(z)
+        self.zeta = float(zeta)
+        self.target_loss = float(target_loss)
+        self.psi_initial = float(psi_initial)
+        self.psi_rate = float(psi_rate)
+        self.epsilon_better = float(epsilon_better)
+        self.epsilon_worse = float(epsilon_worse)
+        self.adversarial_training = adversarial_training
+        self.adversarial_rho = None if adversarial_rho is None else float(adversarial_rho)
+        self.adversarial_steps = adversarial_steps
+        self.half_and_half = self.robust if half_and_half is None else bool(half_and_half)
+        self.weight_decay = float(weight_decay)
+        # R must be one value on every replica: each replica computes the same
+        # update from the globally reduced cross-entropy, and only the first
+        # replica's write is kept.
+        self.psi_accumulator = self.add_weight(
+            name="psi_accumulator",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.seed_generator = keras.random.SeedGenerator(1776, name="robust_seed")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.l_adv_tracker = keras.metrics.Mean(name="l_adv")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
+            name="adv_accuracy"
+        )
+        # Metrics that mean nothing in this configuration stay out of the logs.
+        self._unused_metric_names = {
+            name
+            for name, used in [("l_adv", self.robust), ("adv_accuracy", adversarial_training)]
+            if not used
+        }
+        if getattr(classifier, "built", False):
+            self.built = True
+
+    @property
+    def psi(self):
+        """The current adaptive weight ψ = ψ0 · exp(k_ψ · R) (SPEC §3), a float."""
+        accumulator = float(keras.ops.convert_to_numpy(self.psi_accumulator))
+        return self.psi_initial * math.exp(self.psi_rate * accumulator)
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.classifier.built:
+            self.classifier.build(input_shape)
+        self.built = True
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        if loss is not None:
+            raise ValueError(
+                "RobustModel trains on sparse cross-entropy from logits (SPEC §3) "
+                f"and takes no `loss`. Received: loss={loss!r}"
+            )
+        # Accuracy is always reported; a second "accuracy" would clash by name.
+        if isinstance(metrics, (list, tuple)):
+            metrics = [m for m in metrics if m not in ("accuracy", "acc")] or None
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        _check_training_inputs(self, x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def train_step(self, data):
+        images, labels = self._unpack(data)
+        attacked = None
+        if self.adversarial_training:
+            result = attack_details(
+                self.classifier,
+                images,
+                labels,
+                rho=self.adversarial_rho,
+                steps=self.adversarial_steps,
+                mode=self.adversarial_training,
+                half_and_half=self.half_and_half,
+                training=True,
+                sanity_check=False,
+                seed=self.seed_generator,
+            )
+            images = tf.stop_gradient(result.images)
+            attacked = result.attacked
+        with tf.GradientTape() as tape:
+            logits, input_gradient = self._forward(images, labels)
+            ce = tf.reduce_mean(_cross_entropy(labels, logits))
+            loss = ce + tf.add_n(self.losses) if self.losses else ce
+            logs = {}
+            if self.robust:
+                psi = self._update_psi(tf.stop_gradient(_global_mean(ce)))
+                l_adv = psi * regularizer.lipschitz_penalty(input_gradient, self.z)
+                loss += l_adv
+                self.l_adv_tracker.update_state(l_adv)
+                logs["psi"] = psi
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        if self.weight_decay:
+            gradients = [
+                g + (self.weight_decay / replicas) * v for g, v in zip(gradients, variables)
+            ]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._update_trackers(loss, ce, labels, logits, attacked)
+        logs.update(self.compute_metrics(images, labels, logits))
+        return {k: v for k, v in logs.items() if k not in self._unused_metric_names}
+
+    def test_step(self, data):
+        images, labels = self._unpack(data)
+        logits = self.classifier(images, training=False)
+        ce = tf.reduce_mean(_cross_entropy(labels, logits))
+        self._loss_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(labels, logits)
+        logs = self.compute_metrics(images, labels, logits)
+        keep = {"loss", "accuracy", *(m.name for m in self._compiled_metric_objects())}
+        return {k: v for k, v in logs.items() if k in keep}
+
+    def _compiled_metric_objects(self):
+        compiled = getattr(self, "_compile_metrics", None)
+        return compiled.metrics if compiled is not None else []
+
+    def _unpack(self, data):
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError(
+                "RobustModel does not support sample weights: the regulariser "
+                "and psi are defined on unweighted batch means (SPEC §3). "
+                "Received: sample_weight"
+            )
+        images = tf.cast(images, self.classifier.compute_dtype)
+        return images, tf.cast(tf.reshape(labels, [-1]), tf.int32)
+
+    def _forward(self, images, labels):
+        """Logits and, with the robust additions, the kept-graph input gradient."""
+        if not self.robust:
+            return self.classifier(images, training=True), None
+        with tf.GradientTape() as input_tape:
+            input_tape.watch(images)
+            logits = self.classifier(images, training=True)
+            outputs = regularizer.lipschitz_outputs(
+                tf.cast(logits, tf.float32), labels, self.zeta, seed=self.seed_generator
+            )
+            total = tf.reduce_sum(outputs)
+        return logits, input_tape.gradient(total, images)
+
+    def _update_psi(self, batch_ce):
+        """Updates R from the global batch cross-entropy and returns this batch's ψ."""
+        accumulator = regularizer.update_psi_accumulator(
+            self.psi_accumulator.value,
+            batch_ce,
+            self.target_loss,
+            self.epsilon_better,
+            self.epsilon_worse,
+        )
+        self.psi_accumulator.assign(accumulator)
+        return regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate)
+
+    def _update_trackers(self, loss, ce, labels, logits, attacked):
+        self._loss_tracker.update_state(loss)
+        self.ce_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(labels, logits)
+        if attacked is not None:
+            self.adv_accuracy_tracker.update_state(labels, logits, sample_weight=attacked)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "robust": self.robust,
+                "z": self.z,
+                "zeta": self.zeta,
+                "target_loss": self.target_loss,
+                "psi_initial": self.psi_initial,
+                "psi_rate": self.psi_rate,
+                "epsilon_better": self.epsilon_better,
+                "epsilon_worse": self.epsilon_worse,
+                "adversarial_training": self.adversarial_training,
+                "adversarial_rho": self.adversarial_rho,
+                "adversarial_steps": self.adversarial_steps,
+                "half_and_half": self.half_and_half,
+                "weight_decay": self.weight_decay,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)
+
+
+def _cross_entropy(labels, logits):
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, tf.cast(logits, tf.float32), from_logits=True
+    )
+
+
+def _global_mean(local_mean):
+    """Mean over the global batch of per-replica means of equal-sized batches."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local_mean
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local_mean)
+    return total / context.num_replicas_in_sync
+
+
+def _check_range(name, value, low=None, high=None, strict=False):
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        if high is not None:
+            bound += f" and <= {high}"
+        raise ValueError(f"`{name}` must be a finite number {bound}. Received: {name}={value!r}")
+
+
+def _check_training_inputs(model, x, y):
+    """Validates array inputs, or a dataset's first batch, before training starts."""
+    if isinstance(x, tf.data.Dataset):
+        batch = next(iter(x.take(1)), None)
+        if batch is None:
+            raise ValueError("The training dataset is empty. Received: x=<empty tf.data.Dataset>")
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    elif x is not None and y is not None and not callable(getattr(x, "__next__", None)):
+        images, labels = x, y
+    else:
+        return
+    _validate_batch(model, np.asarray(images), np.asarray(labels))
+
+
+def _validate_batch(model, images, labels):
+    """Clear errors for the mistakes that would otherwise fail deep in TensorFlow."""
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            "RobustModel expects float images in [0, 1] pixel units; divide "
+            f"integer images by 255 first. Received: images.dtype={images.dtype}"
+        )
+    expected = model.classifier.input_shape[1:] if _has_input_shape(model) else None
+    if expected and (
+        images.ndim != len(expected) + 1
+        or any(e is not None and e != s for e, s in zip(expected, images.shape[1:]))
+    ):
+        raise ValueError(
+            f"Images must have shape (batch, {', '.join(map(str, expected))}) for this "
+            f"classifier. Received: images.shape={images.shape}"
+        )
+    if not np.all(np.isfinite(images)):
+        raise ValueError(
+            f"Images contain {int(np.sum(~np.isfinite(images)))} NaN or infinite values. "
+            "Received: images with non-finite values"
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        raise ValueError(
+            "Images must be in [0, 1] pixel units (SPEC §2). "
+            f"Received: images in [{low:g}, {high:g}]"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Labels must be integer class indices. Received: labels.dtype={labels.dtype}"
+        )
+    num_classes = _num_classes(model)
+    bad = labels[(labels < 0) | (labels >= (num_classes or np.inf))]
+    if bad.size:
+        raise ValueError(
+            f"Labels must be in [0, {num_classes}) for this {num_classes}-class classifier. "
+            f"Received: label {int(bad[0])}"
+        )
+
+
+def _has_input_shape(model):
+    try:
+        return model.classifier.input_shape is not None
+    except (AttributeError, ValueError):
+        return False
+
+
+def _num_classes(model):
+    try:
+        return int(model.classifier.output_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        return None
