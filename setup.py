@@ -17,6 +17,7 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
+        "tensorboard",
         "numpy",
         "pillow",
         "tqdm",

@@ -47,11 +47,7 @@ def resnet(
     Returns:
         A functional `keras.Model`.
     """
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            "`depth` must be an integer 6n+2 with n >= 1 (20, 32, 44, 56, "
-            f"110, ...). Received: depth={depth!r}"
-        )
+    validate_depth(depth)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
@@ -87,6 +83,15 @@ def resnet(
         name="logits",
     )(x)
     return keras.Model(inputs, logits, name=name or f"resnet{depth}")
+
+
+def validate_depth(depth):
+    """Raises unless `depth` is 6n + 2 for some n >= 1 (SPEC §2)."""
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            "`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, "
+            f"110, ...). Received: depth={depth!r}"
+        )
 
 
 def _block(x, width, stride, activation, prefix):

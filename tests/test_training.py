@@ -1,0 +1,101 @@
+import csv
+import json
+
+import pytest
+
+from keras_robust import cli
+from keras_robust.training import NonFiniteLossError, TrainingConfig, learning_rate_at, train
+
+
+def test_learning_rate_schedule_scales_with_epochs_and_replicas():
+    reference = TrainingConfig(epochs=200)
+    assert learning_rate_at(0, reference) == pytest.approx(0.1)
+    assert learning_rate_at(169, reference) == pytest.approx(0.1)
+    assert learning_rate_at(170, reference) == pytest.approx(0.01)
+    assert learning_rate_at(195, reference) == pytest.approx(0.001)
+    short = TrainingConfig(epochs=40)
+    lrs = [learning_rate_at(e, short) for e in (33, 34, 38, 39)]
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.001])
+    assert learning_rate_at(0, reference, replicas=4) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"strategy": "tpu"}, "Received: strategy='tpu'"),
+        ({"epochs": 0}, "Received: epochs=0"),
+        ({"l2_min": True}, "Received: l2_min=True"),
+        ({"jit_compile": "yes"}, "Received: jit_compile='yes'"),
+    ],
+)
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainingConfig(**kwargs)
+
+
+def small_data(rng, n=48):
+    return rng.random((n, 8, 8, 3)).astype("float32"), rng.integers(0, 3, n)
+
+
+def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
+    data = small_data(rng)
+    config = TrainingConfig(depth=8, robust=True, epochs=2, batch_size=16, jit_compile="off")
+    first = train(config, data, tmp_path, verbose=0)
+    assert first["psi_accumulator"] >= 0
+    state = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert state["epoch"] == 2
+    # Rerun with more epochs: only the new epoch trains, from the saved R.
+    config.epochs = 3
+    second = train(config, data, tmp_path, verbose=0)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert second["psi_accumulator"] >= first["psi_accumulator"] - 3 * 0.01 * 3
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
+    config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, jit_compile="off")
+    train(config, small_data(rng), tmp_path, verbose=0)
+    good = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+    # Valid data, but a learning rate that makes the loss diverge in epoch 2.
+    config.epochs, config.learning_rate = 2, 1e30
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch \d+.*last good checkpoint"):
+        train(config, small_data(rng), tmp_path, verbose=0)
+    assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == good
+    state = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert state["epoch"] == 1
+
+
+def test_cli_robust_training_on_real_cifar10_subset_reduces_loss(cifar10_archive, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(
+        [
+            "train", "--data", str(cifar10_archive), "--robust", "--depth", "8",
+            "--epochs", "4", "--batch-size", "64", "--limit-train", "640",
+            "--limit-test", "200", "--jit-compile", "off", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "final psi" in printed and "test accuracy" in printed
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert {"ce", "l_adv", "psi", "accuracy"} <= set(rows[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["num_examples"] == 200
+    assert summary["class_names"][0] == "airplane"
+    assert (out / "model.keras").exists() and (out / "tensorboard").is_dir()
+
+
+def test_cli_reports_bad_data_path_without_traceback(tmp_path, capsys):
+    code = cli.main(["train", "--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "missing.tar.gz" in err and "Traceback" not in err
+
+
+def test_cli_rejects_bad_depth(tmp_path, capsys):
+    code = cli.main(["train", "--data", str(tmp_path), "--depth", "45", "--out", str(tmp_path / "o")])
+    assert code == 1
+    assert "Received: depth=45" in capsys.readouterr().err
