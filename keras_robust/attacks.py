@@ -12,6 +12,7 @@ smallest-RMSE δ seen at a step where the criterion was met.
 """
 
 import collections
+import inspect
 
 import keras
 import numpy as np
@@ -161,7 +162,7 @@ def attack_details(
     else:
         result = attack_loop(model, images, labels, rho, overshoot, attacked, **static)
     if sanity_check:
-        _check_sanity(result.first_met_step, static["steps"], mode)
+        _check_sanity(result.first_met_step, result.attacked, static["steps"], mode)
     return result
 
 
@@ -177,11 +178,16 @@ def attack_loop(
     def met_and_grad(delta, with_grad=True):
         with tf.GradientTape() as tape:
             tape.watch(delta)
-            logits = tf.cast(model(x + delta, training=training), x.dtype)
+            logits = tf.cast(call_model(model, x + delta, training), x.dtype)
             loss = tf.reduce_sum(
                 keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             )
         grad = tape.gradient(loss, delta) if with_grad else None
+        if with_grad and grad is None:
+            raise ValueError(
+                "The model's logits do not depend on its input, so there is no "
+                f"gradient to attack along. Received: model={model!r}"
+            )
         return _criterion_met(mode, logits, y, delta, rho), grad
 
     def record(i, met, delta, best_delta, best_rmse, first_met):
@@ -234,6 +240,23 @@ def attack_loop(
     return AttackResult(x + delta, delta, per_example_rmse(delta), first_met, attacked)
 
 
+def call_model(model, images, training):
+    """Calls `model`, passing `training` only where the callable accepts it."""
+    if isinstance(model, keras.layers.Layer) or _accepts_training(model):
+        return model(images, training=training)
+    return model(images)
+
+
+def _accepts_training(function):
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return "training" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
 def per_example_rmse(values):
     """RMSE over every axis but the first (SPEC §4)."""
     flat = tf.reshape(values, [tf.shape(values)[0], -1])
@@ -259,7 +282,7 @@ def _expand(per_example, rank):
 def _validate(rho, steps, overshoot, mode, momentum, clip_range):
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"`steps` must be an integer >= 1. Received: steps={steps!r}")
     if not isinstance(rho, tf.Tensor) and not rho > 0:
         raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
@@ -299,23 +322,33 @@ def _attack_mask(images, half_and_half, seed):
 
 
 def _compiled(model, static):
-    """One `tf.function` per model and static configuration, reused across calls."""
+    """A `tf.function` of the loop; cached per static configuration on Keras layers.
+
+    Only a Keras layer owns its state, so only there is a cached trace safe to
+    reuse: a bound method's `__dict__` is its function's, shared by every
+    instance, and a plain callable may read Python state that changes.
+    """
+
+    def run(images, labels, rho, overshoot, attacked):
+        return attack_loop(model, images, labels, rho, overshoot, attacked, **static)
+
+    if not isinstance(model, keras.layers.Layer):
+        return tf.function(run)
     cache = model.__dict__.setdefault("_keras_robust_attack_fns", {})
     key = tuple(sorted(static.items()))
     if key not in cache:
-
-        def run(images, labels, rho, overshoot, attacked):
-            return attack_loop(model, images, labels, rho, overshoot, attacked, **static)
-
         cache[key] = tf.function(run, reduce_retracing=True)
     return cache[key]
 
 
-def _check_sanity(first_met_step, steps, mode):
-    """Raises unless every example met the criterion by step ⌊N/2⌋ (SPEC §4)."""
+def _check_sanity(first_met_step, attacked, steps, mode):
+    """Raises unless every attacked example met the criterion by step ⌊N/2⌋ (SPEC §4).
+
+    In graph mode a failure surfaces as `tf.errors.InvalidArgumentError`.
+    """
     limit = steps // 2
+    late = ((first_met_step < 0) | (first_met_step > limit)) & (attacked > 0)
     if not tf.executing_eagerly():
-        late = (first_met_step < 0) | (first_met_step > limit)
         tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(late)),
             [f"Attack sanity check (SPEC §4) failed: the criterion was not met by step {limit}"
@@ -323,12 +356,11 @@ def _check_sanity(first_met_step, steps, mode):
              tf.reduce_sum(tf.cast(late, tf.int32))],
         )
         return
-    first = np.asarray(first_met_step)
-    failed = int(np.sum((first < 0) | (first > limit)))
+    failed = int(np.sum(np.asarray(late)))
     if failed:
         what = "reach the budget" if mode == "bounded" else f"meet the {mode} criterion"
         raise AttackSanityError(
-            f"{failed} of {first.size} images did not {what} by step {limit} of "
+            f"{failed} of {int(tf.size(late))} images did not {what} by step {limit} of "
             f"{steps} (SPEC §4 sanity check); the bound would be loose. "
             "Increase rho or steps."
         )

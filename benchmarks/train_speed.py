@@ -1,0 +1,153 @@
+"""Training throughput of the reference ResNets: standard vs robust vs adversarial.
+
+Prints images/s per configuration, the robust/standard cost ratio, peak memory
+of each configuration, the achieved GFLOP/s of the standard step and the input
+pipeline's images/s. Every configuration runs in a fresh subprocess, so its
+peak resident memory is its own.
+
+    python benchmarks/train_speed.py                        # ResNet-20 and -44, XLA on and off
+    python benchmarks/train_speed.py --depths 20 --jit on --steps 2
+    python benchmarks/train_speed.py --data ../shared/data/cifar10-jpeg.tar.gz  # + pipeline
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "standard": dict(robust=False, adversarial_training=None),
+    "robust": dict(robust=True, adversarial_training=None),
+    "adversarial": dict(robust=False, adversarial_training="bounded"),
+    "robust+adversarial": dict(robust=True, adversarial_training="l2min"),
+}
+
+
+def forward_flops(model):
+    """Multiply-adds ×2 of every conv and dense layer, from the layer shapes."""
+    import keras
+
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return flops
+
+
+def measure_one(depth, config_name, jit, steps, batch_size):
+    """Times `steps` training steps after two warm-up steps; returns a dict."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+
+    import keras_robust
+
+    keras.utils.set_random_seed(0)
+    config = CONFIGS[config_name]
+    classifier = keras_robust.resnet(
+        depth=depth, activation="half_huber_relu" if config["robust"] else "relu"
+    )
+    model = keras_robust.RobustModel(classifier, weight_decay=1e-4, **config)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, 32, 32, 3), dtype="float32")
+    y = rng.integers(0, 10, batch_size)
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first_step = time.perf_counter() - start
+    model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    seconds = (time.perf_counter() - start) / steps
+    return {
+        "depth": depth,
+        "config": config_name,
+        "xla": jit,
+        "images_per_s": batch_size / seconds,
+        "step_s": seconds,
+        "first_step_s": first_step,
+        "forward_gflop_per_image": forward_flops(classifier) / 1e9,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def measure_pipeline(data, batches, batch_size):
+    """Images/s of the augmented training pipeline on its own."""
+    from keras_robust.data import load_dataset
+
+    loaded = load_dataset(data, "train", batch_size=batch_size)
+    iterator = iter(loaded.dataset.repeat())
+    for _ in range(5):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 44])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--jit", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data", help="class-folder data for the pipeline measurement")
+    parser.add_argument("--json", help="write all results here")
+    parser.add_argument("--one", nargs=3, metavar=("DEPTH", "CONFIG", "JIT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        depth, config, jit = args.one
+        print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size)))
+        return
+    jits = ["off", "on"] if args.jit == "both" else [args.jit]
+    results = []
+    for depth in args.depths:
+        for jit in jits:
+            for config in args.configs:
+                command = [sys.executable, __file__, "--one", str(depth), config, jit,
+                           "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+                output = subprocess.run(command, capture_output=True, text=True, check=True)
+                result = json.loads(output.stdout.strip().splitlines()[-1])
+                results.append(result)
+                print(
+                    f"ResNet-{depth:<3} XLA {jit:<3} {config:<19} "
+                    f"{result['images_per_s']:8.1f} img/s  step {result['step_s']:7.2f} s  "
+                    f"first step {result['first_step_s']:6.1f} s  peak RSS "
+                    f"{result['peak_rss_gib']:.2f} GiB",
+                    flush=True,
+                )
+    print()
+    for depth in args.depths:
+        for jit in jits:
+            rows = {r["config"]: r for r in results if r["depth"] == depth and r["xla"] == (jit == "on")}
+            if "standard" not in rows:
+                continue
+            base = rows["standard"]
+            ratios = ", ".join(
+                f"{name} {base['images_per_s'] / r['images_per_s']:.2f}x"
+                for name, r in rows.items() if name != "standard"
+            )
+            # A training step costs about 3 forward passes (forward + 2x backward).
+            gflops = 3 * base["forward_gflop_per_image"] * base["images_per_s"]
+            print(f"ResNet-{depth} XLA {jit}: cost vs standard: {ratios}; standard step "
+                  f"{gflops:.1f} GFLOP/s achieved")
+    if args.data:
+        rate = measure_pipeline(args.data, 100, args.batch_size)
+        print(f"input pipeline (augmented, batch {args.batch_size}): {rate:,.0f} img/s")
+        results.append({"pipeline_images_per_s": rate})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
