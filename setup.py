@@ -21,6 +21,7 @@ setup(
         "numpy",
         "pillow",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest>=7"],

@@ -6,7 +6,7 @@ pipeline's images/s. Every configuration runs in a fresh subprocess, so its
 peak resident memory is its own.
 
     python benchmarks/train_speed.py                        # ResNet-20 and -44, XLA on and off
-    python benchmarks/train_speed.py --depths 20 --jit on --steps 2
+    python benchmarks/train_speed.py --depths 20 --jit on --steps 3
     python benchmarks/train_speed.py --data ../shared/data/cifar10-jpeg.tar.gz  # + pipeline
 """
 
@@ -41,8 +41,9 @@ def forward_flops(model):
     return flops
 
 
-def measure_one(depth, config_name, jit, steps, batch_size):
-    """Times `steps` training steps after two warm-up steps; returns a dict."""
+def measure_one(depth, config_name, jit, steps, batch_size, budget_s=20.0):
+    """Median step time over at least `steps` steps (and `budget_s` seconds),
+    after two warm-up steps; the median shrugs off this VM's timing noise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
@@ -63,11 +64,15 @@ def measure_one(depth, config_name, jit, steps, batch_size):
     model.train_on_batch(x, y)
     first_step = time.perf_counter() - start
     model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
+    times = []
+    begin = time.perf_counter()
+    while len(times) < steps or time.perf_counter() - begin < budget_s:
+        start = time.perf_counter()
         model.train_on_batch(x, y)
-    seconds = (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
     return {
+        "steps_timed": len(times),
         "depth": depth,
         "config": config_name,
         "xla": jit,

@@ -6,13 +6,22 @@ image classification decisions and improved neural network robustness"
 """
 
 from keras_robust.activations import HalfHuberReLU, half_huber_relu
+from keras_robust import attributions, data
 from keras_robust.attacks import AttackResult, AttackSanityError, attack, attack_details
+from keras_robust.explain import AdversarialExplainer, Explanation
+from keras_robust.metrics import AraResult, ara
 from keras_robust.resnet import resnet
 from keras_robust.robust_model import RobustModel
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdversarialExplainer",
+    "AraResult",
+    "Explanation",
+    "ara",
+    "attributions",
+    "data",
     "AttackResult",
     "AttackSanityError",
     "HalfHuberReLU",

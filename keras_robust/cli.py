@@ -16,7 +16,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         print(f"keras-robust {args.command}: error: {error}", file=sys.stderr)
         return 1
 
@@ -59,7 +59,66 @@ def _parser():
     train.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/keras_robust)")
     train.add_argument("--seed", type=int, default=1776)
     train.set_defaults(run=_train)
+
+    explain = commands.add_parser(
+        "explain",
+        help="adversarial explanations of images (SPEC §5)",
+        description="Explain a model's decisions with adversarial explanations: for each "
+        "image, the true/predicted class, the most confident other class and every class.",
+    )
+    explain.add_argument("model", help="a .keras model mapping [0, 1] images to logits")
+    explain.add_argument("images", nargs="*", help="image files (resized to the model's input with a warning)")
+    explain.add_argument("--data", help="instead of files: a data source (see train --data)")
+    explain.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3],
+                         help="test-split indices to explain with --data (default 0 1 2 3)")
+    explain.add_argument("--targets", nargs="+", default=["standard"],
+                         help="'standard' (true/predicted, runner-up, every class), or class names/indices")
+    _attack_options(explain, rho=0.1, steps=35)
+    explain.add_argument("--overshoot", type=float, default=5.0)
+    _output_options(explain)
+    explain.set_defaults(run=_explain)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, attack ARA, BTR ARA and robust accuracy (SPEC §6)",
+        description="Evaluate robustness on a fixed random subset (seed 1776) of the test split.",
+    )
+    evaluate.add_argument("model", help="a .keras model")
+    evaluate.add_argument("--data", required=True, help="data source (see train --data)")
+    evaluate.add_argument("--n-images", type=int, default=1000, help="test images for ARA (default 1000)")
+    _attack_options(evaluate, rho=20.0, steps=450)
+    evaluate.add_argument("--momentum", type=float, default=0.9)
+    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                          help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
+    _output_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    compare = commands.add_parser(
+        "compare-explanations",
+        help="attribution maps before/after a small attack, beside adversarial explanations",
+        description="Claim 1 (SPEC §1): attack each image minimally and compare saliency, "
+        "SmoothGrad, Integrated Gradients and Grad-CAM maps before and after.",
+    )
+    compare.add_argument("model", help="a .keras model")
+    compare.add_argument("--data", required=True, help="data source (see train --data)")
+    compare.add_argument("--n-images", type=int, default=6)
+    compare.add_argument("--methods", nargs="+", default=None, help="attribution methods (default all)")
+    _output_options(compare)
+    compare.set_defaults(run=_compare)
     return parser
+
+
+def _attack_options(parser, rho, steps):
+    parser.add_argument("--rho", type=float, default=rho, help=f"budget rho (default {rho})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"attack steps (default {steps})")
+
+
+def _output_options(parser):
+    parser.add_argument("--out", default=None, help="folder for PNGs, report.html and results")
+    parser.add_argument("--data-dir", help="TFDS data directory")
+    parser.add_argument("--cache-dir", help="decoded-image cache")
+    parser.add_argument("--class-names", nargs="+", help="class names (default: from the data or summary.json)")
 
 
 def _train(args):
@@ -96,6 +155,155 @@ def _train(args):
         f"model: {os.path.join(args.out, 'model.keras')}"
     )
     print(json.dumps({"test": summary["test"], "psi": psi}))
+    return 0
+
+
+def _load_model(path):
+    import keras
+
+    import keras_robust  # noqa: F401  (registers the package's layers for loading)
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model file at {path}")
+    model = keras.saving.load_model(path, compile=False)
+    return getattr(model, "classifier", model)
+
+
+def _test_split(args, n_images=None, indices=None):
+    """Images and labels from the data source's test split, and its class names."""
+    import numpy as np
+
+    from keras_robust.data import load_dataset
+    from keras_robust.metrics import evaluation_indices
+
+    data = load_dataset(args.data, "test", batch_size=1024, data_dir=args.data_dir,
+                        cache_dir=args.cache_dir)
+    images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    if indices is None:
+        indices = evaluation_indices(len(images), min(n_images, len(images)))
+    bad = [i for i in indices if not 0 <= i < len(images)]
+    if bad:
+        raise ValueError(f"Index {bad[0]} is outside the test split of {len(images)} images")
+    return images[indices], labels[indices], data.class_names
+
+
+def _class_names(args, model_path, fallback):
+    if args.class_names:
+        return list(args.class_names)
+    summary = os.path.join(os.path.dirname(os.path.abspath(model_path)), "summary.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            return json.load(f).get("class_names") or fallback
+    return fallback
+
+
+def _out_dir(args, default):
+    out = args.out or default
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def _explain(args):
+    import numpy as np
+
+    from keras_robust import plots, report
+    from keras_robust.explain import AdversarialExplainer
+    from keras_robust.imageio import load_images
+
+    model = _load_model(args.model)
+    if args.images and args.data:
+        raise ValueError("Give image files or --data, not both")
+    if args.images:
+        images = load_images(args.images, model.input_shape[1:3])
+        labels, names = None, None
+    elif args.data:
+        images, labels, names = _test_split(args, indices=args.indices)
+    else:
+        raise ValueError("Nothing to explain: give image files or --data")
+    names = _class_names(args, args.model, names)
+    explainer = AdversarialExplainer(model, rho=args.rho, overshoot=args.overshoot,
+                                     steps=args.steps, class_names=names)
+    if args.targets == ["standard"]:
+        targets = explainer.standard_targets(images, labels)
+    elif all(t.isdigit() for t in args.targets):
+        targets = np.array([[int(t) for t in args.targets]] * len(images))
+    else:
+        targets = np.array([args.targets] * len(images))  # class names
+    result = explainer.explain(images, targets)
+    out = _out_dir(args, "explanations")
+    grid = plots.explanation_grid(result, os.path.join(out, "explanations.png"), max_images=len(images))
+    np.savez(os.path.join(out, "explanations.npz"), images=result.images, delta=result.delta,
+             targets=result.targets, confidence_before=result.confidence_before,
+             confidence_after=result.confidence_after, original=result.original)
+    rows = [
+        {"image": i, "target": result.target_name(i, j),
+         "confidence_before": float(result.confidence_before[i, j]),
+         "confidence_after": float(result.confidence_after[i, j])}
+        for i in range(len(images)) for j in range(result.targets.shape[1])
+    ]
+    report.write_report(os.path.join(out, "report.html"), "Adversarial explanations", [
+        {"heading": "Explanations", "text": f"rho={args.rho}, overshoot={args.overshoot}, steps={args.steps}",
+         "figures": [grid], "table": rows},
+    ])
+    for row in rows:
+        print(f"image {row['image']}: toward {row['target']:<12} confidence "
+              f"{row['confidence_before']:.3f} -> {row['confidence_after']:.3f}")
+    print(f"wrote {out}/explanations.png, report.html, explanations.npz")
+    return 0
+
+
+def _evaluate(args):
+    import numpy as np
+
+    from keras_robust import plots, report
+    from keras_robust.metrics import ara
+
+    model = _load_model(args.model)
+    images, labels, _ = _test_split(args, n_images=args.n_images)
+    result = ara(model, images, labels, steps=args.steps, rho=args.rho,
+                 momentum=args.momentum, batch_size=args.batch_size)
+    dims = float(np.prod(images.shape[1:]))
+    robust = {f"robust_accuracy_l2_{eps:g}": float(result.robust_accuracy(eps / np.sqrt(dims)))
+              for eps in args.eps}
+    summary = {**result.to_dict(), **robust}
+    out = _out_dir(args, "evaluation")
+    curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"))
+    np.savez(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
+    with open(os.path.join(out, "evaluation.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    report.write_report(os.path.join(out, "report.html"), "Accuracy-Robustness Area", [
+        {"heading": "Summary", "table": [summary], "figures": [curve],
+         "text": f"{len(images)} test images, {args.steps} steps, rho={args.rho}, momentum={args.momentum}"},
+    ])
+    print(f"accuracy {result.clean_accuracy:.4f} on {len(images)} images; "
+          f"attack ARA {result.attack_ara:.4f}; BTR ARA {result.btr_ara:.4f}")
+    for name, value in robust.items():
+        print(f"{name}: {value:.4f}")
+    return 0
+
+
+def _compare(args):
+    from keras_robust import attributions, plots, report
+    from keras_robust.experiments import compare_explanations
+
+    model = _load_model(args.model)
+    images, labels, names = _test_split(args, n_images=args.n_images)
+    names = _class_names(args, args.model, names)
+    result = compare_explanations(model, images, labels,
+                                  methods=args.methods or tuple(attributions.METHODS))
+    out = _out_dir(args, "comparison")
+    panel = plots.comparison_panel(result, os.path.join(out, "comparison.png"),
+                                   max_images=len(images), class_names=names)
+    summary = result.summary()
+    report.write_report(os.path.join(out, "report.html"), "Attribution maps under attack", [
+        {"heading": "Summary", "table": [summary], "figures": [panel],
+         "text": "Each map explains the class predicted on that image. A high rank "
+                 "correlation while the class changed means the map does not explain the decision."},
+    ])
+    with open(os.path.join(out, "comparison.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    for key, value in summary.items():
+        print(f"{key}: {value:.4f}")
     return 0
 
 

@@ -237,3 +237,37 @@ def test_custom_loss_and_sample_weights_are_refused(rng):
     x = rng.random((4, 2, 2, 1)).astype("float32")
     with pytest.raises(ValueError, match="sample weights"):
         model.fit(x, np.array([0, 1, 2, 0]), sample_weight=np.ones(4), verbose=0)
+
+
+@keras.saving.register_keras_serializable(package="keras_robust_tests")
+class SubclassedClassifier(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(5)
+        self.act = HalfHuberReLU()
+        self.out = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.out(self.act(self.hidden(self.flatten(x))))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_any_kind_of_classifier_trains_and_round_trips(kind, rng, tmp_path):
+    if kind == "sequential":
+        classifier = tiny_classifier()
+    elif kind == "functional":
+        inputs = keras.Input((2, 2, 1))
+        classifier = keras.Model(inputs, keras.layers.Dense(3)(HalfHuberReLU()(keras.layers.Flatten()(inputs))))
+    else:
+        classifier = SubclassedClassifier()
+    model = RobustModel(classifier, target_loss=5.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = rng.random((16, 2, 2, 1)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert model.psi > 220 and history.history["l_adv"][0] > 0
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.psi == pytest.approx(model.psi)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

@@ -1,0 +1,72 @@
+"""Explanation latency, ARA throughput and ARA of trained models (issue: SPEC §5-§6).
+
+    python benchmarks/explain_ara.py --models runs/standard/model.keras runs/robust/model.keras \
+        --data ../shared/data/cifar10-jpeg.tar.gz --n-images 200 --out docs/figures
+
+Prints, per model: the latency of explaining one image toward 12 targets
+(true, runner-up, 10 classes; 35 steps), ARA images/s at 450 steps, and attack
+and BTR ARA on the same fixed test subset (seed 1776); writes the curves,
+explanation grids and a JSON of the figures.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--n-images", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", default="docs/figures")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    import keras_robust  # noqa: F401
+    from keras_robust import plots
+    from keras_robust.data import load_dataset
+    from keras_robust.explain import AdversarialExplainer
+    from keras_robust.metrics import ara, evaluation_indices
+
+    data = load_dataset(args.data, "test", batch_size=1000)
+    images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    chosen = evaluation_indices(len(images), args.n_images)
+    os.makedirs(args.out, exist_ok=True)
+    figures = {}
+    for path in args.models:
+        name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        model = keras.saving.load_model(path, compile=False)
+        model = getattr(model, "classifier", model)
+        accuracy = float(np.mean(np.argmax(model.predict(images, verbose=0, batch_size=500), 1) == labels))
+        explainer = AdversarialExplainer(model, class_names=data.class_names)
+        explainer.explain_standard(images[:1], labels[:1])  # trace once
+        start = time.perf_counter()
+        result = explainer.explain_standard(images[:1], labels[:1])
+        latency = time.perf_counter() - start
+        grid = explainer.explain_standard(images[chosen[:4]], labels[chosen[:4]])
+        plots.explanation_grid(grid, os.path.join(args.out, f"explanations_{name}.png"))
+        start = time.perf_counter()
+        scores = ara(model, images[chosen], labels[chosen], batch_size=args.batch_size)
+        seconds = time.perf_counter() - start
+        plots.ara_curve(scores, os.path.join(args.out, f"ara_{name}.png"))
+        figures[name] = {
+            "model": path,
+            "test_accuracy_10000": accuracy,
+            "explain_1_image_12_targets_s": latency,
+            "explain_targets": int(result.targets.shape[1]),
+            "ara_images_per_s_450_steps_both_modes": args.n_images / seconds,
+            **scores.to_dict(),
+        }
+        print(json.dumps({name: figures[name]}, indent=2), flush=True)
+    with open(os.path.join(args.out, "explain_ara.json"), "w") as f:
+        json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Reading image files for explanation, with clear errors and size handling."""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+def load_images(paths, size):
+    """Reads image files as float RGB in [0, 1], resized to `size` if needed.
+
+    Images of another size are resized bilinearly with a warning, rather than
+    refused, so a photo can be explained by a CIFAR-sized model; the warning
+    says that the model sees a resized image.
+
+    Args:
+        paths: Image file paths.
+        size: `(height, width)` the model expects.
+
+    Returns:
+        A float32 array `(len(paths), height, width, 3)`.
+    """
+    if not paths:
+        raise ValueError("No image files given. Received: paths=[]")
+    height, width = size
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No image file at {path}")
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if image.size != (width, height):
+                    warnings.warn(
+                        f"{path} is {image.size[0]}x{image.size[1]}; resizing it to the "
+                        f"model's {width}x{height} input",
+                        stacklevel=2,
+                    )
+                    image = image.resize((width, height), Image.BILINEAR)
+                images.append(np.asarray(image, dtype="float32") / 255.0)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{path} is not a readable image file ({error})") from None
+    return np.stack(images)

@@ -1,0 +1,87 @@
+"""End-to-end runs of the explain / evaluate / compare-explanations commands on a tiny model."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_robust import RobustModel, cli, resnet
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    model = RobustModel(resnet(depth=8, num_classes=3, input_shape=(16, 16, 3)))
+    model.save(root / "model.keras")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 6)):
+        for name in ("ant", "bee", "cow"):
+            folder = root / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype="uint8")).save(folder / f"{i}.png")
+    return root
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_explain_image_files_writes_report(workspace, capsys, tmp_path):
+    image = workspace / "data" / "test" / "bee" / "0.png"
+    code, out, err = run(capsys, "explain", workspace / "model.keras", image, "--steps", "6",
+                         "--class-names", "ant", "bee", "cow", "--out", tmp_path)
+    assert code == 0, err
+    assert out.count("image 0: toward") == 2 + 3
+    assert (tmp_path / "explanations.png").stat().st_size > 1000
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "bee" in html
+    saved = np.load(tmp_path / "explanations.npz")
+    assert saved["images"].shape == (1, 5, 16, 16, 3)
+
+
+def test_explain_from_data_toward_named_class(workspace, capsys, tmp_path):
+    code, out, err = run(capsys, "explain", workspace / "model.keras", "--data", workspace / "data",
+                         "--indices", "0", "5", "--targets", "cow", "--steps", "6",
+                         "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    assert out.count("toward cow") == 2
+
+
+def test_evaluate_prints_aras_and_writes_curve(workspace, capsys, tmp_path):
+    code, out, err = run(capsys, "evaluate", workspace / "model.keras", "--data", workspace / "data",
+                         "--n-images", "6", "--steps", "20", "--out", tmp_path,
+                         "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    assert "attack ARA" in out and "BTR ARA" in out and "robust_accuracy_l2_0.5" in out
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert summary["num_images"] == 6 and summary["attack_ara"] >= 0
+    assert (tmp_path / "ara_curve.png").exists() and (tmp_path / "report.html").exists()
+
+
+def test_compare_explanations_runs(workspace, capsys, tmp_path):
+    code, out, err = run(capsys, "compare-explanations", workspace / "model.keras", "--data",
+                         workspace / "data", "--n-images", "2", "--methods", "saliency", "grad_cam",
+                         "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    assert "rank_correlation_saliency" in out and "class_changed" in out
+    assert (tmp_path / "comparison.png").exists()
+
+
+def test_clear_errors(workspace, capsys, tmp_path):
+    (tmp_path / "x.txt").write_text("no")
+    code, _, err = run(capsys, "explain", workspace / "model.keras", tmp_path / "x.txt")
+    assert code == 1 and "x.txt is not a readable image" in err and "Traceback" not in err
+    code, _, err = run(capsys, "explain", tmp_path / "nope.keras", tmp_path / "x.txt")
+    assert code == 1 and "nope.keras" in err
+    code, _, err = run(capsys, "explain", workspace / "model.keras", "--data", workspace / "data",
+                       "--targets", "horse", "--steps", "4", "--cache-dir", tmp_path / "c")
+    assert code == 1 and "Unknown class name" in err
+    code, _, err = run(capsys, "evaluate", workspace / "model.keras", "--data", workspace / "data",
+                       "--rho", "-1", "--cache-dir", tmp_path / "c")
+    assert code == 1 and "rho" in err

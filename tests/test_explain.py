@@ -1,0 +1,98 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_robust import attacks, explain
+from keras_robust.explain import AdversarialExplainer
+
+
+@pytest.fixture
+def model(rng):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(5),
+        ]
+    )
+
+
+def test_explanations_raise_target_probability_and_end_at_budget(model, rng):
+    images = rng.random((6, 8, 8, 3)).astype("float32")
+    least_likely = np.argmin(model.predict(images, verbose=0), axis=1)
+    result = AdversarialExplainer(model).explain(images, least_likely)
+    assert result.images.shape == (6, 1, 8, 8, 3)
+    assert np.all(result.confidence_after > result.confidence_before)
+    rmse = np.sqrt(np.mean(result.delta.reshape(6, -1) ** 2, axis=1))
+    np.testing.assert_allclose(rmse, 0.1, rtol=0.05)
+    np.testing.assert_allclose(result.images, images[:, None] + result.delta, atol=1e-6)
+    probabilities = keras.ops.convert_to_numpy(
+        keras.ops.softmax(model(result.images[:, 0]))
+    )[np.arange(6), least_likely]
+    np.testing.assert_allclose(result.confidence_after[:, 0], probabilities, rtol=1e-4)
+
+
+def test_standard_targets_are_true_runner_up_and_every_class(model, rng):
+    images = rng.random((3, 8, 8, 3)).astype("float32")
+    explainer = AdversarialExplainer(model)
+    logits = model.predict(images, verbose=0)
+    targets = explainer.standard_targets(images, labels=[4, 0, 2])
+    assert targets.shape == (3, 7)
+    np.testing.assert_array_equal(targets[:, 0], [4, 0, 2])
+    for i, label in enumerate([4, 0, 2]):
+        others = np.delete(np.arange(5), label)
+        assert targets[i, 1] == others[np.argmax(logits[i, others])]
+        np.testing.assert_array_equal(targets[i, 2:], np.arange(5))
+    predicted = explainer.standard_targets(images)
+    np.testing.assert_array_equal(predicted[:, 0], logits.argmax(axis=1))
+
+
+def test_all_targets_run_as_one_batched_attack(model, rng, monkeypatch):
+    calls = []
+    real = attacks.attack_details
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explain, "attack_details", counting)
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    result = AdversarialExplainer(model, class_names=list("abcde")).explain_standard(images)
+    assert calls == [2 * 7]
+    assert result.targets.shape == (2, 7)
+    assert result.target_name(0, 2) == "a"
+
+
+def test_targets_by_name(model, rng):
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    explainer = AdversarialExplainer(model, class_names=["cat", "dog", "car", "ship", "frog"], steps=4)
+    result = explainer.explain(images, ["ship", "cat"])
+    np.testing.assert_array_equal(result.targets[:, 0], [3, 0])
+    with pytest.raises(ValueError, match="Unknown class name.*'horse'"):
+        explainer.explain(images, ["horse", "cat"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"rho": 0}, "Received: rho=0"), ({"steps": 1}, "Received: steps=1"),
+     ({"overshoot": 0.5}, "Received: overshoot=0.5")],
+)
+def test_bad_settings(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AdversarialExplainer(model, **kwargs)
+
+
+def test_bad_inputs(model, rng):
+    explainer = AdversarialExplainer(model, steps=4)
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    with pytest.raises(ValueError, match="target 7"):
+        explainer.explain(images, [7, 0])
+    with pytest.raises(ValueError, match="class_names"):
+        explainer.explain(images, ["cat", "dog"])
+    with pytest.raises(ValueError, match="divide integer images"):
+        explainer.explain((images * 255).astype("uint8"), [0, 1])
+    single = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="K >= 2"):
+        AdversarialExplainer(single).explain(images, [0, 0])

@@ -1,0 +1,121 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_robust import AttackSanityError
+from keras_robust.metrics import (
+    accuracy_robustness_area,
+    ara,
+    evaluation_indices,
+)
+
+
+def exact_area(m, num_classes):
+    """∫ max(0, acc(ε) − 1/K) dε for the step function acc(ε) = #(m > ε) / n."""
+    m = np.sort(np.asarray(m, dtype="float64"))
+    n = len(m)
+    lower = np.concatenate([[0.0], m[:-1]])
+    level = (n - np.arange(n)) / n  # acc on [m_(k-1), m_(k))
+    return float(np.sum((m - lower) * np.maximum(0.0, level - 1.0 / num_classes)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_area_matches_closed_form_within_histogram_resolution(seed):
+    m = np.random.default_rng(seed).exponential(0.02, size=500)
+    m[:40] = 0.0  # misclassified from the start
+    area = accuracy_robustness_area(m, 10)
+    assert abs(area - exact_area(m, 10)) <= m.max() / 1000
+    assert area < exact_area(m, 10) + 1e-12  # right-endpoint sum never overestimates
+
+
+def test_area_hand_worked_case():
+    # K = 2, m = {0, 1, 1, 1}: acc = 3/4 on [0, 1), so the exact area is
+    # (3/4 - 1/2) * 1 = 0.25; the right-endpoint sum loses the last bin,
+    # where acc(1) = 0: 999 bins of width 1/1000 at 0.25 = 0.24975.
+    assert exact_area([0.0, 1.0, 1.0, 1.0], 2) == pytest.approx(0.25)
+    assert accuracy_robustness_area([0.0, 1.0, 1.0, 1.0], 2) == pytest.approx(0.24975)
+    # A random guesser (acc never above 1/K) scores 0.
+    assert accuracy_robustness_area([0.0] * 9 + [5.0], 10) == 0.0
+    assert accuracy_robustness_area([0.0, 0.0], 10) == 0.0
+
+
+@pytest.mark.parametrize("bad", [[], [-0.1, 0.2], [np.nan], [[0.1]]])
+def test_area_rejects_bad_input(bad):
+    with pytest.raises(ValueError, match="Received:"):
+        accuracy_robustness_area(bad, 10)
+
+
+def linear_model(weights, bias):
+    dims, classes = weights.shape
+    model = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten(), keras.layers.Dense(classes)])
+    model.layers[-1].set_weights([weights.astype("float32"), bias.astype("float32")])
+    return model
+
+
+def boundary_rmse(images, weights, bias, labels):
+    """Exact distance to the nearest decision boundary of a linear model, as RMSE."""
+    flat = images.reshape(len(images), -1).astype("float64")
+    logits = flat @ weights + bias
+    distance = np.full(len(images), np.inf)
+    for j in range(weights.shape[1]):
+        gap = logits[np.arange(len(images)), labels] - logits[:, j]
+        norm = np.linalg.norm(weights[:, labels].T - weights[:, j], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            distance = np.minimum(distance, np.where(j == labels, np.inf, gap / norm))
+    return distance / np.sqrt(flat.shape[1])
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_l2min_minimal_perturbation_against_analytic_boundary_distance(rng, num_classes):
+    weights = rng.normal(size=(12, num_classes))
+    bias = rng.normal(size=num_classes) * 0.1
+    model = linear_model(weights, bias)
+    images = rng.random((24, 2, 2, 3)).astype("float32")
+    labels = (images.reshape(24, -1) @ weights + bias).argmax(axis=1)
+    result = ara(model, images, labels, progress=False, batch_size=8)
+    exact = boundary_rmse(images, weights, bias, labels)
+    # No class change is closer than the boundary.
+    np.testing.assert_array_less(exact * (1 - 1e-4), result.attack_min_rmse)
+    if num_classes == 2:
+        # With two classes the cross-entropy gradient is normal to the boundary,
+        # so the attack finds the minimum up to its final step sizes.
+        np.testing.assert_allclose(result.attack_min_rmse, exact, rtol=0.03, atol=1e-3)
+    assert result.clean_accuracy == 1.0
+    assert np.all(result.btr_min_rmse > 0)
+
+
+def test_images_failing_from_the_start_score_zero(rng):
+    weights = rng.normal(size=(12, 3))
+    model = linear_model(weights, np.zeros(3))
+    images = rng.random((10, 2, 2, 3)).astype("float32")
+    predicted = (images.reshape(10, -1) @ weights).argmax(axis=1)
+    labels = predicted.copy()
+    labels[:4] = (predicted[:4] + 1) % 3  # wrong from the start
+    result = ara(model, images, labels, steps=60, progress=False)
+    assert np.all(result.attack_min_rmse[:4] == 0)
+    assert np.all(result.attack_min_rmse[4:] > 0)
+    assert result.clean_accuracy == pytest.approx(0.6)
+    assert result.robust_accuracy(0.0) == pytest.approx(0.6)
+    eps, acc = result.curve()
+    assert len(eps) == 1000 and np.all(np.diff(acc) <= 0)
+
+
+def test_model_whose_class_cannot_change_fails_sanity_check(rng):
+    frozen = keras.Sequential(
+        [keras.Input((2, 2, 3)), keras.layers.Lambda(
+            lambda x: tf.stack([tf.reduce_sum(x, axis=[1, 2, 3]) * 0.0 + 5.0,
+                                tf.zeros(tf.shape(x)[:1])], axis=1))]
+    )
+    images = rng.random((6, 2, 2, 3)).astype("float32")
+    with pytest.raises(AttackSanityError, match=r"6 of 6 images.*Increase rho or steps"):
+        ara(frozen, images, np.zeros(6, "int32"), steps=20, progress=False)
+
+
+def test_evaluation_indices_are_a_fixed_permutation_prefix():
+    first = evaluation_indices(10000, 1000)
+    assert len(set(first)) == 1000 and first.max() < 10000
+    np.testing.assert_array_equal(first, evaluation_indices(10000, 1000))
+    np.testing.assert_array_equal(evaluation_indices(10000, 10), first[:10])
+    with pytest.raises(ValueError, match="Received: n=0"):
+        evaluation_indices(100, 0)
