@@ -75,6 +75,9 @@ def _parser():
                          help="'standard' (true/predicted, runner-up, every class), or class names/indices")
     _attack_options(explain, rho=0.1, steps=35)
     explain.add_argument("--overshoot", type=float, default=5.0)
+    explain.add_argument("--no-sanity-check", action="store_true",
+                         help="show explanations that miss the SPEC §4 budget check "
+                              "(non-robust networks) instead of stopping")
     _output_options(explain)
     explain.set_defaults(run=_explain)
 
@@ -222,7 +225,8 @@ def _explain(args):
         raise ValueError("Nothing to explain: give image files or --data")
     names = _class_names(args, args.model, names)
     explainer = AdversarialExplainer(model, rho=args.rho, overshoot=args.overshoot,
-                                     steps=args.steps, class_names=names)
+                                     steps=args.steps, class_names=names,
+                                     sanity_check=not args.no_sanity_check)
     if args.targets == ["standard"]:
         targets = explainer.standard_targets(images, labels)
     elif all(t.isdigit() for t in args.targets):
@@ -238,7 +242,8 @@ def _explain(args):
     rows = [
         {"image": i, "target": result.target_name(i, j),
          "confidence_before": float(result.confidence_before[i, j]),
-         "confidence_after": float(result.confidence_after[i, j])}
+         "confidence_after": float(result.confidence_after[i, j]),
+         "budget_reached_at_step": int(result.first_met_step[i, j])}
         for i in range(len(images)) for j in range(result.targets.shape[1])
     ]
     report.write_report(os.path.join(out, "report.html"), "Adversarial explanations", [

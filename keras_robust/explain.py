@@ -22,6 +22,10 @@ class Explanation:
         confidence_after: Softmax confidence of each target on `x + δ`, `(n, t)`.
         original: The explained images `x`, shape `(n, H, W, C)`.
         class_names: Names of the classes, if known.
+        first_met_step: Step at which each δ first reached RMSE ρ, or -1 if
+            it never did, `(n, t)`. SPEC §4 requires a step <= ⌊N/2⌋; on
+            a non-robust network the direction changes so much from step
+            to step that δ can wander without reaching the budget.
     """
 
     images: np.ndarray
@@ -31,6 +35,7 @@ class Explanation:
     confidence_after: np.ndarray
     original: np.ndarray
     class_names: tuple = None
+    first_met_step: np.ndarray = None
 
     def target_name(self, i, j):
         """The name (or index) of target `[i, j]`."""
@@ -63,9 +68,14 @@ class AdversarialExplainer:
         batch_size: Images attacked at once; larger batches are split.
         class_names: Optional class names, for targets given by name and for
             labels in pictures.
+        sanity_check: Raise `AttackSanityError` if some explanation does not
+            reach RMSE ρ by step ⌊N/2⌋ (SPEC §4). Turn off only to look at
+            what a non-robust network does; `Explanation.first_met_step`
+            then tells which explanations fell short.
     """
 
-    def __init__(self, model, rho=0.1, overshoot=5.0, steps=35, batch_size=256, class_names=None):
+    def __init__(self, model, rho=0.1, overshoot=5.0, steps=35, batch_size=256,
+                 class_names=None, sanity_check=True):
         if not rho > 0:
             raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
         if not overshoot >= 1:
@@ -80,6 +90,7 @@ class AdversarialExplainer:
         self.steps = steps
         self.batch_size = batch_size
         self.class_names = tuple(class_names) if class_names is not None else None
+        self.sanity_check = bool(sanity_check)
 
     def explain(self, images, targets):
         """Explains every image toward its targets in one batched attack.
@@ -98,7 +109,7 @@ class AdversarialExplainer:
         num_targets = targets.shape[1]
         repeated = np.repeat(images, num_targets, axis=0)
         flat_targets = targets.reshape(-1)
-        deltas = []
+        deltas, first_met = [], []
         for start in range(0, len(repeated), self.batch_size):
             stop = start + self.batch_size
             result = attack_details(
@@ -110,8 +121,10 @@ class AdversarialExplainer:
                 overshoot=self.overshoot,
                 mode="bounded",
                 explain=True,
+                sanity_check=self.sanity_check,
             )
             deltas.append(result.delta.numpy())
+            first_met.append(result.first_met_step.numpy())
         delta = np.concatenate(deltas).astype(images.dtype)
         logits_after = self._logits(repeated + delta)
         shape = (len(images), num_targets)
@@ -123,6 +136,7 @@ class AdversarialExplainer:
             confidence_after=_softmax_at(logits_after, flat_targets).reshape(shape),
             original=images,
             class_names=self.class_names,
+            first_met_step=np.concatenate(first_met).reshape(shape),
         )
 
     def standard_targets(self, images, labels=None):

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import tqdm
 
-from keras_robust.attacks import attack_details
+from keras_robust.attacks import attack_details, call_model
 
 ARA_SEED = 1776
 HISTOGRAM_BINS = 1000
@@ -35,7 +35,7 @@ def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
     top = min_rmse.max()
     if top == 0:
         return 0.0
-    edges, accuracy = accuracy_curve(min_rmse, bins)
+    _, accuracy = accuracy_curve(min_rmse, bins)
     return float(np.sum(np.maximum(0.0, accuracy - 1.0 / num_classes)) * top / bins)
 
 
@@ -130,6 +130,7 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
             "`images` and `labels` must be non-empty and of equal length. "
             f"Received: {len(images)} images, {len(labels)} labels"
         )
+    num_classes = _num_classes(model, images[:1])
     found = {"l2min": [], "btr": []}
     correct = 0
     batches = range(0, len(images), batch_size)
@@ -140,7 +141,6 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
             sizes.append(result.rmse.numpy())
             if mode == "l2min":
                 correct += int(np.sum(result.first_met_step.numpy() != 0))
-    num_classes = int(np.asarray(model(images[:1])).shape[-1])
     attack_m, btr_m = (np.concatenate(found[m]).astype("float64") for m in ("l2min", "btr"))
     return AraResult(
         attack_ara=accuracy_robustness_area(attack_m, num_classes),
@@ -150,3 +150,14 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
         num_classes=num_classes,
         clean_accuracy=correct / len(images),
     )
+
+
+def _num_classes(model, probe):
+    """K from the model's output on one image, which must be logits over K >= 2."""
+    shape = np.asarray(call_model(model, probe, False)).shape
+    if len(shape) != 2 or shape[1] < 2:
+        raise ValueError(
+            "The model must output logits of shape (batch, K) with K >= 2 "
+            f"classes. Received: output shape {shape}"
+        )
+    return shape[1]

@@ -96,3 +96,18 @@ def test_bad_inputs(model, rng):
     single = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="K >= 2"):
         AdversarialExplainer(single).explain(images, [0, 0])
+
+
+def test_budget_check_can_be_turned_off_and_is_reported(model, rng):
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    # Overshoot 1: the steps sum to exactly rho, so the budget is met only
+    # after the last step, later than SPEC §4's step floor(N/2).
+    strict = AdversarialExplainer(model, overshoot=1.0, steps=6)
+    with pytest.raises(attacks.AttackSanityError, match="Increase rho or steps"):
+        strict.explain(images, [0, 1])
+    lenient = AdversarialExplainer(model, overshoot=1.0, steps=6, sanity_check=False)
+    result = lenient.explain(images, [0, 1])
+    assert result.first_met_step.shape == (2, 1)
+    assert np.all(result.first_met_step == -1)
+    passing = AdversarialExplainer(model).explain(images, [0, 1])
+    assert np.all((passing.first_met_step >= 0) & (passing.first_met_step <= 17))

@@ -119,3 +119,11 @@ def test_evaluation_indices_are_a_fixed_permutation_prefix():
     np.testing.assert_array_equal(evaluation_indices(10000, 10), first[:10])
     with pytest.raises(ValueError, match="Received: n=0"):
         evaluation_indices(100, 0)
+
+
+def test_model_without_class_logits_is_refused(rng):
+    single = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="K >= 2"):
+        ara(single, rng.random((2, 2, 2, 3)).astype("float32"), [0, 0], progress=False)
+    with pytest.raises(ValueError, match="equal length"):
+        ara(single, rng.random((2, 2, 2, 3)).astype("float32"), [0], progress=False)
