@@ -291,8 +291,16 @@ def _compare(args):
     from keras_robust import attributions, plots, report
     from keras_robust.experiments import compare_explanations
 
+    import numpy as np
+
     model = _load_model(args.model)
-    images, labels, names = _test_split(args, n_images=args.n_images)
+    # An image misclassified from the start has no class change to explain, so
+    # the first n correctly classified images of the fixed permutation are used.
+    images, labels, names = _test_split(args, n_images=4 * args.n_images)
+    correct = np.flatnonzero(np.argmax(model.predict(images, verbose=0), axis=1) == labels)
+    if correct.size == 0:
+        raise ValueError("The model classifies none of the sampled test images correctly")
+    images, labels = images[correct[: args.n_images]], labels[correct[: args.n_images]]
     names = _class_names(args, args.model, names)
     result = compare_explanations(model, images, labels,
                                   methods=args.methods or tuple(attributions.METHODS))
