@@ -255,6 +255,16 @@ def call_model(model, images, training):
     return model(images)
 
 
+def check_logits(logits):
+    """Returns `logits` if shaped `(batch, K)` with K >= 2, else raises."""
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            "The model must output logits of shape (batch, K) with K >= 2 "
+            f"classes. Received: output shape {logits.shape}"
+        )
+    return logits
+
+
 def _accepts_training(function):
     try:
         parameters = inspect.signature(function).parameters

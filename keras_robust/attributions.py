@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.imageio import check_images
+
 
 def saliency(model, images, targets):
     """Vanilla gradient saliency: ∂ logit_t / ∂x (Simonyan et al. 2014)."""
@@ -114,12 +116,7 @@ def _logit_gradient(model, images, targets):
 
 
 def _inputs(images, targets):
-    images = np.asarray(images)
-    if images.dtype.kind != "f" or images.ndim != 4:
-        raise ValueError(
-            "Images must be float, shape (n, H, W, C), in [0, 1]. "
-            f"Received: images.dtype={images.dtype}, images.shape={images.shape}"
-        )
+    images = check_images(images)
     targets = np.asarray(targets).reshape(-1)
     if targets.dtype.kind not in "iu" or targets.size != len(images):
         raise ValueError(

@@ -4,7 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_robust.attacks import attack_details, call_model
+from keras_robust.attacks import attack_details, call_model, check_logits
+from keras_robust.imageio import check_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,7 @@ class AdversarialExplainer:
         Returns:
             An `Explanation`.
         """
-        images = _check_images(images)
+        images = check_images(images)
         targets = self._target_indices(targets, len(images))
         logits_before = self._logits(images)
         num_targets = targets.shape[1]
@@ -142,7 +143,7 @@ class AdversarialExplainer:
     def standard_targets(self, images, labels=None):
         """SPEC §5's targets per image: the true (or predicted) class, the
         highest-logit other class, then every class. Shape `(n, 2 + K)`."""
-        images = _check_images(images)
+        images = check_images(images)
         logits = self._logits(images)
         first = np.argmax(logits, axis=1) if labels is None else self._target_indices(labels, len(images))[:, 0]
         others = logits.copy()
@@ -162,12 +163,7 @@ class AdversarialExplainer:
                 for i in range(0, len(images), self.batch_size)
             ]
         )
-        if logits.ndim != 2 or logits.shape[1] < 2:
-            raise ValueError(
-                "The model must output logits of shape (batch, K) with K >= 2 "
-                f"classes. Received: output shape {logits.shape}"
-            )
-        return logits.astype("float64")
+        return check_logits(logits).astype("float64")
 
     def _target_indices(self, targets, num_images):
         targets = np.asarray(targets)
@@ -202,20 +198,6 @@ class AdversarialExplainer:
                 f"Unknown class name; known: {', '.join(self.class_names)}. Received: target {name!r}"
             )
         return self.class_names.index(name)
-
-
-def _check_images(images):
-    images = np.asarray(images)
-    if images.dtype.kind != "f":
-        raise ValueError(
-            "Images must be float in [0, 1] pixel units; divide integer images "
-            f"by 255 first. Received: images.dtype={images.dtype}"
-        )
-    if images.ndim != 4:
-        raise ValueError(f"Images must have shape (n, H, W, C). Received: images.shape={images.shape}")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("Images must be finite. Received: images with NaN or infinite values")
-    return images.astype("float32")
 
 
 def _softmax_at(logits, targets):

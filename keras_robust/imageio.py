@@ -7,6 +7,21 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 
+def check_images(images):
+    """Float images `(n, H, W, C)` in [0, 1] pixel units, as float32; clear errors otherwise."""
+    images = np.asarray(images)
+    if images.dtype.kind != "f":
+        raise ValueError(
+            "Images must be float in [0, 1] pixel units; divide integer images "
+            f"by 255 first. Received: images.dtype={images.dtype}"
+        )
+    if images.ndim != 4:
+        raise ValueError(f"Images must have shape (n, H, W, C). Received: images.shape={images.shape}")
+    if not np.all(np.isfinite(images)):
+        raise ValueError("Images must be finite. Received: images with NaN or infinite values")
+    return images.astype("float32")
+
+
 def load_images(paths, size):
     """Reads image files as float RGB in [0, 1], resized to `size` if needed.
 

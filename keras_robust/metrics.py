@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import tqdm
 
-from keras_robust.attacks import attack_details, call_model
+from keras_robust.attacks import attack_details, call_model, check_logits
+from keras_robust.imageio import check_images
 
 ARA_SEED = 1776
 HISTOGRAM_BINS = 1000
@@ -123,14 +124,14 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
     Returns:
         An `AraResult`.
     """
-    images = np.asarray(images, dtype="float32")
+    images = check_images(images)
     labels = np.asarray(labels).reshape(-1)
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(
             "`images` and `labels` must be non-empty and of equal length. "
             f"Received: {len(images)} images, {len(labels)} labels"
         )
-    num_classes = _num_classes(model, images[:1])
+    num_classes = check_logits(np.asarray(call_model(model, images[:1], False))).shape[1]
     found = {"l2min": [], "btr": []}
     correct = 0
     batches = range(0, len(images), batch_size)
@@ -151,13 +152,3 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
         clean_accuracy=correct / len(images),
     )
 
-
-def _num_classes(model, probe):
-    """K from the model's output on one image, which must be logits over K >= 2."""
-    shape = np.asarray(call_model(model, probe, False)).shape
-    if len(shape) != 2 or shape[1] < 2:
-        raise ValueError(
-            "The model must output logits of shape (batch, K) with K >= 2 "
-            f"classes. Received: output shape {shape}"
-        )
-    return shape[1]

@@ -127,3 +127,12 @@ def test_model_without_class_logits_is_refused(rng):
         ara(single, rng.random((2, 2, 2, 3)).astype("float32"), [0, 0], progress=False)
     with pytest.raises(ValueError, match="equal length"):
         ara(single, rng.random((2, 2, 2, 3)).astype("float32"), [0], progress=False)
+
+
+def test_bad_images_are_refused_before_attacking(rng):
+    model = linear_model(rng.normal(size=(12, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match="divide integer images by 255"):
+        ara(model, np.zeros((2, 2, 2, 3), "uint8"), [0, 1], progress=False)
+    nan_images = np.full((2, 2, 2, 3), np.nan, "float32")
+    with pytest.raises(ValueError, match="finite"):
+        ara(model, nan_images, [0, 1], progress=False)
