@@ -105,8 +105,8 @@ class AdversarialExplainer:
             An `Explanation`.
         """
         images = check_images(images)
-        targets = self._target_indices(targets, len(images))
         logits_before = self._logits(images)
+        targets = self._target_indices(targets, len(images), logits_before.shape[1])
         num_targets = targets.shape[1]
         repeated = np.repeat(images, num_targets, axis=0)
         flat_targets = targets.reshape(-1)
@@ -145,7 +145,10 @@ class AdversarialExplainer:
         highest-logit other class, then every class. Shape `(n, 2 + K)`."""
         images = check_images(images)
         logits = self._logits(images)
-        first = np.argmax(logits, axis=1) if labels is None else self._target_indices(labels, len(images))[:, 0]
+        if labels is None:
+            first = np.argmax(logits, axis=1)
+        else:
+            first = self._target_indices(labels, len(images), logits.shape[1])[:, 0]
         others = logits.copy()
         others[np.arange(len(first)), first] = -np.inf
         runner_up = np.argmax(others, axis=1)
@@ -165,7 +168,7 @@ class AdversarialExplainer:
         )
         return check_logits(logits).astype("float64")
 
-    def _target_indices(self, targets, num_images):
+    def _target_indices(self, targets, num_images, num_classes):
         targets = np.asarray(targets)
         if targets.dtype.kind in "US":
             targets = np.vectorize(self._class_index)(targets)
@@ -180,8 +183,7 @@ class AdversarialExplainer:
                 f"Targets must have shape ({num_images},) or ({num_images}, t). "
                 f"Received: targets.shape={targets.shape}"
             )
-        num_classes = _num_classes(self.model)
-        bad = targets[(targets < 0) | (targets >= (num_classes or np.inf))]
+        bad = targets[(targets < 0) | (targets >= num_classes)]
         if bad.size:
             raise ValueError(
                 f"Targets must be class indices in [0, {num_classes}). Received: target {int(bad[0])}"
@@ -205,9 +207,3 @@ def _softmax_at(logits, targets):
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     return probabilities[np.arange(len(targets)), targets]
 
-
-def _num_classes(model):
-    try:
-        return int(model.output_shape[-1])
-    except (AttributeError, TypeError, ValueError):
-        return None

@@ -94,7 +94,7 @@ def use_xla(config, strategy):
 
 
 def build_model(config, num_classes, input_shape):
-    """The classifier wrapped in `RobustModel`, compiled with the reference SGD."""
+    """The ResNet of `config` wrapped in `RobustModel` (not yet compiled)."""
     classifier = resnet(
         depth=config.depth,
         num_classes=num_classes,
@@ -122,7 +122,7 @@ class ResumableCheckpoint(keras.callbacks.BackupAndRestore):
         self.model_path = os.path.join(out_dir, "model.keras")
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training and not _finite_logs(logs):
+        if not _finite_logs(logs):
             return
         super().on_epoch_end(epoch, logs)
         self.model.save(self.model_path)

@@ -111,3 +111,10 @@ def test_budget_check_can_be_turned_off_and_is_reported(model, rng):
     assert np.all(result.first_met_step == -1)
     passing = AdversarialExplainer(model).explain(images, [0, 1])
     assert np.all((passing.first_met_step >= 0) & (passing.first_met_step <= 17))
+
+
+def test_target_range_is_checked_for_plain_callables(model, rng):
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    explainer = AdversarialExplainer(lambda x: model(x), steps=4)
+    with pytest.raises(ValueError, match="target 5"):
+        explainer.explain(images, [5, 0])
