@@ -17,7 +17,13 @@ setup(
     packages=find_packages(include=["keras_robust", "keras_robust.*"])
     + ["keras_robust.export", "keras_robust.serving"],
     package_dir={"keras_robust.export": "export", "keras_robust.serving": "serving"},
-    package_data={"keras_robust.serving": ["static/*"]},
+    # The light `keras-robust` entry point; see its docstring for why it is not in the package.
+    py_modules=["keras_robust_cli"],
+    package_data={
+        "keras_robust.serving": ["static/*"],
+        "keras_robust.model_zoo": ["files/*"],
+        "keras_robust": ["sample_images/*"],
+    },
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.0",
@@ -37,5 +43,5 @@ setup(
         "dev": ["pytest>=7", "selenium>=4.10"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
-    entry_points={"console_scripts": ["keras-robust=keras_robust.cli:main"]},
+    entry_points={"console_scripts": ["keras-robust=keras_robust_cli:main"]},
 )

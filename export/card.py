@@ -4,6 +4,8 @@ import datetime
 import json
 import os
 
+from keras_robust.atomic import write_atomically
+
 CARD_FILE = "model_card.json"
 
 
@@ -58,15 +60,6 @@ def write_card(directory, card):
     latest = versions[str(max(int(v) for v in versions))]
     write_atomically(path, json.dumps(dict(latest, versions=versions), indent=2))
     return path
-
-
-def write_atomically(path, data):
-    """Writes `data` (str or bytes) through a `.partial` file renamed into place,
-    so a reader (TF Serving, the server) never sees a half-written file."""
-    partial = path + ".partial"
-    with open(partial, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(partial, path)
 
 
 def read_card(directory):

@@ -7,6 +7,7 @@ import shutil
 
 import keras
 
+from keras_robust.atomic import write_atomically
 from keras_robust.export import card, signatures
 from keras_robust.export.gradients import check_supported
 from keras_robust.export.onnx_graphs import write_onnx
@@ -114,7 +115,7 @@ def write_models_config(out_dir, mount="/models"):
                 "    model_version_policy { all {} }\n  }\n"
             )
     path = os.path.join(out_dir, "models.config")
-    card.write_atomically(path, "model_config_list {\n" + "".join(entries) + "}\n")
+    write_atomically(path, "model_config_list {\n" + "".join(entries) + "}\n")
     return path
 
 

@@ -6,7 +6,7 @@ import warnings
 import tensorflow as tf
 
 from keras_robust.export import signatures
-from keras_robust.export.card import write_atomically
+from keras_robust.atomic import write_atomically
 from keras_robust.export.gradients import input_gradient
 
 OPSET = 17

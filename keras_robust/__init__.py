@@ -10,6 +10,7 @@ from keras_robust import attributions, data
 from keras_robust.attacks import AttackResult, AttackSanityError, attack, attack_details
 from keras_robust.explain import AdversarialExplainer, Explanation
 from keras_robust.metrics import AraResult, ara
+from keras_robust.model_zoo import pretrained, pretrained_card, pretrained_names
 from keras_robust.resnet import resnet
 from keras_robust.robust_model import RobustModel
 
@@ -29,5 +30,8 @@ __all__ = [
     "attack",
     "attack_details",
     "half_huber_relu",
+    "pretrained",
+    "pretrained_card",
+    "pretrained_names",
     "resnet",
 ]

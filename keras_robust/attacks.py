@@ -137,7 +137,7 @@ def attack_details(
     seed=None,
 ):
     """Like `attack`, but returns the full `AttackResult`."""
-    _validate(rho, steps, overshoot, mode, momentum, clip_range)
+    validate_settings(rho, steps, overshoot, mode, momentum, clip_range)
     images = tf.convert_to_tensor(images)
     if not images.dtype.is_floating:
         raise ValueError(
@@ -308,7 +308,8 @@ def _expand(per_example, rank):
     return tf.reshape(per_example, [-1] + [1] * (rank - 1))
 
 
-def _validate(rho, steps, overshoot, mode, momentum, clip_range):
+def validate_settings(rho, steps, overshoot, mode, momentum, clip_range=None):
+    """Clear errors for attack settings, before any work is done."""
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:

@@ -1,174 +1,15 @@
-"""The `keras-robust` command line."""
+"""The commands of the `keras-robust` command line.
 
-import argparse
-import dataclasses
+Argument parsing lives in the top-level module `keras_robust_cli`, which
+answers `--help` without importing TensorFlow; each function here runs one
+parsed command and returns the exit code.
+"""
+
 import json
 import os
 import sys
 
-
-def main(argv=None):
-    """Entry point of the `keras-robust` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        return args.run(args)
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f"keras-robust {args.command}: error: {error}", file=sys.stderr)
-        return 1
-
-
-def _parser():
-    from keras_robust.serving.app import Limits
-
-    parser = argparse.ArgumentParser(
-        prog="keras-robust",
-        description="Robust training and adversarial explanations (Woods et al. 2019).",
-    )
-    commands = parser.add_subparsers(dest="command")
-    train = commands.add_parser(
-        "train",
-        help="train a ResNet with the reference recipe (resumable)",
-        description="Train a pre-activation ResNet with the reference recipe (SPEC §3). "
-        "Rerunning the same command with the same --out resumes after an interruption.",
-    )
-    train.add_argument("--data", required=True,
-                       help="tfds:NAME, or a folder / .tar.gz of class folders "
-                            "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")
-    train.add_argument("--out", required=True, help="output folder (checkpoints, logs, model.keras)")
-    train.add_argument("--robust", action="store_true",
-                       help="Lipschitz regulariser + adaptive psi + half-Huber ReLU")
-    train.add_argument("--adversarial-training", action="store_true",
-                       help="train on attacked batches (bounded, rho 0.01, 7 steps)")
-    train.add_argument("--l2-min", action="store_true",
-                       help="with --adversarial-training: the L2,min attack, rho 0.1")
-    train.add_argument("--depth", type=int, default=44, help="ResNet depth 6n+2 (default 44)")
-    train.add_argument("--epochs", type=int, default=200,
-                       help="epochs; the lr drops scale with it (default 200)")
-    train.add_argument("--batch-size", type=int, default=128, help="per replica (default 128)")
-    train.add_argument("--lr", type=float, default=0.1, help="per replica (default 0.1)")
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
-                       default="default", help="tf.distribute strategy")
-    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
-                       help="XLA; auto = on for one replica, off under mirrored")
-    train.add_argument("--limit-train", type=int, help="train on this many images only")
-    train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
-    train.add_argument("--data-dir", help="TFDS data directory")
-    train.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/keras_robust)")
-    train.add_argument("--seed", type=int, default=1776)
-    train.set_defaults(run=_train)
-
-    explain = commands.add_parser(
-        "explain",
-        help="adversarial explanations of images (SPEC §5)",
-        description="Explain a model's decisions with adversarial explanations: for each "
-        "image, the true/predicted class, the most confident other class and every class.",
-    )
-    explain.add_argument("model", help="a .keras model mapping [0, 1] images to logits")
-    explain.add_argument("images", nargs="*", help="image files (resized to the model's input with a warning)")
-    explain.add_argument("--data", help="instead of files: a data source (see train --data)")
-    explain.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3],
-                         help="test-split indices to explain with --data (default 0 1 2 3)")
-    explain.add_argument("--targets", nargs="+", default=["standard"],
-                         help="'standard' (true/predicted, runner-up, every class), or class names/indices")
-    _attack_options(explain, rho=0.1, steps=35)
-    explain.add_argument("--overshoot", type=float, default=5.0)
-    explain.add_argument("--no-sanity-check", action="store_true",
-                         help="show explanations that miss the SPEC §4 budget check "
-                              "(non-robust networks) instead of stopping")
-    _output_options(explain)
-    explain.set_defaults(run=_explain)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="accuracy, attack ARA, BTR ARA and robust accuracy (SPEC §6)",
-        description="Evaluate robustness on a fixed random subset (seed 1776) of the test split.",
-    )
-    evaluate.add_argument("model", help="a .keras model")
-    evaluate.add_argument("--data", required=True, help="data source (see train --data)")
-    evaluate.add_argument("--n-images", type=int, default=1000, help="test images for ARA (default 1000)")
-    _attack_options(evaluate, rho=20.0, steps=450)
-    evaluate.add_argument("--momentum", type=float, default=0.9)
-    evaluate.add_argument("--batch-size", type=int, default=100)
-    evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
-                          help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
-    _output_options(evaluate)
-    evaluate.set_defaults(run=_evaluate)
-
-    compare = commands.add_parser(
-        "compare-explanations",
-        help="attribution maps before/after a small attack, beside adversarial explanations",
-        description="Claim 1 (SPEC §1): attack each image minimally and compare saliency, "
-        "SmoothGrad, Integrated Gradients and Grad-CAM maps before and after.",
-    )
-    compare.add_argument("model", help="a .keras model")
-    compare.add_argument("--data", required=True, help="data source (see train --data)")
-    compare.add_argument("--n-images", type=int, default=6)
-    compare.add_argument("--methods", nargs="+", default=None, help="attribution methods (default all)")
-    _output_options(compare)
-    compare.set_defaults(run=_compare)
-
-    export = commands.add_parser(
-        "export",
-        help="SavedModel (TF Serving layout) + ONNX predict/explain graphs + model card",
-        description="Export a model to OUT/NAME/VERSION/ (SavedModel with serving_default and "
-        "explain signatures), OUT/NAME/NAME-VERSION-{predict,explain}.onnx and "
-        "OUT/NAME/model_card.json.",
-    )
-    export.add_argument("model", help="a .keras model (a RobustModel exports its classifier)")
-    export.add_argument("out", help="base folder (TF Serving's model base path parent)")
-    export.add_argument("--name", help="model name in URLs (default: the model's name)")
-    export.add_argument("--version", type=int, default=1, help="version subfolder (default 1)")
-    export.add_argument("--formats", nargs="+", choices=["savedmodel", "onnx"],
-                        default=["savedmodel", "onnx"])
-    _attack_options(export, rho=0.1, steps=35)
-    export.add_argument("--overshoot", type=float, default=5.0,
-                        help="explanation overshoot, fixed in the graphs (default 5)")
-    export.add_argument("--class-names", nargs="+",
-                        help="one per class (default: summary.json beside the model, else 0..K-1)")
-    export.add_argument("--evaluation", help="evaluation.json from `keras-robust evaluate` for the card's ARA")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing export of this version")
-    export.set_defaults(run=_export)
-
-    serve = commands.add_parser(
-        "serve",
-        help="HTTP service: TF Serving REST API, KServe :explain and a browser page",
-        description="Serve every model exported under EXPORT_DIR: POST /v1/models/NAME:predict "
-        "(TF Serving REST shape, signature_name 'explain' for explanations), "
-        "POST /v1/models/NAME:explain (KServe V1), and a browser page at /.",
-    )
-    serve.add_argument("export_dir", help="the OUT folder given to `keras-robust export`")
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
-    serve.add_argument("--backend", choices=["onnx", "savedmodel"], default="onnx",
-                       help="ONNX Runtime (default) or TensorFlow on the SavedModel")
-    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                       help="cuda: ONNX Runtime's CUDA provider (pip install onnxruntime-gpu)")
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    limits = serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)")
-    for field in dataclasses.fields(Limits):
-        limits.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
-                            default=field.default, help=f"default {field.default}")
-    serve.set_defaults(run=_serve)
-    return parser
-
-
-def _attack_options(parser, rho, steps):
-    parser.add_argument("--rho", type=float, default=rho, help=f"budget rho (default {rho})")
-    parser.add_argument("--steps", type=int, default=steps, help=f"attack steps (default {steps})")
-
-
-def _output_options(parser):
-    parser.add_argument("--out", default=None, help="folder for PNGs, report.html and results")
-    parser.add_argument("--data-dir", help="TFDS data directory")
-    parser.add_argument("--cache-dir", help="decoded-image cache")
-    parser.add_argument("--class-names", nargs="+", help="class names (default: from the data or summary.json)")
-
+from keras_robust_cli import main  # noqa: F401  (the entry point, also as keras_robust.cli.main)
 
 def _train(args):
     from keras_robust.training import TrainingConfig, train
@@ -194,6 +35,7 @@ def _train(args):
         limit_test=args.limit_test,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
+        download=args.download,
         verbose="auto" if sys.stdout.isatty() else 2,
     )
     psi = summary["psi"]
@@ -207,14 +49,28 @@ def _train(args):
     return 0
 
 
-def _load_model(path):
+def _load_model(spec):
+    """A shipped network by name, or a `.keras` file (a RobustModel gives its classifier)."""
     import keras
 
-    import keras_robust  # noqa: F401  (registers the package's layers for loading)
+    import keras_robust
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model file at {path}")
-    model = keras.saving.load_model(path, compile=False)
+    if spec in keras_robust.pretrained_names():
+        return keras_robust.pretrained(spec)
+    if not os.path.exists(spec):
+        raise FileNotFoundError(
+            f"No model file at {spec} (shipped networks: {', '.join(keras_robust.pretrained_names())})"
+        )
+    try:
+        model = keras.saving.load_model(spec, compile=False)
+    except TypeError as error:
+        if "Could not locate" not in str(error):
+            raise
+        raise ValueError(
+            f"{spec} uses a layer or model class that is not registered with Keras ({error}). "
+            "keras-robust's own classes are registered by `import keras_robust`; import the module "
+            "that defines any other custom class before loading"
+        ) from None
     return getattr(model, "classifier", model)
 
 
@@ -226,7 +82,7 @@ def _test_split(args, n_images=None, indices=None):
     from keras_robust.metrics import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1024, data_dir=args.data_dir,
-                        cache_dir=args.cache_dir)
+                        cache_dir=args.cache_dir, download=args.download)
     images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
     if indices is None:
         indices = evaluation_indices(len(images), min(n_images, len(images)))
@@ -236,20 +92,24 @@ def _test_split(args, n_images=None, indices=None):
     return images[indices], labels[indices], data.class_names
 
 
-def _class_names(args, model_path, fallback):
+def _class_names(args, model, model_spec, fallback):
+    """--class-names, else the shipped network's card, else summary.json beside the model."""
     if args.class_names:
         return list(args.class_names)
-    summary = os.path.join(os.path.dirname(os.path.abspath(model_path)), "summary.json")
+    card = getattr(model, "pretrained_card", None)
+    if card:
+        return list(card["class_names"])
+    summary = os.path.join(os.path.dirname(os.path.abspath(model_spec)), "summary.json")
     if os.path.exists(summary):
         with open(summary) as f:
             return json.load(f).get("class_names") or fallback
     return fallback
 
 
-def _out_dir(args, default):
-    out = args.out or default
-    os.makedirs(out, exist_ok=True)
-    return out
+def _out_dir(args):
+    os.makedirs(args.out, exist_ok=True)
+    print(f"writing to {os.path.abspath(args.out)}")
+    return args.out
 
 
 def _explain(args):
@@ -264,42 +124,81 @@ def _explain(args):
         raise ValueError("Give image files or --data, not both")
     if args.images:
         images = load_images(args.images, model.input_shape[1:3])
-        labels, names = None, None
+        labels, names, image_names = None, None, [os.path.basename(p) for p in args.images]
     elif args.data:
         images, labels, names = _test_split(args, indices=args.indices)
+        image_names = [f"test image {i}" for i in args.indices]
     else:
         raise ValueError("Nothing to explain: give image files or --data")
-    names = _class_names(args, args.model, names)
+    names = _class_names(args, model, args.model, names)
     explainer = AdversarialExplainer(model, rho=args.rho, overshoot=args.overshoot,
                                      steps=args.steps, class_names=names,
                                      sanity_check=not args.no_sanity_check)
-    if args.targets == ["standard"]:
+    standard = args.targets == ["standard"]
+    if standard:
         targets = explainer.standard_targets(images, labels)
     elif all(t.isdigit() for t in args.targets):
         targets = np.array([[int(t) for t in args.targets]] * len(images))
     else:
         targets = np.array([args.targets] * len(images))  # class names
     result = explainer.explain(images, targets)
-    out = _out_dir(args, "explanations")
+    out = _out_dir(args)
     grid = plots.explanation_grid(result, os.path.join(out, "explanations.png"), max_images=len(images))
     np.savez(os.path.join(out, "explanations.npz"), images=result.images, delta=result.delta,
              targets=result.targets, confidence_before=result.confidence_before,
              confidence_after=result.confidence_after, original=result.original)
+    roles = _target_roles(standard, labels is not None, result.targets.shape[1])
     rows = [
-        {"image": i, "target": result.target_name(i, j),
+        {"image": image_names[i], "target": result.target_name(i, j), "role": roles[j],
          "confidence_before": float(result.confidence_before[i, j]),
          "confidence_after": float(result.confidence_after[i, j]),
          "budget_reached_at_step": int(result.first_met_step[i, j])}
         for i in range(len(images)) for j in range(result.targets.shape[1])
     ]
     report.write_report(os.path.join(out, "report.html"), "Adversarial explanations", [
-        {"heading": "Explanations", "text": f"rho={args.rho}, overshoot={args.overshoot}, steps={args.steps}",
+        {"heading": "Explanations", "text": f"rho={args.rho}, overshoot={args.overshoot}, steps={args.steps}"
+                                            "\n\n" + plots.EXPLANATION_GRID_GUIDE,
          "figures": [grid], "table": rows},
     ])
     for row in rows:
-        print(f"image {row['image']}: toward {row['target']:<12} confidence "
+        role = f" ({row['role']})" if row["role"] else ""
+        print(f"{row['image']}: toward {row['target'] + role:<24} confidence "
               f"{row['confidence_before']:.3f} -> {row['confidence_after']:.3f}")
-    print(f"wrote {out}/explanations.png, report.html, explanations.npz")
+    print(f"wrote explanations.png, report.html, explanations.npz to {out}")
+    return 0
+
+
+def _target_roles(standard, labelled, count):
+    """What each standard target is: the true or predicted class, the runner-up, then every class."""
+    if not standard:
+        return [""] * count
+    return ["true class" if labelled else "predicted", "runner-up"] + [""] * (count - 2)
+
+
+def _demo(args):
+    from keras_robust.demo import read_images, run_demo, sample_images
+
+    labels = None
+    if args.data and args.images:
+        raise ValueError("Give image files or --data, not both")
+    if args.data:
+        indices = args.indices
+        images, labels, _ = _test_split(args, n_images=4, indices=indices)
+        image_names = [f"test image {i}" for i in (indices or range(len(images)))]
+    elif args.images:
+        images, image_names, skipped = read_images(args.images)
+        for path, reason in skipped:
+            print(f"skipping {path}: {reason}", file=sys.stderr)
+        if not image_names:
+            raise ValueError("None of the image files could be read")
+        print("images are resized to 32x32, the networks' input size")
+    else:
+        images, image_names, _ = sample_images()
+        print(f"explaining the sample photos shipped with keras-robust: {', '.join(image_names)} "
+              "(resized to 32x32)")
+    path = run_demo(images, image_names, out_dir=args.out, model=args.model, labels=labels,
+                    steps=args.steps, attack_steps=args.attack_steps, all_networks=args.all_networks)
+    print(f"report: {os.path.abspath(path)}")
     return 0
 
 
@@ -307,21 +206,23 @@ def _evaluate(args):
     import numpy as np
 
     from keras_robust import plots, report
+    from keras_robust.atomic import write_atomically
     from keras_robust.metrics import ara
 
     model = _load_model(args.model)
     images, labels, _ = _test_split(args, n_images=args.n_images)
-    result = ara(model, images, labels, steps=args.steps, rho=args.rho,
-                 momentum=args.momentum, batch_size=args.batch_size)
+    out = args.out
+    print(f"writing to {os.path.abspath(out)}")
+    # Rerunning the command continues from the last finished batch.
+    result = ara(model, images, labels, steps=args.steps, rho=args.rho, momentum=args.momentum,
+                 batch_size=args.batch_size, checkpoint=os.path.join(out, "ara-checkpoint.npz"))
     dims = float(np.prod(images.shape[1:]))
     robust = {f"robust_accuracy_l2_{eps:g}": float(result.robust_accuracy(eps / np.sqrt(dims)))
               for eps in args.eps}
     summary = {**result.to_dict(), **robust}
-    out = _out_dir(args, "evaluation")
     curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"))
     np.savez(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
-    with open(os.path.join(out, "evaluation.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_atomically(os.path.join(out, "evaluation.json"), json.dumps(summary, indent=2))
     report.write_report(os.path.join(out, "report.html"), "Accuracy-Robustness Area", [
         {"heading": "Summary", "table": [summary], "figures": [curve],
          "text": f"{len(images)} test images, {args.steps} steps, rho={args.rho}, momentum={args.momentum}"},
@@ -335,6 +236,7 @@ def _evaluate(args):
 
 def _compare(args):
     from keras_robust import attributions, plots, report
+    from keras_robust.atomic import write_atomically
     from keras_robust.experiments import compare_explanations
 
     import numpy as np
@@ -347,10 +249,10 @@ def _compare(args):
     if correct.size == 0:
         raise ValueError("The model classifies none of the sampled test images correctly")
     images, labels = images[correct[: args.n_images]], labels[correct[: args.n_images]]
-    names = _class_names(args, args.model, names)
+    names = _class_names(args, model, args.model, names)
     result = compare_explanations(model, images, labels,
                                   methods=args.methods or tuple(attributions.METHODS))
-    out = _out_dir(args, "comparison")
+    out = _out_dir(args)
     panel = plots.comparison_panel(result, os.path.join(out, "comparison.png"),
                                    max_images=len(images), class_names=names)
     summary = result.summary()
@@ -359,8 +261,7 @@ def _compare(args):
          "text": "Each map explains the class predicted on that image. A high rank "
                  "correlation while the class changed means the map does not explain the decision."},
     ])
-    with open(os.path.join(out, "comparison.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_atomically(os.path.join(out, "comparison.json"), json.dumps(summary, indent=2))
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
     return 0
@@ -371,8 +272,9 @@ def _export(args):
     from keras_robust.export.exporter import load_sidecar_json
 
     model = _load_model(args.model)
-    model_dir = os.path.dirname(os.path.abspath(args.model))
-    training = load_sidecar_json(os.path.join(model_dir, "summary.json"))
+    # A shipped network's card stands in for the training summary of a run folder.
+    training = getattr(model, "pretrained_card", None) or load_sidecar_json(
+        os.path.join(os.path.dirname(os.path.abspath(args.model)), "summary.json"))
     if args.evaluation and not os.path.exists(args.evaluation):
         raise FileNotFoundError(f"No evaluation file at {args.evaluation}")
     class_names = args.class_names or (training or {}).get("class_names")
@@ -387,6 +289,8 @@ def _export(args):
 
 
 def _serve(args):
+    import dataclasses
+
     from keras_robust.serving import serve
     from keras_robust.serving.app import Limits
 
@@ -396,5 +300,12 @@ def _serve(args):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {
+    "demo": _demo,
+    "train": _train,
+    "explain": _explain,
+    "evaluate": _evaluate,
+    "compare-explanations": _compare,
+    "export": _export,
+    "serve": _serve,
+}

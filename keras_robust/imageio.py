@@ -38,22 +38,28 @@ def load_images(paths, size):
     """
     if not paths:
         raise ValueError("No image files given. Received: paths=[]")
+    return np.stack([load_image(path, size) for path in paths])
+
+
+def load_image(path, size):
+    """Reads one image file as float RGB `(height, width, 3)` in [0, 1].
+
+    Raises `FileNotFoundError` for a missing file and `ValueError` naming the
+    file for one that is not a readable image; see `load_images`.
+    """
     height, width = size
-    images = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image file at {path}")
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                if image.size != (width, height):
-                    warnings.warn(
-                        f"{path} is {image.size[0]}x{image.size[1]}; resizing it to the "
-                        f"model's {width}x{height} input",
-                        stacklevel=2,
-                    )
-                    image = image.resize((width, height), Image.BILINEAR)
-                images.append(np.asarray(image, dtype="float32") / 255.0)
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{path} is not a readable image file ({error})") from None
-    return np.stack(images)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No image file at {path}")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (width, height):
+                warnings.warn(
+                    f"{path} is {image.size[0]}x{image.size[1]}; resizing it to the "
+                    f"model's {width}x{height} input",
+                    stacklevel=3,
+                )
+                image = image.resize((width, height), Image.BILINEAR)
+            return np.asarray(image, dtype="float32") / 255.0
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path} is not a readable image file ({error})") from None

@@ -1,11 +1,14 @@
 """The Accuracy-Robustness Area and robust accuracy (SPEC §6)."""
 
 import dataclasses
+import hashlib
+import os
 
 import numpy as np
 import tqdm
 
-from keras_robust.attacks import attack_details, call_model, check_logits
+from keras_robust.atomic import atomic_path
+from keras_robust.attacks import attack_details, call_model, check_logits, validate_settings
 from keras_robust.imageio import check_images
 
 ARA_SEED = 1776
@@ -102,7 +105,8 @@ class AraResult:
         }
 
 
-def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=100, progress=True):
+def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=100, progress=True,
+        checkpoint=None):
     """Attack ARA and BTR ARA of `model` on `images` (SPEC §6).
 
     Runs Algorithm 1 (SPEC §4) in L2,min and in BTR mode, in inference mode,
@@ -120,10 +124,16 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
         momentum: Momentum μ (0.9).
         batch_size: Images attacked at once.
         progress: Show a progress bar.
+        checkpoint: Optional path of an `.npz` file that holds the finished
+            batches. It is rewritten atomically after every batch, and a
+            rerun with the same images and settings continues after the
+            last finished batch, so an interrupted evaluation loses at most
+            one batch.
 
     Returns:
         An `AraResult`.
     """
+    validate_settings(rho, steps, 1.0, "l2min", momentum)
     images = check_images(images)
     labels = np.asarray(labels).reshape(-1)
     if len(images) != len(labels) or len(images) == 0:
@@ -132,23 +142,62 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
             f"Received: {len(images)} images, {len(labels)} labels"
         )
     num_classes = check_logits(np.asarray(call_model(model, images[:1], False))).shape[1]
-    found = {"l2min": [], "btr": []}
-    correct = 0
-    batches = range(0, len(images), batch_size)
-    for start in tqdm.tqdm(batches, desc="ARA", unit="batch", disable=not progress):
+    fingerprint = _fingerprint(images, labels, steps, rho, momentum, batch_size)
+    found, correct = _read_checkpoint(checkpoint, fingerprint)
+    batches = range(len(found["l2min"]), len(images), batch_size)
+    bar = tqdm.tqdm(total=len(images), initial=len(found["l2min"]), desc="ARA", unit="image",
+                    disable=not progress)
+    for start in batches:
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        for mode, sizes in found.items():
+        for mode in found:
             result = attack_details(model, x, y, rho=rho, steps=steps, mode=mode, momentum=momentum)
-            sizes.append(result.rmse.numpy())
+            found[mode] = np.concatenate([found[mode], result.rmse.numpy().astype("float64")])
             if mode == "l2min":
                 correct += int(np.sum(result.first_met_step.numpy() != 0))
-    attack_m, btr_m = (np.concatenate(found[m]).astype("float64") for m in ("l2min", "btr"))
+        _write_checkpoint(checkpoint, fingerprint, found, correct)
+        bar.update(len(x))
+    bar.close()
     return AraResult(
-        attack_ara=accuracy_robustness_area(attack_m, num_classes),
-        btr_ara=accuracy_robustness_area(btr_m, num_classes),
-        attack_min_rmse=attack_m,
-        btr_min_rmse=btr_m,
+        attack_ara=accuracy_robustness_area(found["l2min"], num_classes),
+        btr_ara=accuracy_robustness_area(found["btr"], num_classes),
+        attack_min_rmse=found["l2min"],
+        btr_min_rmse=found["btr"],
         num_classes=num_classes,
         clean_accuracy=correct / len(images),
     )
 
+
+def _fingerprint(images, labels, *settings):
+    digest = hashlib.sha256(images.tobytes())
+    digest.update(np.asarray(labels, dtype="int64").tobytes())
+    digest.update(repr([float(v) for v in settings]).encode())
+    return digest.hexdigest()
+
+
+def _read_checkpoint(path, fingerprint):
+    """The finished batches' minimal perturbations and correct count, or none."""
+    empty = {"l2min": np.zeros(0), "btr": np.zeros(0)}
+    if path is None or not os.path.exists(path):
+        return empty, 0
+    try:
+        with np.load(path) as state:
+            saved = str(state["fingerprint"])
+            found = {mode: state[mode] for mode in empty}
+            correct = int(state["correct"])
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"The ARA checkpoint {path} cannot be read ({error}); delete it to start over"
+        ) from None
+    if saved != fingerprint:
+        raise ValueError(
+            f"The ARA checkpoint {path} was written for other images or settings; "
+            "delete it or pass another path"
+        )
+    return found, correct
+
+
+def _write_checkpoint(path, fingerprint, found, correct):
+    if path is None:
+        return
+    with atomic_path(path) as partial, open(partial, "wb") as file:
+        np.savez(file, fingerprint=fingerprint, correct=correct, **found)

@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from keras_robust.atomic import atomic_path
+
 DPI = 100
 # Inches per image cell: large enough for two short lines of 8 pt title text
 # above a 32x32 image, small enough that 13 columns (CIFAR-10's standard
@@ -18,6 +20,14 @@ CELL_WIDTH = 1.45
 CELL_HEIGHT = 1.75
 TITLE_SIZE = 8
 NOTE_SIZE = 7
+EXPLANATION_GRID_GUIDE = """\
+How to read the explanation pictures: each image has two rows. Top row: the input as the \
+network sees it, then one explanation x + δ per target class (clipped to [0, 1] for display), \
+titled with the class and its softmax confidence p before → after (before: on the input x; \
+after: on x + δ). With the standard targets the first two are the true class (or, when it is \
+not known, the predicted one) and the runner-up, the most confident other class; then every \
+class in order. Bottom row: |δ|, how much each pixel had to change (mean over the colour \
+channels), on one colour scale per image; bright where the network needed the picture changed."""
 
 
 def explanation_grid(explanation, path=None, max_images=8, class_names=None):
@@ -271,4 +281,5 @@ def _positive(value):
 
 def _save(figure, path):
     if path is not None:
-        figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+        with atomic_path(path) as partial:
+            figure.savefig(partial, format="png", dpi=DPI, bbox_inches="tight")

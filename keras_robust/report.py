@@ -22,6 +22,8 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_robust.atomic import write_atomically
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTION_KEYS = ("heading", "text", "figures", "table")
 
@@ -63,10 +65,7 @@ def write_report(path, title, sections):
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body>\n</html>\n"
     )
-    path = os.fspath(path)
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(document)
-    return path
+    return write_atomically(path, document)
 
 
 def figure_to_png_bytes(figure, dpi=100):

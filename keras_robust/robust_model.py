@@ -63,6 +63,9 @@ class RobustModel(keras.Model):
             `torch.optim.SGD(weight_decay=...)` does in the reference (1e-4
             there). Keras optimizers' own `weight_decay` is decoupled, which is
             a different recipe.
+        initial_psi_accumulator: R to start from, >= 0. Defaults to the
+            classifier's own if it was loaded by `keras_robust.pretrained`
+            (its card's `psi_accumulator_R`), else 0.
         **kwargs: Base `keras.Model` keyword arguments, such as `name`.
     """
 
@@ -82,6 +85,7 @@ class RobustModel(keras.Model):
         adversarial_steps=7,
         half_and_half=None,
         weight_decay=0.0,
+        initial_psi_accumulator=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -96,6 +100,10 @@ class RobustModel(keras.Model):
         ]:
             _check_range(name, value, low=0.0, strict=True)
         _check_range("weight_decay", weight_decay, low=0.0)
+        if initial_psi_accumulator is None:
+            card = getattr(classifier, "pretrained_card", None) or {}
+            initial_psi_accumulator = card.get("psi_accumulator_R") or 0.0
+        _check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
         if adversarial_training not in (None, *ADVERSARIAL_MODES):
             raise ValueError(
                 "`adversarial_training` must be None, 'bounded' or 'l2min'. "
@@ -129,13 +137,14 @@ class RobustModel(keras.Model):
         self.adversarial_steps = adversarial_steps
         self.half_and_half = self.robust if half_and_half is None else bool(half_and_half)
         self.weight_decay = float(weight_decay)
+        self.initial_psi_accumulator = float(initial_psi_accumulator)
         # R must be one value on every replica: each replica computes the same
         # update from the globally reduced cross-entropy, and only the first
         # replica's write is kept.
         self.psi_accumulator = self.add_weight(
             name="psi_accumulator",
             shape=(),
-            initializer="zeros",
+            initializer=keras.initializers.Constant(self.initial_psi_accumulator),
             trainable=False,
             aggregation="only_first_replica",
         )
@@ -307,6 +316,7 @@ class RobustModel(keras.Model):
                 "adversarial_steps": self.adversarial_steps,
                 "half_and_half": self.half_and_half,
                 "weight_decay": self.weight_decay,
+                "initial_psi_accumulator": self.initial_psi_accumulator,
             }
         )
         return config

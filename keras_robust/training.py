@@ -155,7 +155,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=None,
-          cache_dir=None, verbose="auto"):
+          cache_dir=None, download=False, verbose="auto"):
     """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
 
     The batch size and learning rate scale with the number of replicas, as in
@@ -171,6 +171,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         limit_test: Evaluate on this many test examples only.
         data_dir: TFDS data directory.
         cache_dir: Where decoded images are cached.
+        download: Let a `"tfds:NAME"` source download and prepare the data.
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -181,7 +182,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     strategy = make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
-                  cache_dir=cache_dir, seed=config.seed)
+                  cache_dir=cache_dir, download=download, seed=config.seed)
     # Equal per-replica batches keep the mean of per-replica means exact.
     train_data = load_dataset(
         data, "train", limit=limit_train, drop_remainder=replicas > 1, **common

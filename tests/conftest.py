@@ -121,3 +121,39 @@ def tiny_server(tiny_export):
 
     with running_server(create_app(str(tiny_export[0]), limits=Limits(**TEST_LIMITS))) as url:
         yield url
+
+
+PRETRAINED_DIR = pathlib.Path(
+    os.environ.get("KERAS_ROBUST_PRETRAINED", REPO_ROOT.parent / "shared" / "pretrained")
+)
+
+
+@pytest.fixture(scope="session")
+def pretrained_dir():
+    """The authors' networks as `.npz` state_dicts and their reference logits."""
+    if not (PRETRAINED_DIR / "meta.json").exists():
+        raise FileNotFoundError(
+            f"The authors' networks are missing at {PRETRAINED_DIR}; set "
+            "KERAS_ROBUST_PRETRAINED to the folder that holds meta.json."
+        )
+    return PRETRAINED_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_images(cifar10_archive):
+    """The first 200 images of the JPEG test split (class index, then file name), pixels / 255,
+    decoded with Pillow straight from the archive, as the reference logits were."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(cifar10_archive) as archive:
+        members = sorted(
+            (m for m in archive.getmembers() if "/test/" in m.name and m.name.endswith(".jpg")),
+            key=lambda m: (TINY_CLASSES.index(m.name.split("/")[-2]), m.name.split("/")[-1]),
+        )[:200]
+        return np.stack([
+            np.asarray(Image.open(io.BytesIO(archive.extractfile(m).read())).convert("RGB"), "float32") / 255.0
+            for m in members
+        ])

@@ -43,7 +43,9 @@ def test_explain_image_files_writes_report(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "explain", workspace / "model.keras", image, "--steps", "6",
                          "--class-names", "ant", "bee", "cow", "--out", tmp_path)
     assert code == 0, err
-    assert out.count("image 0: toward") == 2 + 3
+    assert out.count("0.png: toward") == 2 + 3
+    assert out.count("(predicted)") == 1 and out.count("(runner-up)") == 1
+    assert f"writing to {tmp_path}" in out
     assert (tmp_path / "explanations.png").stat().st_size > 1000
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "bee" in html
@@ -57,6 +59,7 @@ def test_explain_from_data_toward_named_class(workspace, capsys, tmp_path):
                          "--out", tmp_path, "--cache-dir", tmp_path / "cache")
     assert code == 0, err
     assert out.count("toward cow") == 2
+    assert "test image 0: toward cow" in out and "test image 5: toward cow" in out
 
 
 def test_evaluate_prints_aras_and_writes_curve(workspace, capsys, tmp_path):

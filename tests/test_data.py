@@ -3,7 +3,6 @@
 import os
 import tarfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,6 @@ from PIL import Image
 
 from keras_robust import data
 
-CIFAR10_TAR = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared/data/cifar10-jpeg.tar.gz"
-)
 CIFAR10_CLASSES = [
     "airplane",
     "automobile",
@@ -505,10 +500,9 @@ def test_tfds_prepared_dataset_loads(tmp_path):
 # Real data.
 
 
-def test_cifar10_jpeg_test_split(tmp_path):
-    assert CIFAR10_TAR.exists(), f"missing shared data at {CIFAR10_TAR}"
+def test_cifar10_jpeg_test_split(tmp_path, cifar10_archive):
     start = time.monotonic()
-    loaded = data.load_dataset(CIFAR10_TAR, "test", cache_dir=tmp_path)
+    loaded = data.load_dataset(cifar10_archive, "test", cache_dir=tmp_path)
     assert time.monotonic() - start < 30
     assert loaded.class_names == CIFAR10_CLASSES
     assert loaded.num_examples == 10000

@@ -1,0 +1,309 @@
+"""The `keras-robust` command line: argument parsing, kept free of heavy imports.
+
+This module sits outside the `keras_robust` package on purpose: importing the
+package loads TensorFlow (its layers must be registered with Keras the moment
+it is imported), which takes seconds and prints native log lines. Parsing,
+`--help` and argument errors happen here without either; the chosen command
+then runs in `keras_robust.cli`. Defaults shown here are the library's;
+`tests/test_cli.py` checks that they match.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+DEMO_MODEL = "resnet44-cifar10-all"
+PRETRAINED_NAMES = (
+    "resnet44-cifar10-standard",
+    "resnet44-cifar10-adv-train",
+    "resnet44-cifar10-all",
+    "resnet44-cifar10-robust",
+)
+
+
+def main(argv=None):
+    """Entry point of the `keras-robust` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_serve_limits=_command_of(argv) == "serve")
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_native_logs(not args.verbose):
+        if not args.verbose:
+            # tf2onnx and TensorFlow warn about their own internals, which users cannot act on.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+        from keras_robust import cli
+
+        if not args.verbose:
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        try:
+            return cli.COMMANDS[args.command](args)
+        except (ValueError, RuntimeError, OSError) as error:
+            print(f"keras-robust {args.command}: error: {error}", file=sys.stderr)
+            return 1
+
+
+def build_parser(with_serve_limits=False):
+    """The argument parser; `serve`'s limit flags need the serving package, so
+    they are added only when `serve` is the command."""
+    parser = argparse.ArgumentParser(
+        prog="keras-robust",
+        description="Robust image classifiers and adversarial explanations "
+        "(Woods, Chen & Teuscher, Nature Machine Intelligence 2019).",
+        epilog="Start with `keras-robust demo`: it needs no data and no network.",
+    )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's native log lines and library warnings")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _demo_parser(commands)
+    _train_parser(commands)
+    _explain_parser(commands)
+    _evaluate_parser(commands)
+    _compare_parser(commands)
+    _export_parser(commands)
+    _serve_parser(commands, with_serve_limits)
+    return parser
+
+
+def _demo_parser(commands):
+    demo = commands.add_parser(
+        "demo",
+        help="the paper's networks explaining photos: offline, about a minute",
+        description="Explain photos with the authors' robust ResNet-44 (N3) beside the standard one "
+        "(N1): explanations toward the predicted class, the runner-up and every class, class "
+        "prototypes drawn from a grey image, and saliency/Grad-CAM beside adversarial explanations "
+        "under a small attack. Writes one HTML report. Without IMAGES it uses photos shipped with "
+        "the package.",
+    )
+    demo.add_argument("images", nargs="*", help="image files to explain (resized to 32x32); "
+                                                "default: the shipped sample photos")
+    demo.add_argument("--model", default=DEMO_MODEL, choices=PRETRAINED_NAMES,
+                      help=f"the network whose explanations lead the report (default {DEMO_MODEL})")
+    demo.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    demo.add_argument("--data", help="explain test images of this data source instead of photos "
+                                     "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")
+    demo.add_argument("--indices", type=int, nargs="+",
+                      help="with --data: test-split indices (default: the first 4 of the seed-1776 "
+                           "permutation)")
+    demo.add_argument("--all-networks", action="store_true",
+                      help="also explain the images with all four shipped networks (paper's Figure 4)")
+    demo.add_argument("--steps", type=int, default=35, help="explanation steps N (default 35)")
+    demo.add_argument("--attack-steps", type=int, default=200,
+                      help="steps of the smallest class-changing attack (default 200)")
+    _data_options(demo)
+
+
+def _train_parser(commands):
+    train = commands.add_parser(
+        "train",
+        help="train a ResNet with the reference recipe (resumable)",
+        description="Train a pre-activation ResNet with the reference recipe (docs/method.md). "
+        "Rerunning the same command with the same --out resumes after an interruption.",
+    )
+    train.add_argument("--data", required=True,
+                       help="tfds:NAME, or a folder / .tar.gz of class folders "
+                            "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")
+    train.add_argument("--out", required=True, help="output folder (checkpoints, logs, model.keras)")
+    train.add_argument("--robust", action="store_true",
+                       help="Lipschitz regulariser + adaptive psi + half-Huber ReLU")
+    train.add_argument("--adversarial-training", action="store_true",
+                       help="train on attacked batches (bounded, rho 0.01, 7 steps)")
+    train.add_argument("--l2-min", action="store_true",
+                       help="with --adversarial-training: the L2,min attack, rho 0.1")
+    train.add_argument("--depth", type=int, default=44, help="ResNet depth 6n+2 (default 44)")
+    train.add_argument("--epochs", type=int, default=200,
+                       help="epochs; the lr drops scale with it (default 200)")
+    train.add_argument("--batch-size", type=int, default=128,
+                       help="images per batch and replica (default 128)")
+    train.add_argument("--lr", type=float, default=0.1,
+                       help="SGD learning rate per replica, > 0 (default 0.1)")
+    train.add_argument("--weight-decay", type=float, default=1e-4,
+                       help="coupled L2 weight decay on every parameter (default 1e-4)")
+    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
+                       default="default", help="tf.distribute strategy (default: one device)")
+    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
+                       help="XLA; auto = on for one replica, off under mirrored (default auto)")
+    train.add_argument("--limit-train", type=int, help="train on this many images only")
+    train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
+    train.add_argument("--seed", type=int, default=1776,
+                       help="seed of weights, shuffling and augmentation (default 1776)")
+    _data_options(train)
+
+
+def _explain_parser(commands):
+    explain = commands.add_parser(
+        "explain",
+        help="adversarial explanations of images",
+        description="Explain a model's decisions with adversarial explanations: for each image, "
+        "the true/predicted class, the most confident other class and every class.",
+    )
+    explain.add_argument("model", help="a .keras model mapping [0, 1] images to logits, "
+                                       "or the name of a shipped network")
+    explain.add_argument("images", nargs="*", help="image files (resized to the model's input with a note)")
+    explain.add_argument("--data", help="instead of files: a data source (see train --data)")
+    explain.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2, 3],
+                         help="test-split indices to explain with --data (default 0 1 2 3)")
+    explain.add_argument("--targets", nargs="+", default=["standard"],
+                         help="'standard': the true (or predicted) class, the runner-up and every "
+                              "class (default); or class names / indices")
+    _attack_options(explain, rho=0.1, steps=35)
+    explain.add_argument("--overshoot", type=float, default=5.0,
+                         help="overshoot o >= 1: the steps sum to o*rho (default 5)")
+    explain.add_argument("--no-sanity-check", action="store_true",
+                         help="show explanations that miss the budget check (non-robust networks) "
+                              "instead of stopping")
+    _output_options(explain, "explanations")
+
+
+def _evaluate_parser(commands):
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, attack ARA, BTR ARA and robust accuracy (resumable)",
+        description="Evaluate robustness on a fixed random subset (seed 1776) of the test split. "
+        "Rerunning the same command continues an interrupted evaluation.",
+    )
+    evaluate.add_argument("model", help="a .keras model, or the name of a shipped network")
+    evaluate.add_argument("--data", required=True, help="data source (see train --data)")
+    evaluate.add_argument("--n-images", type=int, default=1000, help="test images for ARA (default 1000)")
+    _attack_options(evaluate, rho=20.0, steps=450)
+    evaluate.add_argument("--momentum", type=float, default=0.9,
+                          help="attack momentum mu in [0, 1) (default 0.9)")
+    evaluate.add_argument("--batch-size", type=int, default=100,
+                          help="images attacked at once (default 100)")
+    evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                          help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
+    _output_options(evaluate, "evaluation")
+
+
+def _compare_parser(commands):
+    compare = commands.add_parser(
+        "compare-explanations",
+        help="attribution maps before/after a small attack, beside adversarial explanations",
+        description="Claim 1 of the paper: attack each image minimally and compare saliency, "
+        "SmoothGrad, Integrated Gradients and Grad-CAM maps before and after.",
+    )
+    compare.add_argument("model", help="a .keras model, or the name of a shipped network")
+    compare.add_argument("--data", required=True, help="data source (see train --data)")
+    compare.add_argument("--n-images", type=int, default=6,
+                         help="correctly classified test images to compare (default 6)")
+    compare.add_argument("--methods", nargs="+", default=None,
+                         help="attribution methods: saliency smoothgrad integrated_gradients grad_cam "
+                              "(default all)")
+    _output_options(compare, "comparison")
+
+
+def _export_parser(commands):
+    export = commands.add_parser(
+        "export",
+        help="SavedModel (TF Serving layout) + ONNX predict/explain graphs + model card",
+        description="Export a model to OUT/NAME/VERSION/ (SavedModel with serving_default and "
+        "explain signatures), OUT/NAME/NAME-VERSION-{predict,explain}.onnx and "
+        "OUT/NAME/model_card.json.",
+    )
+    export.add_argument("model", help="a .keras model (a RobustModel exports its classifier), "
+                                      "or the name of a shipped network")
+    export.add_argument("out", help="base folder (TF Serving's model base path parent)")
+    export.add_argument("--name", help="model name in URLs (default: the model's name)")
+    export.add_argument("--version", type=int, default=1, help="version subfolder (default 1)")
+    export.add_argument("--formats", nargs="+", choices=["savedmodel", "onnx"],
+                        default=["savedmodel", "onnx"],
+                        help="what to write (default: savedmodel onnx)")
+    _attack_options(export, rho=0.1, steps=35)
+    export.add_argument("--overshoot", type=float, default=5.0,
+                        help="explanation overshoot, fixed in the graphs (default 5)")
+    export.add_argument("--class-names", nargs="+",
+                        help="one per class (default: summary.json beside the model, else 0..K-1)")
+    export.add_argument("--evaluation", help="evaluation.json from `keras-robust evaluate` for the card's ARA")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export of this version")
+
+
+def _serve_parser(commands, with_limits):
+    serve = commands.add_parser(
+        "serve",
+        help="HTTP service: TF Serving REST API, KServe :explain and a browser page",
+        description="Serve every model exported under EXPORT_DIR: POST /v1/models/NAME:predict "
+        "(TF Serving REST shape, signature_name 'explain' for explanations), "
+        "POST /v1/models/NAME:explain (KServe V1), and a browser page at /.",
+    )
+    serve.add_argument("export_dir", help="the OUT folder given to `keras-robust export`")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--backend", choices=["onnx", "savedmodel"], default="onnx",
+                       help="ONNX Runtime (default) or TensorFlow on the SavedModel")
+    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                       help="cuda: ONNX Runtime's CUDA provider (pip install onnxruntime-gpu)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                       help="server log level (default info)")
+    if not with_limits:
+        return
+    import dataclasses
+
+    from keras_robust.serving.app import Limits
+
+    limits = serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)")
+    for field in dataclasses.fields(Limits):
+        limits.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
+                            default=field.default, help=f"default {field.default}")
+
+
+def _attack_options(parser, rho, steps):
+    parser.add_argument("--rho", type=float, default=rho, help=f"budget rho, an RMSE in [0, 1] pixel units (default {rho})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"attack steps N (default {steps})")
+
+
+def _data_options(parser):
+    parser.add_argument("--data-dir", help="TFDS data directory (for tfds:NAME sources)")
+    parser.add_argument("--download", action="store_true",
+                        help="let a tfds:NAME source download and prepare the data set (needs a network)")
+    parser.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/keras_robust)")
+
+
+def _output_options(parser, default_out):
+    parser.add_argument("--out", default=default_out,
+                        help=f"folder for PNGs, report.html and results (default ./{default_out})")
+    _data_options(parser)
+    parser.add_argument("--class-names", nargs="+", help="class names (default: from the data or summary.json)")
+
+
+def _command_of(argv):
+    """The subcommand named in `argv`, if any (the first word not starting with '-')."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+@contextlib.contextmanager
+def _quiet_native_logs(enabled):
+    """Sends native (C++) writes to stderr to /dev/null while Python's stay visible.
+
+    TensorFlow and XLA log start-up lines (CUDA probing, oneDNN, CPU features)
+    from C++ straight to file descriptor 2, past `TF_CPP_MIN_LOG_LEVEL`. Python
+    code (errors, warnings, progress bars) keeps writing to the terminal through
+    a duplicate of the original descriptor. Only done when stderr is the real
+    one, so test harnesses that capture it see everything.
+    """
+    if not enabled or sys.stderr is not sys.__stderr__:
+        yield
+        return
+    sys.stderr.flush()
+    original = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr = sys.stderr
+    sys.stderr = open(original, "w", buffering=1, closefd=False)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = python_stderr
+        os.dup2(original, 2)
+        os.close(original)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
