@@ -124,7 +124,7 @@ def _train_parser(commands):
     train.add_argument("--lr", type=float, default=0.1,
                        help="SGD learning rate per replica, > 0 (default 0.1)")
     train.add_argument("--weight-decay", type=float, default=1e-4,
-                       help="coupled L2 weight decay on every parameter (default 1e-4)")
+                       help="coupled L2 weight decay on every parameter (default 0.0001)")
     train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
                        default="default", help="tf.distribute strategy (default: one device)")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",

@@ -309,3 +309,7 @@ COMMANDS = {
     "export": _export,
     "serve": _serve,
 }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

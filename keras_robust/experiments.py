@@ -71,6 +71,7 @@ def compare_explanations(
     attack_rho=20.0,
     attack_steps=200,
     explainer=None,
+    attack_sanity_check=True,
 ):
     """Attacks each image minimally (L2,min mode) and compares explanations.
 
@@ -87,6 +88,9 @@ def compare_explanations(
             with the sanity check off, because this experiment is run on
             non-robust networks too; `summary()` reports how many
             explanations reached the budget in time.
+        attack_sanity_check: Raise `AttackSanityError` if some image's class
+            has not changed by step ⌊N/2⌋. Off, such an image keeps δ = 0 and
+            counts as unchanged in `summary()["class_changed"]`.
 
     Returns:
         An `ExplanationComparison`.
@@ -100,7 +104,8 @@ def compare_explanations(
     images = np.asarray(images, dtype="float32")
     labels = np.asarray(labels).reshape(-1).astype("int32")
     result = attack_details(
-        model, images, labels, rho=attack_rho, steps=attack_steps, mode="l2min", momentum=0.9
+        model, images, labels, rho=attack_rho, steps=attack_steps, mode="l2min", momentum=0.9,
+        sanity_check=attack_sanity_check,
     )
     attacked = result.images.numpy()
     predicted = np.argmax(np.asarray(call_model(model, images, False)), axis=1)

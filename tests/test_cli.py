@@ -169,3 +169,83 @@ def _post(url, payload):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
+
+
+def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
+    script = (
+        "import contextlib, io, sys\n"
+        "import keras_robust_cli\n"
+        "for argv in (['--help'], ['demo', '--help'], ['train', '--help'], ['explain', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "        keras_robust_cli.main(argv)\n"
+        "    assert 'usage: keras-robust' in out.getvalue(), argv\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'fastapi', 'onnxruntime', 'keras_robust') if m in sys.modules))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+    assert completed.stderr == ""
+
+
+def test_help_describes_every_option_with_its_default():
+    import keras_robust_cli
+
+    parser = keras_robust_cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.dest in ("help",):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            if action.default not in (None, False) and action.option_strings:
+                shown = action.default if not isinstance(action.default, list) else action.default[0]
+                forms = {str(shown), f"{shown:g}" if isinstance(shown, float) else str(shown)}
+                assert "default" in action.help and any(f in action.help for f in forms), (
+                    f"{name} {action.option_strings} does not show its default {action.default!r}")
+
+
+def test_command_line_defaults_are_the_librarys():
+    import inspect
+
+    import keras_robust_cli
+    from keras_robust import demo, explain, metrics, pretrained_names, training
+    from keras_robust.export import export_model
+
+    def defaults(function):
+        return {k: p.default for k, p in inspect.signature(function).parameters.items()}
+
+    parser = keras_robust_cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    parsed = {name: vars(commands[name].parse_args(argv)) for name, argv in {
+        "explain": ["m"], "evaluate": ["m", "--data", "d"], "export": ["m", "o"],
+        "train": ["--data", "d", "--out", "o"], "demo": []}.items()}
+    explainer = defaults(explain.AdversarialExplainer.__init__)
+    assert (parsed["explain"]["rho"], parsed["explain"]["steps"], parsed["explain"]["overshoot"]) == (
+        explainer["rho"], explainer["steps"], explainer["overshoot"])
+    ara = defaults(metrics.ara)
+    assert {k: parsed["evaluate"][k] for k in ("rho", "steps", "momentum", "batch_size")} == {
+        k: ara[k] for k in ("rho", "steps", "momentum", "batch_size")}
+    exporter = defaults(export_model)
+    assert {k: parsed["export"][k] for k in ("rho", "steps", "overshoot", "version")} == {
+        k: exporter[k] for k in ("rho", "steps", "overshoot", "version")}
+    config = training.TrainingConfig()
+    assert (parsed["train"]["depth"], parsed["train"]["epochs"], parsed["train"]["batch_size"],
+            parsed["train"]["lr"], parsed["train"]["weight_decay"], parsed["train"]["seed"]) == (
+        config.depth, config.epochs, config.batch_size, config.learning_rate, config.weight_decay, config.seed)
+    runner = defaults(demo.run_demo)
+    assert parsed["demo"]["model"] == runner["model"] == demo.DEFAULT_MODEL
+    assert (parsed["demo"]["steps"], parsed["demo"]["attack_steps"], parsed["demo"]["out"]) == (
+        runner["steps"], runner["attack_steps"], runner["out_dir"])
+    assert list(keras_robust_cli.PRETRAINED_NAMES) == pretrained_names()
+
+
+def test_commands_accept_a_shipped_network_by_name(capsys, tmp_path):
+    image = tmp_path / "grey.png"
+    Image.fromarray(np.full((32, 32, 3), 128, "uint8")).save(image)
+    code, out, err = run(capsys, "explain", "resnet44-cifar10-robust", image, "--targets", "cat",
+                         "--steps", "4", "--out", tmp_path / "e")
+    assert code == 0, err
+    assert "grey.png: toward cat" in out
+    code, _, err = run(capsys, "explain", "resnet44-cifar10-nope", image)
+    assert code == 1 and "shipped networks: resnet44-cifar10-standard" in err
