@@ -126,7 +126,7 @@ def _train_parser(commands):
     train.add_argument("--weight-decay", type=float, default=1e-4,
                        help="coupled L2 weight decay on every parameter (default 0.0001)")
     train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
-                       default="default", help="tf.distribute strategy (default: one device)")
+                       default="default", help="tf.distribute strategy: mirrored = this machine's devices, multiworker = the workers in TF_CONFIG (default: default, one device)")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                        help="XLA; auto = on for one replica, off under mirrored (default auto)")
     train.add_argument("--limit-train", type=int, help="train on this many images only")
@@ -235,9 +235,9 @@ def _serve_parser(commands, with_limits):
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
     serve.add_argument("--backend", choices=["onnx", "savedmodel"], default="onnx",
-                       help="ONNX Runtime (default) or TensorFlow on the SavedModel")
+                       help="onnx: ONNX Runtime, or savedmodel: TensorFlow on the SavedModel (default onnx)")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                       help="cuda: ONNX Runtime's CUDA provider (pip install onnxruntime-gpu)")
+                       help="cpu, or cuda: ONNX Runtime's CUDA provider (pip install onnxruntime-gpu) (default cpu)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                        help="server log level (default info)")
     if not with_limits:
