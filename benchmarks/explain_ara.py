@@ -1,4 +1,4 @@
-"""Explanation latency, ARA throughput and ARA of trained models (issue: SPEC §5-§6).
+"""Explanation latency, ARA throughput and ARA of trained models (issue: docs/method.md §5-§6).
 
     python benchmarks/explain_ara.py --models runs/standard/model.keras runs/robust/model.keras \
         --data ../shared/data/cifar10-jpeg.tar.gz --n-images 200 --out docs/figures
@@ -49,7 +49,7 @@ def main():
         model = getattr(model, "classifier", model)
         accuracy = float(np.mean(np.argmax(model.predict(images, verbose=0, batch_size=500), 1) == labels))
         # Off so that a standard network's explanations can be timed and shown;
-        # how many of them pass SPEC §4's budget check is reported instead.
+        # how many of them pass docs/method.md §4's budget check is reported instead.
         explainer = AdversarialExplainer(model, class_names=data.class_names, sanity_check=False)
         explainer.explain_standard(images[:1], labels[:1])  # trace once
         start = time.perf_counter()

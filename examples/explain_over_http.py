@@ -6,7 +6,7 @@
 
 Sends the image once to `:predict` (the class and its probability), then asks
 the `explain` signature for the adversarial explanation toward `--target`
-(SPEC §5), and saves `input | x + δ | |δ|` side by side. Only the standard
+(docs/method.md §5), and saves `input | x + δ | |δ|` side by side. Only the standard
 library, NumPy and Pillow: what a client of the REST API needs.
 
 The image goes as a nested list of floats in [0, 1], resized here to the

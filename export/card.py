@@ -38,7 +38,7 @@ def build_card(name, version, classifier, class_names, defaults, files, training
             "steps": int(defaults["steps"]),
             "overshoot": float(defaults["overshoot"]),
             "max_steps": signatures.MAX_STEPS,
-            "method": "adversarial explanation (SPEC §5): bounded targeted attack, "
+            "method": "adversarial explanation (docs/method.md §5): bounded targeted attack, "
                       "RMSE(delta) = rho, overshoot fixed at export",
         },
         "files": files,

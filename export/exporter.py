@@ -57,9 +57,9 @@ def export_model(
         name: Model name in URLs; defaults to the model's name.
         version: Positive integer version (TF Serving's subdirectory).
         class_names: One name per logit; defaults to `"0"`, `"1"`, ...
-        rho: Default explanation budget ρ written to the card (SPEC §5).
+        rho: Default explanation budget ρ written to the card (docs/method.md §5).
         steps: Default explanation steps N written to the card.
-        overshoot: Overshoot o baked into the explain endpoint (SPEC §5).
+        overshoot: Overshoot o baked into the explain endpoint (docs/method.md §5).
         formats: Any of `"savedmodel"`, `"onnx"`.
         training: Optional training summary dict for the card.
         ara: Optional ARA evaluation dict for the card.

@@ -19,7 +19,7 @@ LINEAR = keras.activations.linear
 
 
 def input_gradient(model):
-    """Returns `gradient(images, labels) -> (logits, ∂ΣCE/∂images)` (SPEC §4).
+    """Returns `gradient(images, labels) -> (logits, ∂ΣCE/∂images)` (docs/method.md §4).
 
     The cross-entropy is summed over the batch, so each row of the gradient
     is that example's own gradient, as in `keras_robust.attack`.

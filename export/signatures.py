@@ -1,4 +1,4 @@
-"""The two endpoints every export serves: predict and explain (SPEC §5).
+"""The two endpoints every export serves: predict and explain (docs/method.md §5).
 
 Both formats are traced from these functions, so the SavedModel signatures
 and the ONNX graphs have the same inputs, in the same order, and outputs.
@@ -47,7 +47,7 @@ def explain_function(classifier, overshoot, gradient=None, checks=True):
     """`(images, targets, rho, steps) → {explanations, delta, target_confidence}`.
 
     Runs the one attack routine (`keras_robust.attacks.attack_loop`) in the
-    explanation mode of SPEC §5: bounded, targeted, with overshoot, per-example
+    explanation mode of docs/method.md §5: bounded, targeted, with overshoot, per-example
     budget `rho` and step count `steps`.
 
     Args:

@@ -1,4 +1,4 @@
-"""The half-Huber ReLU activation (SPEC §2)."""
+"""The half-Huber ReLU activation (docs/method.md §2)."""
 
 import keras
 from keras import ops
@@ -8,7 +8,7 @@ DEFAULT_DELTA = 0.5
 
 @keras.saving.register_keras_serializable(package="keras_robust")
 def half_huber_relu(x, delta=DEFAULT_DELTA):
-    """Half-Huber rectified linear unit (SPEC §2).
+    """Half-Huber rectified linear unit (docs/method.md §2).
 
     Formula:
     ```
@@ -42,7 +42,7 @@ def half_huber_relu(x, delta=DEFAULT_DELTA):
 
 @keras.saving.register_keras_serializable(package="keras_robust")
 class HalfHuberReLU(keras.layers.Layer):
-    """Half-Huber rectified linear unit layer (SPEC §2).
+    """Half-Huber rectified linear unit layer (docs/method.md §2).
 
     Formula:
     ```

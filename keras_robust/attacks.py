@@ -1,4 +1,4 @@
-"""The one attack routine (SPEC §4, Algorithm 1) used by training, explanation and ARA.
+"""The one attack routine (docs/method.md §4, Algorithm 1) used by training, explanation and ARA.
 
 Modes differ only in the per-example `keep` mask, which is "the stopping
 criterion is not met yet":
@@ -29,7 +29,7 @@ AttackResult.__doc__ = """What one run of the attack found, per example.
 Fields:
     images: The attacked images `x + δ`.
     delta: The returned perturbation `δ` (the best one in `l2min`/`btr`).
-    rmse: RMSE of `delta` per example (SPEC §4).
+    rmse: RMSE of `delta` per example (docs/method.md §4).
     first_met_step: 0-based step at which the criterion was first met
         (`steps` for the extra evaluation after the last step), or -1 if
         never met.
@@ -39,7 +39,7 @@ Fields:
 
 
 class AttackSanityError(ValueError):
-    """The criterion was not met by step ⌊N/2⌋ for some examples (SPEC §4)."""
+    """The criterion was not met by step ⌊N/2⌋ for some examples (docs/method.md §4)."""
 
 
 def attack(
@@ -59,7 +59,7 @@ def attack(
     sanity_check=None,
     seed=None,
 ):
-    """Attacks `images` with Algorithm 1 (SPEC §4) and returns `x + δ`.
+    """Attacks `images` with Algorithm 1 (docs/method.md §4) and returns `x + δ`.
 
     Each step moves δ along the RMSE-normalised gradient of the
     cross-entropy; step `i` of `N` has size `ρ·o·(N − i) / (N(N + 1)/2)`, so
@@ -84,16 +84,16 @@ def attack(
         overshoot: Overshoot o >= 1; the steps sum to `rho * overshoot`.
         mode: `"bounded"`, `"l2min"` or `"btr"` (see the module docstring).
         explain: If True, descend the cross-entropy toward `labels`
-            (targeted), as adversarial explanations do (SPEC §5).
+            (targeted), as adversarial explanations do (docs/method.md §5).
         momentum: Momentum μ in [0, 1) on the normalised direction.
         half_and_half: If True, attack each example with probability 0.5
             (one mask per call, drawn before the steps).
         training: Run the model in training mode, as adversarial training
-            does (SPEC §3). Explanation and ARA use inference mode.
+            does (docs/method.md §3). Explanation and ARA use inference mode.
         clip_range: Optional `(low, high)` to keep `x + δ` inside; the
             reference does not clip.
         sanity_check: Raise `AttackSanityError` unless every example meets
-            the criterion by step ⌊N/2⌋ (SPEC §4). Defaults to on for
+            the criterion by step ⌊N/2⌋ (docs/method.md §4). Defaults to on for
             explanations and for the `l2min`/`btr` modes outside training.
         seed: Optional int or `keras.random.SeedGenerator` for the
             half-and-half mask.
@@ -171,12 +171,12 @@ def attack_loop(
     model, x, y, rho, overshoot, attacked, *, steps, mode, explain, momentum,
     training, clip_range, gradient=None,
 ):
-    """The loop of Algorithm 1 (SPEC §4) as graph-friendly TensorFlow code.
+    """The loop of Algorithm 1 (docs/method.md §4) as graph-friendly TensorFlow code.
 
     `steps` is a Python int (short loops are unrolled) or an integer tensor,
     scalar or one N per example: a while loop then runs to the largest N and
     example `b` stops moving after its own N_b steps, each with the schedule
-    of SPEC §4 for N_b. `rho` may likewise be a scalar or one per example.
+    of docs/method.md §4 for N_b. `rho` may likewise be a scalar or one per example.
     `gradient(images, labels) -> (logits, ∂ΣCE/∂images)`, if given, replaces
     the tape; the ONNX export passes one built from forward ops only.
     """
@@ -287,7 +287,7 @@ def _accepts_training(function):
 
 
 def per_example_rmse(values):
-    """RMSE over every axis but the first (SPEC §4)."""
+    """RMSE over every axis but the first (docs/method.md §4)."""
     flat = tf.reshape(values, [tf.shape(values)[0], -1])
     return tf.sqrt(tf.reduce_mean(tf.square(flat), axis=1))
 
@@ -343,7 +343,7 @@ def _as_labels(labels, images):
 
 
 def _attack_mask(images, half_and_half, seed):
-    """The half-and-half mask `a` (SPEC §4): one draw per call, P(1) = 0.5."""
+    """The half-and-half mask `a` (docs/method.md §4): one draw per call, P(1) = 0.5."""
     batch = tf.shape(images)[0]
     if not half_and_half:
         return tf.ones([batch], images.dtype)
@@ -372,7 +372,7 @@ def _compiled(model, static):
 
 
 def _check_sanity(first_met_step, attacked, steps, mode):
-    """Raises unless every attacked example met the criterion by step ⌊N/2⌋ (SPEC §4).
+    """Raises unless every attacked example met the criterion by step ⌊N/2⌋ (docs/method.md §4).
 
     In graph mode a failure surfaces as `tf.errors.InvalidArgumentError`.
     """
@@ -381,7 +381,7 @@ def _check_sanity(first_met_step, attacked, steps, mode):
     if not tf.executing_eagerly():
         tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(late)),
-            [f"Attack sanity check (SPEC §4) failed: the criterion was not met by step {limit}"
+            [f"Attack sanity check (docs/method.md §4) failed: the criterion was not met by step {limit}"
              f" of {steps}. Increase rho or steps. Images failing:",
              tf.reduce_sum(tf.cast(late, tf.int32))],
         )
@@ -391,6 +391,6 @@ def _check_sanity(first_met_step, attacked, steps, mode):
         what = "reach the budget" if mode == "bounded" else f"meet the {mode} criterion"
         raise AttackSanityError(
             f"{failed} of {int(tf.size(late))} images did not {what} by step {limit} of "
-            f"{steps} (SPEC §4 sanity check); the bound would be loose. "
+            f"{steps} (docs/method.md §4 sanity check); the bound would be loose. "
             "Increase rho or steps."
         )

@@ -1,4 +1,4 @@
-"""Baseline attribution methods, for comparison with adversarial explanations (SPEC §1).
+"""Baseline attribution methods, for comparison with adversarial explanations (docs/method.md §1).
 
 Each method takes a Keras model mapping [0, 1] images to logits, images
 `(n, H, W, C)` and one target class per image, and returns attributions

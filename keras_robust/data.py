@@ -13,7 +13,7 @@ int32 labels:
 - A tuple `(images, labels)` of NumPy arrays.
 
 Images stay uint8 until after batching, and training batches are augmented
-with `augment_batch` (SPEC §3: edge-padded random crop and horizontal flip).
+with `augment_batch` (docs/method.md §3: edge-padded random crop and horizontal flip).
 """
 
 import dataclasses
@@ -187,7 +187,7 @@ def load_dataset(
 
 
 def augment_batch(images, seed=None, return_params=False):
-    """Randomly crops and flips each image of a batch (SPEC §3).
+    """Randomly crops and flips each image of a batch (docs/method.md §3).
 
     Each image is padded by 4 pixels on every side by edge replication (like
     `np.pad(mode="edge")`), cropped back to its size at offsets `oy, ox` drawn

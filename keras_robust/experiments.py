@@ -1,4 +1,4 @@
-"""Claim 1 of SPEC §1: attacks invalidate attribution maps, not adversarial explanations."""
+"""Claim 1 of docs/method.md §1: attacks invalidate attribution maps, not adversarial explanations."""
 
 import dataclasses
 
@@ -25,7 +25,7 @@ class ExplanationComparison:
         explanation: The adversarial explanations of the clean images toward
             their predicted class and toward the attacked class (an
             `Explanation` with two targets per image).
-        explanation_steps: The explainer's N, for the SPEC §4 budget check.
+        explanation_steps: The explainer's N, for the docs/method.md §4 budget check.
     """
 
     images: np.ndarray
@@ -84,7 +84,7 @@ def compare_explanations(
         attack_rho: Budget of the L2,min attack; it only needs to be large
             enough, the smallest successful δ is returned.
         attack_steps: Steps of the L2,min attack (momentum 0.9).
-        explainer: An `AdversarialExplainer`; defaults to SPEC §5's settings
+        explainer: An `AdversarialExplainer`; defaults to docs/method.md §5's settings
             with the sanity check off, because this experiment is run on
             non-robust networks too; `summary()` reports how many
             explanations reached the budget in time.

@@ -1,4 +1,4 @@
-"""Adversarial explanations (SPEC §5): the targeted attack as the explanation."""
+"""Adversarial explanations (docs/method.md §5): the targeted attack as the explanation."""
 
 import dataclasses
 
@@ -24,7 +24,7 @@ class Explanation:
         original: The explained images `x`, shape `(n, H, W, C)`.
         class_names: Names of the classes, if known.
         first_met_step: Step at which each δ first reached RMSE ρ, or -1 if
-            it never did, `(n, t)`. SPEC §4 requires a step <= ⌊N/2⌋; on
+            it never did, `(n, t)`. docs/method.md §4 requires a step <= ⌊N/2⌋; on
             a non-robust network the direction changes so much from step
             to step that δ can wander without reaching the budget.
     """
@@ -45,9 +45,9 @@ class Explanation:
 
 
 class AdversarialExplainer:
-    """Explains a classifier's decision with adversarial explanations (SPEC §5).
+    """Explains a classifier's decision with adversarial explanations (docs/method.md §5).
 
-    Explaining image `x` toward class `t` runs the attack of SPEC §4 in
+    Explaining image `x` toward class `t` runs the attack of docs/method.md §4 in
     explanation mode (targeted, bounded, inference mode): δ is what the
     network needs to see to call `x` class `t`, and the network really does
     change its answer on `x + δ`, so the explanation is faithful by
@@ -70,7 +70,7 @@ class AdversarialExplainer:
         class_names: Optional class names, for targets given by name and for
             labels in pictures.
         sanity_check: Raise `AttackSanityError` if some explanation does not
-            reach RMSE ρ by step ⌊N/2⌋ (SPEC §4). Turn off only to look at
+            reach RMSE ρ by step ⌊N/2⌋ (docs/method.md §4). Turn off only to look at
             what a non-robust network does; `Explanation.first_met_step`
             then tells which explanations fell short.
     """
@@ -141,7 +141,7 @@ class AdversarialExplainer:
         )
 
     def standard_targets(self, images, labels=None):
-        """SPEC §5's targets per image: the true (or predicted) class, the
+        """docs/method.md §5's targets per image: the true (or predicted) class, the
         highest-logit other class, then every class. Shape `(n, 2 + K)`."""
         images = check_images(images)
         logits = self._logits(images)

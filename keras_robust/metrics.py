@@ -1,4 +1,4 @@
-"""The Accuracy-Robustness Area and robust accuracy (SPEC §6)."""
+"""The Accuracy-Robustness Area and robust accuracy (docs/method.md §6)."""
 
 import dataclasses
 import hashlib
@@ -16,7 +16,7 @@ HISTOGRAM_BINS = 1000
 
 
 def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
-    """ARA = ∫ max(0, acc(ε) − 1/K) dε from per-image minimal perturbations (SPEC §6).
+    """ARA = ∫ max(0, acc(ε) − 1/K) dε from per-image minimal perturbations (docs/method.md §6).
 
     Uses the reference's right-endpoint sum over a `bins`-bin histogram on
     [0, max m], which is within `max m / bins` of the exact integral.
@@ -44,7 +44,7 @@ def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
 
 
 def accuracy_curve(min_rmse, bins=HISTOGRAM_BINS):
-    """acc(ε) = fraction of images with m_j > ε at each bin's upper edge (SPEC §6)."""
+    """acc(ε) = fraction of images with m_j > ε at each bin's upper edge (docs/method.md §6)."""
     min_rmse = np.asarray(min_rmse, dtype="float64")
     edges = np.linspace(0.0, min_rmse.max(), bins + 1)[1:]
     accuracy = 1.0 - np.searchsorted(np.sort(min_rmse), edges, side="right") / min_rmse.size
@@ -52,7 +52,7 @@ def accuracy_curve(min_rmse, bins=HISTOGRAM_BINS):
 
 
 def evaluation_indices(num_examples, n, seed=ARA_SEED):
-    """The first `n` indices of a fixed random permutation of the test set (SPEC §6)."""
+    """The first `n` indices of a fixed random permutation of the test set (docs/method.md §6)."""
     if not 1 <= n <= num_examples:
         raise ValueError(f"`n` must be in [1, {num_examples}]. Received: n={n}")
     return np.random.RandomState(seed).permutation(num_examples)[:n]
@@ -87,7 +87,7 @@ class AraResult:
         return np.mean(m[None, :] > np.atleast_1d(eps)[:, None], axis=1).reshape(np.shape(eps))
 
     def curve(self, mode="attack", bins=HISTOGRAM_BINS):
-        """`(eps, accuracy)` at the histogram's upper edges (SPEC §6)."""
+        """`(eps, accuracy)` at the histogram's upper edges (docs/method.md §6)."""
         return accuracy_curve(self._min_rmse(mode), bins)
 
     def _min_rmse(self, mode):
@@ -107,9 +107,9 @@ class AraResult:
 
 def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=100, progress=True,
         checkpoint=None):
-    """Attack ARA and BTR ARA of `model` on `images` (SPEC §6).
+    """Attack ARA and BTR ARA of `model` on `images` (docs/method.md §6).
 
-    Runs Algorithm 1 (SPEC §4) in L2,min and in BTR mode, in inference mode,
+    Runs Algorithm 1 (docs/method.md §4) in L2,min and in BTR mode, in inference mode,
     with the reference settings by default. Images misclassified from the
     start score 0 (in BTR mode, every image with p_y <= 1/K at the start).
 

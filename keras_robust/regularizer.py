@@ -1,4 +1,4 @@
-"""The Lipschitz-continuity regulariser and the adaptive weight ψ (SPEC §3)."""
+"""The Lipschitz-continuity regulariser and the adaptive weight ψ (docs/method.md §3)."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import tensorflow as tf
 
 
 def lipschitz_outputs(logits, labels, zeta, seed=None):
-    """One scalar output per example whose input gradient is regularised (SPEC §3).
+    """One scalar output per example whose input gradient is regularised (docs/method.md §3).
 
     With probability `1 - zeta` a logit chosen uniformly at random; with
     probability `zeta` ("tandem") the margin: the true-class logit minus the
@@ -38,14 +38,14 @@ def margin(logits, labels):
 
 
 def lipschitz_penalty(input_gradient, z=2.0):
-    """`mean(|g|^z)` over batch, pixels and channels (SPEC §3), before the ψ weight."""
+    """`mean(|g|^z)` over batch, pixels and channels (docs/method.md §3), before the ψ weight."""
     if z == 2:
         return tf.reduce_mean(tf.square(input_gradient))
     return tf.reduce_mean(tf.pow(tf.abs(input_gradient), z))
 
 
 def update_psi_accumulator(accumulator, batch_loss, target_loss, epsilon_better, epsilon_worse):
-    """One step of `R ← max(0, R + clip(−ln(L_CE / L_target), −ε_worse, ε_better))` (SPEC §3)."""
+    """One step of `R ← max(0, R + clip(−ln(L_CE / L_target), −ε_worse, ε_better))` (docs/method.md §3)."""
     change = tf.clip_by_value(
         -tf.math.log(batch_loss / target_loss), -epsilon_worse, epsilon_better
     )
@@ -53,5 +53,5 @@ def update_psi_accumulator(accumulator, batch_loss, target_loss, epsilon_better,
 
 
 def psi_from_accumulator(accumulator, psi_initial, psi_rate):
-    """`ψ = ψ0 · exp(k_ψ · R)` (SPEC §3)."""
+    """`ψ = ψ0 · exp(k_ψ · R)` (docs/method.md §3)."""
     return psi_initial * tf.exp(psi_rate * accumulator)

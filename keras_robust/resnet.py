@@ -1,4 +1,4 @@
-"""Pre-activation ResNet for CIFAR-style inputs, as in the reference (SPEC §2)."""
+"""Pre-activation ResNet for CIFAR-style inputs, as in the reference (docs/method.md §2)."""
 
 import keras
 
@@ -20,7 +20,7 @@ def resnet(
     std=CIFAR10_STD,
     name=None,
 ):
-    """Builds the reference pre-activation ResNet (SPEC §2).
+    """Builds the reference pre-activation ResNet (docs/method.md §2).
 
     The model maps RGB images in [0, 1] to class logits. It standardises its
     input itself, so gradients and attack budgets are in [0, 1] pixel units.
@@ -86,7 +86,7 @@ def resnet(
 
 
 def validate_depth(depth):
-    """Raises unless `depth` is 6n + 2 for some n >= 1 (SPEC §2)."""
+    """Raises unless `depth` is 6n + 2 for some n >= 1 (docs/method.md §2)."""
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(
             "`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, "
@@ -95,7 +95,7 @@ def validate_depth(depth):
 
 
 def _block(x, width, stride, activation, prefix):
-    """One pre-activation block: `main(act(BN(x))) + shortcut` (SPEC §2)."""
+    """One pre-activation block: `main(act(BN(x))) + shortcut` (docs/method.md §2)."""
     pre = _batch_norm(f"{prefix}_bn1")(x)
     pre = get_activation_layer(activation, name=f"{prefix}_act1")(pre)
     main = _conv(width, stride, f"{prefix}_conv1")(_pad_for(stride, pre, f"{prefix}_pad1"))

@@ -1,4 +1,4 @@
-"""`RobustModel`: robust training around any Keras classifier (SPEC §3)."""
+"""`RobustModel`: robust training around any Keras classifier (docs/method.md §3)."""
 
 import math
 
@@ -14,7 +14,7 @@ ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 
 @keras.saving.register_keras_serializable(package="keras_robust")
 class RobustModel(keras.Model):
-    """Wraps a classifier with the paper's robust training (SPEC §3).
+    """Wraps a classifier with the paper's robust training (docs/method.md §3).
 
     The training loss of each batch is
 
@@ -166,7 +166,7 @@ class RobustModel(keras.Model):
 
     @property
     def psi(self):
-        """The current adaptive weight ψ = ψ0 · exp(k_ψ · R) (SPEC §3), a float."""
+        """The current adaptive weight ψ = ψ0 · exp(k_ψ · R) (docs/method.md §3), a float."""
         accumulator = float(keras.ops.convert_to_numpy(self.psi_accumulator))
         return self.psi_initial * math.exp(self.psi_rate * accumulator)
 
@@ -181,7 +181,7 @@ class RobustModel(keras.Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         if loss is not None:
             raise ValueError(
-                "RobustModel trains on sparse cross-entropy from logits (SPEC §3) "
+                "RobustModel trains on sparse cross-entropy from logits (docs/method.md §3) "
                 f"and takes no `loss`. Received: loss={loss!r}"
             )
         # Accuracy is always reported; a second "accuracy" would clash by name.
@@ -260,7 +260,7 @@ class RobustModel(keras.Model):
         if sample_weight is not None:
             raise ValueError(
                 "RobustModel does not support sample weights: the regulariser "
-                "and psi are defined on unweighted batch means (SPEC §3). "
+                "and psi are defined on unweighted batch means (docs/method.md §3). "
                 "Received: sample_weight"
             )
         images = tf.cast(images, self.classifier.compute_dtype)
@@ -394,7 +394,7 @@ def _validate_batch(model, images, labels):
     low, high = float(images.min()), float(images.max())
     if low < 0 or high > 1:
         raise ValueError(
-            "Images must be in [0, 1] pixel units (SPEC §2). "
+            "Images must be in [0, 1] pixel units (docs/method.md §2). "
             f"Received: images in [{low:g}, {high:g}]"
         )
     if not np.issubdtype(labels.dtype, np.integer):

@@ -1,4 +1,4 @@
-"""The reference training recipe (SPEC §3 "Optimisation"), resumable and logged."""
+"""The reference training recipe (docs/method.md §3 "Optimisation"), resumable and logged."""
 
 import dataclasses
 import json
@@ -18,7 +18,7 @@ LR_DROP_EPOCHS_OF_200 = (170, 195)
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """The reference recipe; `epochs` scales the learning-rate drops (SPEC §3).
+    """The reference recipe; `epochs` scales the learning-rate drops (docs/method.md §3).
 
     Attributes:
         depth: ResNet depth, 6n+2 (reference 44).
@@ -70,7 +70,7 @@ class TrainingConfig:
 
 
 def learning_rate_at(epoch, config, replicas=1):
-    """Reference schedule: lr × replicas, ÷10 at 170/200 and 195/200 of the epochs (SPEC §3)."""
+    """Reference schedule: lr × replicas, ÷10 at 170/200 and 195/200 of the epochs (docs/method.md §3)."""
     # Integer arithmetic: the drop comes at epoch ceil(170/200 · epochs).
     drops = sum(epoch * 200 >= e * config.epochs for e in LR_DROP_EPOCHS_OF_200)
     return config.learning_rate * replicas * 0.1**drops

@@ -2,7 +2,7 @@
 
 `create_app(export_dir)` serves every model `keras_robust.export.export_model`
 wrote under `export_dir`: TF Serving's `:predict`, status and metadata routes,
-KServe's `:explain` verb for adversarial explanations (SPEC §5), and a
+KServe's `:explain` verb for adversarial explanations (docs/method.md §5), and a
 browser page at `/`. `serve(export_dir)` runs it with uvicorn.
 """
 

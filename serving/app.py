@@ -4,7 +4,7 @@ Routes (`[/versions/<v>]` optional; without it, the latest loaded version):
 - `GET  /v1/models/<name>[/versions/<v>]`: TF Serving's model status.
 - `GET  /v1/models/<name>[/versions/<v>]/metadata`: signatures and the model card.
 - `POST /v1/models/<name>[/versions/<v>]:predict`: TF Serving's predict,
-  `signature_name` `serving_default` (default) or `explain` (SPEC §5).
+  `signature_name` `serving_default` (default) or `explain` (docs/method.md §5).
 - `POST /v1/models/<name>[/versions/<v>]:explain`: the explain signature.
 - `GET  /v1/models`: the served models and limits (for the page).
 - `GET  /`: the page (upload an image, see the prediction and explanations).

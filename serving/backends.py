@@ -76,7 +76,7 @@ class _Backend:
         return self._run("serving_default", {"images": np.asarray(images, np.float32)})
 
     def explain(self, images, targets, rho, steps):
-        """The explanation of SPEC §5 → `{explanations, delta, target_confidence}`."""
+        """The explanation of docs/method.md §5 → `{explanations, delta, target_confidence}`."""
         return self._run("explain", _explain_feeds(images, targets, rho, steps))
 
 

@@ -116,7 +116,7 @@ def _signature(payload, card, verb):
 
 
 def _defaults(card, names):
-    """The explain inputs a request may leave out: the card's defaults (SPEC §5)."""
+    """The explain inputs a request may leave out: the card's defaults (docs/method.md §5)."""
     defaults = card["explain_defaults"]
     return {name: defaults[name] for name in ("rho", "steps") if name in names}
 
@@ -322,7 +322,7 @@ def _rho(where, value):
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not (number and 0 < value <= FLOAT32_MAX):
         raise bad_request(
-            f"{where}: rho must be a finite number > 0 (an RMSE in pixel units, SPEC §5). "
+            f"{where}: rho must be a finite number > 0 (an RMSE in pixel units, docs/method.md §5). "
             f"Received: {_show(value)}"
         )
     return np.float32(value)

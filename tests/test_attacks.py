@@ -1,7 +1,7 @@
-"""Tests for `keras_robust.attacks` (SPEC §4, Algorithm 1; §6 conventions).
+"""Tests for `keras_robust.attacks` (docs/method.md §4, Algorithm 1; §6 conventions).
 
 Everything is checked against independent computations: a NumPy
-reimplementation of Algorithm 1 written from SPEC §4 for a linear softmax
+reimplementation of Algorithm 1 written from docs/method.md §4 for a linear softmax
 model (analytic cross-entropy gradient), closed-form step schedules, and the
 analytic distance to a linear decision boundary. Models are tiny (4x4x3
 images, linear layers) so the file runs in well under a minute on 2 CPUs.
@@ -28,7 +28,7 @@ D = int(np.prod(SHAPE))
 
 
 # ---------------------------------------------------------------------------
-# Independent reference: Algorithm 1 (SPEC §4) in float64 NumPy for a linear
+# Independent reference: Algorithm 1 (docs/method.md §4) in float64 NumPy for a linear
 # softmax model logits = x_flat @ W + b.
 # ---------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ def np_softmax(z):
 
 def np_attack(x, y, W, b, *, rho, steps, overshoot=1.0, mode="bounded",
               explain=False, momentum=0.0, a=None):
-    """Algorithm 1 of SPEC §4, written from the pseudo-code.
+    """Algorithm 1 of docs/method.md §4, written from the pseudo-code.
 
     Returns (delta, first_met_step, deltas_after_each_step).
     """

@@ -101,7 +101,7 @@ def test_bad_inputs(model, rng):
 def test_budget_check_can_be_turned_off_and_is_reported(model, rng):
     images = rng.random((2, 8, 8, 3)).astype("float32")
     # Overshoot 1: the steps sum to exactly rho, so the budget is met only
-    # after the last step, later than SPEC §4's step floor(N/2).
+    # after the last step, later than docs/method.md §4's step floor(N/2).
     strict = AdversarialExplainer(model, overshoot=1.0, steps=6)
     with pytest.raises(attacks.AttackSanityError, match="Increase rho or steps"):
         strict.explain(images, [0, 1])

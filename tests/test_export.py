@@ -140,7 +140,7 @@ def test_onnx_explain_matches_tensorflow_explanation(exported, batch):
     np.testing.assert_allclose(outputs["delta"], reference.delta[:, 0], atol=1e-3)
     np.testing.assert_allclose(outputs["explanations"], reference.images[:, 0], atol=1e-3)
     np.testing.assert_allclose(outputs["target_confidence"], reference.confidence_after[:, 0], atol=1e-3)
-    if not relu:  # 35 steps end on the budget sphere (SPEC §5)
+    if not relu:  # 35 steps end on the budget sphere (docs/method.md §5)
         rmse = np.sqrt(np.mean(outputs["delta"].reshape(batch, -1) ** 2, axis=1))
         np.testing.assert_allclose(rmse, RHO, rtol=0.05)
 

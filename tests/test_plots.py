@@ -21,7 +21,7 @@ def _softmax(logits):
 
 
 def make_explanation(rng, num_images=2, extra_targets=True, size=8, channels=3, class_names=CLASS_NAMES):
-    """Targets as in SPEC §5: predicted class, runner-up, then (optionally) every class."""
+    """Targets as in docs/method.md §5: predicted class, runner-up, then (optionally) every class."""
     num_classes = len(CLASS_NAMES)
     original = rng.uniform(0.0, 1.0, (num_images, size, size, channels)).astype("float32")
     probabilities = _softmax(rng.normal(0.0, 2.0, (num_images, num_classes)))
@@ -223,11 +223,12 @@ def test_ara_curve_legend_chance_line_and_shading(rng, tmp_path):
     assert 400 < width < 900 and 300 < height < 600
     ax = figure.axes[0]
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert "attack ARA 0.01424" in legend and "BTR ARA 0.0395" in legend
+    assert "classified correctly (attack ARA 0.01424)" in legend
+    assert "true-class probability > 1/K (BTR ARA 0.0395)" in legend
     chance_lines = [line for line in ax.get_lines() if set(np.asarray(line.get_ydata(), float)) == {0.1}]
     assert len(chance_lines) == 1 and chance_lines[0].get_linestyle() == "--"
     assert ax.get_xlabel() == "perturbation RMSE ε (pixel units, [0, 1] scale)"
-    assert ax.get_ylabel() == "accuracy"
+    assert ax.get_ylabel() == "fraction of images passing"
     assert len(ax.collections) == 2
 
 

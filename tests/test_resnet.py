@@ -8,7 +8,7 @@ from keras_robust.resnet import CIFAR10_MEAN, CIFAR10_STD
 
 
 def expected_trainable_parameters(depth, num_classes=10):
-    """Counts SPEC §2's parameters from its prose, independently of the builder."""
+    """Counts docs/method.md §2's parameters from its prose, independently of the builder."""
     n = (depth - 2) // 6
     count = 3 * 3 * 3 * 16  # stem conv, no bias
     channels = 16

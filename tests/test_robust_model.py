@@ -24,7 +24,7 @@ def tiny_classifier(seed=0):
 
 
 def numpy_loss(params, x, y, psi):
-    """CE + psi * mean(g^2) with tandem margins (zeta = 1), written from SPEC §3."""
+    """CE + psi * mean(g^2) with tandem margins (zeta = 1), written from docs/method.md §3."""
     w1, b1, w2, b2 = params
     h = x @ w1 + b1
     act = np.where(h <= 0, 0, np.where(h <= DELTA, h * h / (2 * DELTA), h - DELTA / 2))

@@ -7,12 +7,14 @@ onnxruntime run directly on the exported graphs, the Keras model, and
 
 import base64
 import concurrent.futures
+import http.client
 import io
 import json
 import shutil
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -39,6 +41,25 @@ def call(url, body=None, method=None, headers=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def call_announcing(url, length):
+    """`(status, JSON answer)` of a POST that announces a `length`-byte body with
+    `Expect: 100-continue` and reads the answer before sending it, as curl does for
+    large bodies: a server refusing by Content-Length answers at once, and the
+    client never writes into a connection the server has closed (EPIPE)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.putrequest("POST", parts.path)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(length))
+        connection.putheader("Expect", "100-continue")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def columns(predictions):
@@ -98,7 +119,7 @@ def targets(tiny_export, images):
 
 @pytest.fixture(scope="module")
 def reference(tiny_export, images, targets):
-    """The library's own explanation (SPEC §5) of `images` toward `targets`."""
+    """The library's own explanation (docs/method.md §5) of `images` toward `targets`."""
     explainer = keras_robust.AdversarialExplainer(tiny_export[2], rho=RHO, steps=STEPS, sanity_check=False)
     return explainer.explain(images, [[t] for t in targets])
 
@@ -397,7 +418,7 @@ def test_unknown_routes_and_methods_get_json_errors(tiny_server):
 
 def test_size_caps_answer_413(tiny_server):
     url = f"{tiny_server}/v1/models/tiny:predict"
-    status, answer = call(url, b" " * 1_200_000)
+    status, answer = call_announcing(url, 1_200_000)
     assert status == 413 and "max_request_bytes=1000000" in answer["error"]
     chunks = (b" " * 100_010 for _ in range(10))  # no Content-Length: sent chunked
     status, answer = call(url, chunks, method="POST")

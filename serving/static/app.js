@@ -133,7 +133,7 @@ async function predict() {
   state.probabilities = probabilities;
   const order = probabilities.map((p, i) => i).sort((a, b) => probabilities[b] - probabilities[a]);
   $("top5").tBodies[0].replaceChildren(...order.slice(0, 5).map((i) => top5Row(names[i], probabilities[i])));
-  // SPEC §5's most telling target: the most confident class other than the prediction.
+  // docs/method.md §5's most telling target: the most confident class other than the prediction.
   $("target").value = order[1];
   $("prediction").textContent = `${names[classes]} (${probabilities[classes].toFixed(4)})`;
 }
@@ -178,7 +178,7 @@ function paint(canvas, rows, color) {
   canvas.getContext("2d").putImageData(image, 0, 0);
 }
 
-// x + δ is not clipped by the attack (SPEC §4); the display clamps it to [0, 1].
+// x + δ is not clipped by the attack (docs/method.md §4); the display clamps it to [0, 1].
 function drawImage(canvas, rows) {
   const byte = (v) => Math.round(255 * Math.min(1, Math.max(0, v)));
   paint(canvas, rows, (p) => (p.length === 1 ? [byte(p[0]), byte(p[0]), byte(p[0])] : p.map(byte)));
