@@ -39,6 +39,9 @@ def _train(args):
         verbose="auto" if sys.stdout.isatty() else 2,
     )
     psi = summary["psi"]
+    if summary.get("already_complete"):
+        print(f"{args.out} already holds this run, complete after {summary['config']['epochs']} epochs; "
+              "use another --out (or more --epochs) to train again")
     print(
         f"test accuracy {summary['test']['accuracy']:.4f} on "
         f"{summary['test']['num_examples']} images; final psi "

@@ -150,6 +150,44 @@ def ara_curve(result, path=None):
     return figure
 
 
+def training_curves(rows, path=None):
+    """Plots a run's per-epoch losses, accuracies and ψ.
+
+    Panels: the loss and its parts (total, cross-entropy, regulariser), the
+    training accuracies (clean and, with adversarial training, on attacked
+    images), and ψ on a log scale when the run is robust.
+
+    Args:
+        rows: One dict per epoch with `epoch` (0-based) and the logged metrics,
+            as `keras_robust.run_log.read_log` returns them.
+        path: Optional path of a PNG file to write.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
+    if not rows or any("epoch" not in row for row in rows):
+        raise ValueError(f"`rows` must be a non-empty list of dicts with an 'epoch'. Received: rows={rows!r}")
+    panels = [
+        ("loss", ("loss", "ce", "l_adv"), "linear"),
+        ("training accuracy", ("accuracy", "adv_accuracy"), "linear"),
+        ("ψ", ("psi",), "log"),
+    ]
+    panels = [p for p in panels if any(key in row for row in rows for key in p[1])]
+    figure = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    for ax, (title, keys, scale) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for key in keys:
+            points = [(row["epoch"] + 1, row[key]) for row in rows if key in row]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_yscale(scale)
+        ax.legend(fontsize=8)
+    _save(figure, path)
+    return figure
+
+
 def _check_max_images(max_images):
     if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)) or max_images < 1:
         raise ValueError(f"`max_images` must be an integer >= 1. Received: max_images={max_images!r}")

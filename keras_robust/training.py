@@ -8,12 +8,17 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
 from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
+from keras_robust.run_log import EpochLog
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_DROP_EPOCHS_OF_200 = (170, 195)
+# What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
+# may change between a run and its resumption.
+RUN_IDENTITY_FIELDS = ("depth", "robust", "adversarial_training", "l2_min")
 
 
 @dataclasses.dataclass
@@ -188,6 +193,12 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         data, "train", limit=limit_train, drop_remainder=replicas > 1, **common
     )
     test_data = load_dataset(data, "test", limit=limit_test, **common)
+    identity = run_identity(config, train_data)
+    check_same_run(out_dir, identity)
+    finished = finished_summary(out_dir, config)
+    if finished is not None:
+        return finished
+    write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
     with strategy.scope():
         model = build_model(config, len(train_data.class_names), train_data.image_shape)
         model.compile(
@@ -203,7 +214,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         keras.callbacks.LearningRateScheduler(
             lambda epoch: learning_rate_at(epoch, config, replicas)
         ),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
+        EpochLog(out_dir, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}"),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
     ]
     history = model.fit(
@@ -232,6 +243,51 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         "replicas": replicas,
         "xla": use_xla(config, strategy),
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
+    write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
     return summary
+
+
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+
+
+def run_identity(config, train_data):
+    """What a run's checkpoints depend on: the network's recipe and the data's shape."""
+    identity = {field: getattr(config, field) for field in RUN_IDENTITY_FIELDS}
+    identity.update(num_classes=len(train_data.class_names), image_shape=list(train_data.image_shape))
+    return identity
+
+
+def check_same_run(out_dir, identity):
+    """Refuses to resume a run in `out_dir` that trained another network, naming what differs."""
+    recorded = _read_json(os.path.join(out_dir, RUN_FILE))
+    if recorded is None:
+        # Runs from before run.json: their summary holds the config.
+        recorded = (_read_json(os.path.join(out_dir, SUMMARY_FILE)) or {}).get("config")
+    if not recorded:
+        return
+    differences = [
+        f"{key}={recorded[key]!r} there, {value!r} now"
+        for key, value in identity.items()
+        if key in recorded and recorded[key] != value
+    ]
+    if differences:
+        raise ValueError(
+            f"{out_dir} holds a run of another network ({'; '.join(differences)}). "
+            "Use another --out, or the run's own options to resume it"
+        )
+
+
+def finished_summary(out_dir, config):
+    """The summary of a run in `out_dir` that already trained `config.epochs` epochs, or None."""
+    summary = _read_json(os.path.join(out_dir, SUMMARY_FILE))
+    if summary is None or summary.get("config", {}).get("epochs") != config.epochs:
+        return None
+    return {**summary, "already_complete": True}
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

@@ -247,3 +247,17 @@ def test_ara_curve_rejects_bad_num_classes(rng):
     result = dataclasses.replace(make_ara_result(rng), num_classes=1)
     with pytest.raises(ValueError, match="Received: num_classes=1"):
         plots.ara_curve(result)
+
+
+def test_training_curves_show_psi_only_for_robust_runs(tmp_path):
+    standard = [{"epoch": e, "loss": 2.0 - e / 10, "accuracy": 0.3 + e / 20} for e in range(3)]
+    figure = plots.training_curves(standard, tmp_path / "standard.png")
+    assert [ax.get_title() for ax in figure.axes] == ["loss", "training accuracy"]
+    robust = [dict(row, ce=row["loss"] - 0.1, l_adv=0.1, psi=220.0 * (e + 1)) for e, row in enumerate(standard)]
+    figure = plots.training_curves(robust)
+    assert [ax.get_title() for ax in figure.axes] == ["loss", "training accuracy", "ψ"]
+    assert figure.axes[2].get_yscale() == "log"
+    x, y = figure.axes[2].get_lines()[0].get_data()
+    assert list(x) == [1, 2, 3] and list(y) == [220.0, 440.0, 660.0]
+    with pytest.raises(ValueError, match="non-empty list of dicts"):
+        plots.training_curves([])

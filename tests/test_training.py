@@ -111,3 +111,40 @@ def test_cli_rejects_bad_depth(tmp_path, capsys):
     code = cli.main(["train", "--data", str(tmp_path), "--depth", "45", "--out", str(tmp_path / "o")])
     assert code == 1
     assert "Received: depth=45" in capsys.readouterr().err
+
+
+def test_log_has_one_row_per_epoch_after_a_divergence_and_resume(rng, tmp_path):
+    data = small_data(rng)
+    config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, jit_compile="off")
+    train(config, data, tmp_path, verbose=0)
+    config.epochs, config.learning_rate = 2, 1e30
+    with pytest.raises(NonFiniteLossError):
+        train(config, data, tmp_path, verbose=0)
+    config.learning_rate = 0.01
+    train(config, data, tmp_path, verbose=0)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(float(r["loss"]) == float(r["loss"]) for r in rows)  # no NaN row left
+    assert not any(key.startswith("val_") for key in rows[0])
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    assert "Training curves" in (tmp_path / "report.html").read_text()
+
+
+def test_rerun_with_another_network_names_what_differs(rng, tmp_path, capsys):
+    data = small_data(rng)
+    train(TrainingConfig(depth=8, epochs=1, batch_size=16, jit_compile="off"), data, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match=r"another network \(depth=8 there, 14 now; robust=False there, True now\)"):
+        train(TrainingConfig(depth=14, robust=True, epochs=1, batch_size=16, jit_compile="off"), data,
+              tmp_path, verbose=0)
+
+
+def test_cli_says_a_finished_run_is_complete(cifar10_archive, tmp_path, capsys):
+    argv = ["train", "--data", str(cifar10_archive), "--depth", "8", "--epochs", "1", "--batch-size", "64",
+            "--limit-train", "128", "--limit-test", "64", "--jit-compile", "off",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert cli.main(argv) == 0
+    second = capsys.readouterr().out
+    assert "already holds this run, complete after 1 epochs" in second
+    assert first.splitlines()[-1] == second.splitlines()[-1]  # the same summary
