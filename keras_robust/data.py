@@ -410,8 +410,8 @@ def _load_tfds(name, split, data_dir, download, image_size):
                 "or .tar.gz of class folders as the source (for example "
                 "'../shared/data/cifar10-jpeg.tar.gz'), or prepare the TFDS "
                 "data on a machine with network access and pass its "
-                "directory as data_dir. Pass download=True to download it "
-                "here."
+                "directory as data_dir. Pass download=True (on the command "
+                "line: --download) to download it here."
             )
         builder.download_and_prepare()
     images, labels = tfds.as_numpy(
@@ -436,7 +436,10 @@ def _load_image_folders(
 ):
     """Loads a folder or archive split, from the cache when possible."""
     if not path.exists():
-        raise FileNotFoundError(f"Image source not found: {path}")
+        hint = ""
+        if len(path.parts) == 1 and not path.suffix:
+            hint = f"; for the TFDS data set of that name, write 'tfds:{path}'"
+        raise FileNotFoundError(f"Image source not found: {path}{hint}")
     if split not in _FOLDER_SPLITS:
         raise ValueError(
             f"Expected `split` to be one of {_FOLDER_SPLITS} for a folder or "

@@ -349,6 +349,12 @@ def test_missing_path_is_named(tmp_path):
         _load(missing, cache_dir=tmp_path / "c")
 
 
+def test_a_bare_name_suggests_the_tfds_prefix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="write 'tfds:cifar10'"):
+        _load("cifar10", cache_dir=tmp_path / "c")
+
+
 def test_corrupt_image_in_directory_is_named(tmp_path):
     _make_classes(tmp_path / "src", ["x", "y"], 2)
     (tmp_path / "src" / "y" / "broken.png").write_bytes(b"not a png at all")
@@ -476,6 +482,7 @@ def test_tfds_not_prepared_fails_fast_with_local_alternative(tmp_path):
     assert "not prepared in" in message and str(tmp_path) in message
     assert "offline" in message
     assert "cifar10-jpeg.tar.gz" in message and "data_dir" in message
+    assert "--download" in message
     assert not os.listdir(tmp_path)
 
 
