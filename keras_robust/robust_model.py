@@ -197,6 +197,10 @@ class RobustModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         _check_training_inputs(self, x, y)
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset shuffles itself; Keras would warn that its default
+            # shuffle=True is ignored for one.
+            kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
 
     def train_step(self, data):

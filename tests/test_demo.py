@@ -58,3 +58,16 @@ def test_demo_refuses_when_nothing_is_readable(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "None of the image files could be read" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_on_test_images_with_all_four_networks(cifar10_archive, tmp_path, capsys):
+    out = tmp_path / "fig4"
+    code = cli.main(["demo", "--data", str(cifar10_archive), "--indices", "0", "--all-networks",
+                     "--steps", "2", "--attack-steps", "4", "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "[5/5] explaining the images with all four shipped networks" in captured.out
+    html = (out / "report.html").read_text()
+    assert "The same images explained by all four networks" in html and "test image 0" in html
+    for name in ("standard", "adv-train", "all", "robust"):
+        assert (out / f"all-networks-resnet44-cifar10-{name}.png").exists()
