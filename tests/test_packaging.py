@@ -1,10 +1,44 @@
 """What a wheel installs: export/ and serving/ inside keras_robust, the shipped networks."""
 
-import pathlib
 import subprocess
 import sys
 
+import shutil
+
 import numpy as np
+
+from conftest import REPO_ROOT
+
+# What the distribution is built from; copied so that building leaves no build/ in the checkout.
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "keras_robust_cli.py", "keras_robust", "export", "serving")
+
+
+def run_python(script, cwd, **env):
+    """Runs `script` in a fresh interpreter in `cwd` (outside the repository); its stdout lines."""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout.strip().splitlines()
+
+
+def build_and_install_wheel(tmp_path):
+    """Builds the wheel from a copy of the sources and installs it alone into a folder."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO_ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=600)
+    (wheel,) = (tmp_path / "wheel").glob("keras_robust-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    return site
 
 
 def test_export_and_serving_install_as_subpackages_only(tmp_path):
@@ -16,42 +50,27 @@ def test_export_and_serving_install_as_subpackages_only(tmp_path):
         "static = os.path.join(os.path.dirname(keras_robust.serving.__file__), 'static')\n"
         "print(sorted(os.listdir(static)))\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    generic, pages = completed.stdout.strip().splitlines()[-2:]
+    generic, pages = run_python(script, tmp_path)[-2:]
     assert generic == "True True"
     assert "index.html" in pages
 
 
 def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_path, pretrained_dir,
                                                                           reference_images):
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=600)
-    (wheel,) = (tmp_path / "wheel").glob("keras_robust-*.whl")
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+    site = build_and_install_wheel(tmp_path)
     np.save(tmp_path / "images.npy", reference_images[:20])
     script = (
         "import socket\n"
         "def refuse(*a, **k): raise OSError('networking disabled')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "import numpy as np, keras_robust\n"
+        "import numpy as np, keras_robust, keras_robust_cli\n"
+        "print(keras_robust_cli.__file__.startswith(keras_robust.__file__.rsplit('keras_robust', 1)[0]))\n"
         "print(keras_robust.__file__)\n"
         "model = keras_robust.pretrained('resnet44-cifar10-all')\n"
         "np.save('logits.npy', model.predict(np.load('images.npy'), verbose=0))\n"
         "print(keras_robust.pretrained_card('resnet44-cifar10-all')['paper_name'])\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(site)},
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    location, paper_name = completed.stdout.strip().splitlines()[-2:]
-    assert location.startswith(str(site)) and paper_name == "N3"
+    cli_beside, location, paper_name = run_python(script, tmp_path, PYTHONPATH=str(site))[-3:]
+    assert location.startswith(str(site)) and paper_name == "N3" and cli_beside == "True"
     reference = np.load(pretrained_dir / "reference_logits_all.npy")[:20]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
