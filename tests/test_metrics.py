@@ -136,3 +136,43 @@ def test_bad_images_are_refused_before_attacking(rng):
     nan_images = np.full((2, 2, 2, 3), np.nan, "float32")
     with pytest.raises(ValueError, match="finite"):
         ara(model, nan_images, [0, 1], progress=False)
+
+
+def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypatch):
+    from keras_robust import metrics
+
+    weights = rng.normal(size=(12, 3))
+    model = linear_model(weights, np.zeros(3))
+    images = rng.random((20, 2, 2, 3)).astype("float32")
+    labels = (images.reshape(20, -1) @ weights).argmax(axis=1)
+    settings = dict(steps=40, progress=False, batch_size=8)
+    whole = ara(model, images, labels, **settings)
+    checkpoint = tmp_path / "ara.npz"
+    real_attack = metrics.attack_details
+    calls, kill_at = [], [3]
+
+    class Killed(Exception):
+        pass
+
+    def killed_in_the_second_batch(model, x, *args, **kwargs):
+        calls.append(len(x))
+        if len(calls) in kill_at:
+            raise Killed
+        return real_attack(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "attack_details", killed_in_the_second_batch)
+    with pytest.raises(Killed):
+        ara(model, images, labels, checkpoint=checkpoint, **settings)
+    assert len(np.load(checkpoint)["l2min"]) == 8  # the first batch, both modes
+    calls.clear()
+    kill_at.clear()
+    resumed = ara(model, images, labels, checkpoint=checkpoint, **settings)
+    assert calls == [8, 8, 4, 4]  # only the unfinished batches ran again
+    np.testing.assert_allclose(resumed.attack_min_rmse, whole.attack_min_rmse, rtol=1e-6)
+    np.testing.assert_allclose(resumed.btr_min_rmse, whole.btr_min_rmse, rtol=1e-6)
+    assert resumed.clean_accuracy == whole.clean_accuracy
+    with pytest.raises(ValueError, match="written for other images or settings"):
+        ara(model, images, labels, checkpoint=checkpoint, steps=41, progress=False, batch_size=8)
+    checkpoint.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot be read"):
+        ara(model, images, labels, checkpoint=checkpoint, **settings)
