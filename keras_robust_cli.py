@@ -233,7 +233,7 @@ def _serve_parser(commands, with_limits):
     )
     serve.add_argument("export_dir", help="the OUT folder given to `keras-robust export`")
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port)")
+    serve.add_argument("--port", type=_port, default=8501, help="port, 1-65535 (default 8501, TF Serving's REST port)")
     serve.add_argument("--backend", choices=["onnx", "savedmodel"], default="onnx",
                        help="onnx: ONNX Runtime, or savedmodel: TensorFlow on the SavedModel (default onnx)")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
@@ -269,6 +269,13 @@ def _output_options(parser, default_out):
                         help=f"folder for PNGs, report.html and results (default ./{default_out})")
     _data_options(parser)
     parser.add_argument("--class-names", nargs="+", help="class names (default: from the data or summary.json)")
+
+
+def _port(text):
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is in 1-65535. Received: {text}")
+    return port
 
 
 def _command_of(argv):

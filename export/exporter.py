@@ -8,6 +8,7 @@ import shutil
 import keras
 
 from keras_robust.atomic import write_atomically
+from keras_robust.explain import MIN_STEPS
 from keras_robust.export import card, signatures
 from keras_robust.export.gradients import check_supported
 from keras_robust.export.onnx_graphs import write_onnx
@@ -155,8 +156,11 @@ def _validate(classifier, name, version, rho, steps, overshoot, formats):
         raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
     if not rho > 0:
         raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= signatures.MAX_STEPS:
-        raise ValueError(f"`steps` must be an integer in [1, {signatures.MAX_STEPS}]. Received: steps={steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= signatures.MAX_STEPS:
+        raise ValueError(
+            f"`steps` must be an integer in [{MIN_STEPS}, {signatures.MAX_STEPS}], as for "
+            f"AdversarialExplainer. Received: steps={steps!r}"
+        )
     if not overshoot >= 1:
         raise ValueError(f"`overshoot` must be >= 1. Received: overshoot={overshoot!r}")
     unknown = set(formats) - set(FORMATS)

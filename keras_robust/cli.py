@@ -7,7 +7,9 @@ parsed command and returns the exit code.
 
 import json
 import os
+import re
 import sys
+import zipfile
 
 from keras_robust_cli import main  # noqa: F401  (the entry point, also as keras_robust.cli.main)
 
@@ -74,6 +76,8 @@ def _load_model(spec):
             "keras-robust's own classes are registered by `import keras_robust`; import the module "
             "that defines any other custom class before loading"
         ) from None
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"{spec} is not a readable Keras model file ({error})") from None
     return getattr(model, "classifier", model)
 
 
@@ -140,7 +144,7 @@ def _explain(args):
     standard = args.targets == ["standard"]
     if standard:
         targets = explainer.standard_targets(images, labels)
-    elif all(t.isdigit() for t in args.targets):
+    elif all(re.fullmatch(r"-?\d+", t) for t in args.targets):
         targets = np.array([[int(t) for t in args.targets]] * len(images))
     else:
         targets = np.array([args.targets] * len(images))  # class names

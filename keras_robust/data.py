@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+
+from keras_robust.validation import check_positive_int
 from tqdm import tqdm
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -130,9 +132,9 @@ def load_dataset(
     Returns:
         A `LoadedData`.
     """
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int("batch_size", batch_size)
     if limit is not None:
-        _check_positive_int(limit, "limit")
+        check_positive_int("limit", limit)
     image_size = _normalize_image_size(image_size)
     augment = split == "train" if augment is None else augment
     shuffle = split == "train" if shuffle is None else shuffle
@@ -300,7 +302,7 @@ def _check_arrays(images, labels, num_classes=None):
             f"Received: label={labels.min()}"
         )
     if num_classes is not None:
-        _check_positive_int(num_classes, "num_classes")
+        check_positive_int("num_classes", num_classes)
         if labels.max() >= num_classes:
             raise ValueError(
                 f"Labels must be smaller than num_classes={num_classes}. "
@@ -326,17 +328,6 @@ def _check_float_images(images):
         raise ValueError(
             "Float images must lie in [0, 1]. "
             f"Received: images with min={low:.4g}, max={high:.4g}"
-        )
-
-
-def _check_positive_int(value, name):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
 
 

@@ -7,6 +7,10 @@ import numpy as np
 from keras_robust.attacks import attack_details, call_model, check_logits
 from keras_robust.imageio import check_images
 
+# One step cannot pass the budget check of docs/method.md §4 meaningfully (its
+# floor(N/2) is step 0, before any move), so explanations take at least two.
+MIN_STEPS = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
@@ -81,8 +85,8 @@ class AdversarialExplainer:
             raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
         if not overshoot >= 1:
             raise ValueError(f"`overshoot` must be >= 1. Received: overshoot={overshoot!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"`steps` must be an integer >= 2. Received: steps={steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_STEPS:
+            raise ValueError(f"`steps` must be an integer >= {MIN_STEPS}. Received: steps={steps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
         self.model = model

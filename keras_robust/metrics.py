@@ -10,6 +10,7 @@ import tqdm
 from keras_robust.atomic import atomic_path
 from keras_robust.attacks import attack_details, call_model, check_logits, validate_settings
 from keras_robust.imageio import check_images
+from keras_robust.validation import check_positive_int
 
 ARA_SEED = 1776
 HISTOGRAM_BINS = 1000
@@ -134,6 +135,7 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
         An `AraResult`.
     """
     validate_settings(rho, steps, 1.0, "l2min", momentum)
+    check_positive_int("batch_size", batch_size)
     images = check_images(images)
     labels = np.asarray(labels).reshape(-1)
     if len(images) != len(labels) or len(images) == 0:

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_robust import regularizer
 from keras_robust.attacks import attack_details
+from keras_robust.validation import check_range
 
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 
@@ -89,8 +90,8 @@ class RobustModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_range("z", z, low=1.0)
-        _check_range("zeta", zeta, low=0.0, high=1.0)
+        check_range("z", z, low=1.0)
+        check_range("zeta", zeta, low=0.0, high=1.0)
         for name, value in [
             ("target_loss", target_loss),
             ("psi_initial", psi_initial),
@@ -98,12 +99,12 @@ class RobustModel(keras.Model):
             ("epsilon_better", epsilon_better),
             ("epsilon_worse", epsilon_worse),
         ]:
-            _check_range(name, value, low=0.0, strict=True)
-        _check_range("weight_decay", weight_decay, low=0.0)
+            check_range(name, value, low=0.0, strict=True)
+        check_range("weight_decay", weight_decay, low=0.0)
         if initial_psi_accumulator is None:
             card = getattr(classifier, "pretrained_card", None) or {}
             initial_psi_accumulator = card.get("psi_accumulator_R") or 0.0
-        _check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
+        check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
         if adversarial_training not in (None, *ADVERSARIAL_MODES):
             raise ValueError(
                 "`adversarial_training` must be None, 'bounded' or 'l2min'. "
@@ -112,7 +113,7 @@ class RobustModel(keras.Model):
         if adversarial_rho is None and adversarial_training:
             adversarial_rho = ADVERSARIAL_MODES[adversarial_training]
         if adversarial_rho is not None:
-            _check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
+            check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
         if not isinstance(adversarial_steps, int) or adversarial_steps < 1:
             raise ValueError(
                 "`adversarial_steps` must be an integer >= 1. "
@@ -345,19 +346,6 @@ def _global_mean(local_mean):
         return local_mean
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, local_mean)
     return total / context.num_replicas_in_sync
-
-
-def _check_range(name, value, low=None, high=None, strict=False):
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = f"> {low}" if strict else f">= {low}"
-        if high is not None:
-            bound += f" and <= {high}"
-        raise ValueError(f"`{name}` must be a finite number {bound}. Received: {name}={value!r}")
 
 
 def _check_training_inputs(model, x, y):

@@ -13,6 +13,7 @@ from keras_robust.data import load_dataset
 from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
 from keras_robust.run_log import EpochLog
+from keras_robust.validation import check_positive_int, check_range
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LR_DROP_EPOCHS_OF_200 = (170, 195)
@@ -64,9 +65,10 @@ class TrainingConfig:
                 f"`jit_compile` must be 'auto', 'on' or 'off'. Received: jit_compile={self.jit_compile!r}"
             )
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+            check_positive_int(name, getattr(self, name))
+        check_range("learning_rate", self.learning_rate, low=0.0, strict=True)
+        check_range("momentum", self.momentum, low=0.0, high=1.0)
+        check_range("weight_decay", self.weight_decay, low=0.0)
         if self.l2_min and not self.adversarial_training:
             raise ValueError(
                 "`l2_min` selects the adversarial-training attack; it needs "

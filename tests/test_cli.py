@@ -249,3 +249,27 @@ def test_commands_accept_a_shipped_network_by_name(capsys, tmp_path):
     assert "grey.png: toward cat" in out
     code, _, err = run(capsys, "explain", "resnet44-cifar10-nope", image)
     assert code == 1 and "shipped networks: resnet44-cifar10-standard" in err
+
+
+def test_clear_messages_for_bad_arguments(workspace, capsys, tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    image = workspace / "data" / "test" / "bee" / "0.png"
+    code, _, err = run(capsys, "explain", corrupt, image)
+    assert code == 1 and "corrupt.keras is not a readable Keras model file" in err
+    code, _, err = run(capsys, "evaluate", workspace / "model.keras", "--data", workspace / "data",
+                       "--batch-size", "0", "--cache-dir", tmp_path / "c", "--out", tmp_path / "o")
+    assert code == 1 and "Received: batch_size=0" in err
+    code, _, err = run(capsys, "explain", workspace / "model.keras", image, "--targets", "-1",
+                       "--steps", "4", "--out", tmp_path / "e")
+    assert code == 1 and "Received: target -1" in err
+    code, _, err = run(capsys, "export", workspace / "model.keras", tmp_path / "x", "--steps", "1")
+    assert code == 1 and "`steps` must be an integer in [2," in err
+    code, _, err = run(capsys, "train", "--data", workspace / "data", "--out", tmp_path / "t", "--lr", "-1")
+    assert code == 1 and "Received: learning_rate=-1.0" in err
+    code, _, err = run(capsys, "train", "--data", workspace / "data", "--out", tmp_path / "t", "--lr", "nan")
+    assert code == 1 and "`learning_rate` must be a finite number > 0" in err
+    with pytest.raises(SystemExit):
+        cli.main(["serve", str(tmp_path), "--port", "99999"])
+    assert "a port is in 1-65535. Received: 99999" in capsys.readouterr().err
+    assert "Traceback" not in err

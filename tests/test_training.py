@@ -32,6 +32,10 @@ def test_learning_rate_schedule_scales_with_epochs_and_replicas():
         ({"epochs": 0}, "Received: epochs=0"),
         ({"l2_min": True}, "Received: l2_min=True"),
         ({"jit_compile": "yes"}, "Received: jit_compile='yes'"),
+        ({"learning_rate": -1.0}, "Received: learning_rate=-1.0"),
+        ({"learning_rate": float("nan")}, "`learning_rate` must be a finite number > 0"),
+        ({"momentum": 1.5}, "Received: momentum=1.5"),
+        ({"weight_decay": float("inf")}, "Received: weight_decay=inf"),
     ],
 )
 def test_bad_config(kwargs, match):

@@ -1,0 +1,30 @@
+"""Argument checks shared by the package, each with one message."""
+
+import math
+import numbers
+
+
+def check_range(name, value, low=None, high=None, strict=False):
+    """Raises unless `value` is a finite real number in the range; `strict` excludes `low`."""
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = ""
+        if low is not None:
+            bound = f" > {low}" if strict else f" >= {low}"
+        if high is not None:
+            bound += f"{' and' if bound else ''} <= {high}"
+        raise ValueError(f"`{name}` must be a finite number{bound}. Received: {name}={value!r}")
+
+
+def check_positive_int(name, value):
+    """Raises unless `value` is an integer >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
