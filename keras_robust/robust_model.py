@@ -197,12 +197,30 @@ class RobustModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with every batch of the training data checked.
+
+        Arrays are checked whole before training; a `tf.data.Dataset` or a
+        generator is checked batch by batch as it is read (finite images in
+        [0, 1], labels in range), and a bad batch stops training with a
+        `ValueError` that gives its number, before it reaches the weights.
+        """
         _check_training_inputs(self, x, y)
-        if isinstance(x, tf.data.Dataset) and not args:
-            # A dataset shuffles itself; Keras would warn that its default
-            # shuffle=True is ignored for one.
+        streamed = isinstance(x, tf.data.Dataset) or callable(getattr(x, "__next__", None))
+        if isinstance(x, tf.data.Dataset):
+            x = _checked_dataset(x, _num_classes(self))
+        elif streamed:
+            x = _checked_generator(self, x)
+        if streamed and not args:
+            # Datasets and generators shuffle themselves; Keras would warn
+            # that its default shuffle=True is ignored for them.
             kwargs.setdefault("shuffle", False)
-        return super().fit(x, y, *args, **kwargs)
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            problem = _bad_batch_message(error)
+            if problem is None:
+                raise
+            raise ValueError(problem) from None
 
     def train_step(self, data):
         images, labels = self._unpack(data)
@@ -360,6 +378,58 @@ def _check_training_inputs(model, x, y):
     else:
         return
     _validate_batch(model, np.asarray(images), np.asarray(labels))
+
+
+BAD_BATCH_MARKER = "keras-robust: bad training batch"
+
+
+def _checked_dataset(dataset, num_classes):
+    """`dataset` with an in-graph check of each batch, numbered from 1 in every epoch.
+
+    The check runs in the input pipeline, outside the (possibly XLA-compiled)
+    train step, where an assertion would be dropped.
+    """
+
+    def check(index, batch):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        images = tf.convert_to_tensor(images)
+        labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        number = index + 1
+        checks = [
+            (tf.reduce_all(tf.math.is_finite(tf.cast(images, tf.float32))),
+             ["has NaN or infinite image values"]),
+            (tf.logical_and(tf.reduce_min(images) >= 0, tf.reduce_max(images) <= 1),
+             ["has image values outside [0, 1]: min", tf.reduce_min(images), "max", tf.reduce_max(images)]),
+        ]
+        if num_classes:
+            bad = tf.logical_or(labels < 0, labels >= num_classes)
+            checks.append((tf.logical_not(tf.reduce_any(bad)),
+                           [f"has a label outside 0..{num_classes - 1}:", tf.boolean_mask(labels, bad)[:1]]))
+        asserts = [tf.debugging.Assert(ok, [BAD_BATCH_MARKER, number, *what], summarize=3) for ok, what in checks]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, batch)
+
+    return dataset.enumerate().map(check)
+
+
+def _checked_generator(model, generator):
+    for number, batch in enumerate(generator, start=1):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        try:
+            _validate_batch(model, np.asarray(images), np.asarray(labels))
+        except ValueError as error:
+            raise ValueError(f"Training batch {number}: {error}") from None
+        yield batch
+
+
+def _bad_batch_message(error):
+    """'Training batch N has ...' from a failed batch check, or None for other errors."""
+    text = str(getattr(error, "message", error))
+    if BAD_BATCH_MARKER not in text:
+        return None
+    # Assert prints its data as "[marker] [number] [what]..." on the first line.
+    fields = text.split(BAD_BATCH_MARKER, 1)[1].split("\n", 1)[0].strip(" []").split("] [")
+    return "Training batch " + " ".join(field.strip() for field in fields) + "; training stopped before it"
 
 
 def _validate_batch(model, images, labels):

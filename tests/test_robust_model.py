@@ -1,10 +1,12 @@
 import math
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_robust
 from keras_robust import HalfHuberReLU, RobustModel, attack
 
 DELTA = 0.5
@@ -271,3 +273,41 @@ def test_any_kind_of_classifier_trains_and_round_trips(kind, rng, tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.psi == pytest.approx(model.psi)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def _small_robust_model():
+    model = RobustModel(keras_robust.resnet(depth=8, num_classes=3, input_shape=(8, 8, 3)))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda x, y: x.__setitem__((20, 0, 0, 0), np.nan), "Training batch 2 has NaN or infinite image values"),
+        (lambda x, y: y.__setitem__(40, 10), "Training batch 3 has a label outside 0..2: 10"),
+        (lambda x, y: x.__setitem__(slice(32, 48), x[32:48] * 255), "Training batch 3 has image values outside [0, 1]"),
+    ],
+)
+def test_every_batch_of_a_dataset_is_checked_before_it_reaches_the_weights(rng, spoil, message):
+    images, labels = rng.random((48, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 48)
+    spoil(images, labels)
+    model = _small_robust_model()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(16), epochs=1, verbose=0)
+    # The bad batch never reached the weights (XLA-compiled step, check in the input pipeline).
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+
+
+def test_every_batch_of_a_generator_is_checked(rng):
+    images, labels = rng.random((48, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 48)
+    images[20, 1, 1, 1] = np.inf
+
+    def batches():
+        for start in range(0, 48, 16):
+            yield images[start : start + 16], labels[start : start + 16]
+
+    model = _small_robust_model()
+    with pytest.raises(ValueError, match="Training batch 2: Images contain 1 NaN or infinite values"):
+        model.fit(batches(), epochs=1, verbose=0)
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
