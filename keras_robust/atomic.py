@@ -38,7 +38,7 @@ def atomic_path(path):
     os.chmod(partial, 0o666 & ~umask)
     try:
         yield partial
-        _fsync(partial)
+        fsync_file(partial)
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
@@ -54,6 +54,7 @@ def write_atomically(path, data):
     return os.fspath(path)
 
 
-def _fsync(path):
+def fsync_file(path):
+    """Flushes `path`'s content to disk, so a rename after it never exposes an empty file."""
     with open(path, "rb") as file:
         os.fsync(file.fileno())

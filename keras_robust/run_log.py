@@ -1,49 +1,12 @@
-"""`EpochLog`: a training run's per-epoch log, curves and report, rewritten whole each epoch."""
+"""A training run's per-epoch log, `log.csv`: one row per finished epoch, only logged columns."""
 
 import csv
 import io
 import os
 
-import keras
-
-from keras_robust import plots, report
-from keras_robust.atomic import write_atomically
-
 LOG_FILE = "log.csv"
 CURVES_FILE = "training_curves.png"
 REPORT_FILE = "report.html"
-
-
-class EpochLog(keras.callbacks.Callback):
-    """Writes `log.csv`, `training_curves.png` and `report.html` after every epoch.
-
-    Unlike `keras.callbacks.CSVLogger`, each epoch appears once however often
-    the run was interrupted and resumed (a rerun epoch replaces its row), only
-    metrics that were logged get a column (no `val_*` columns of `NA`), and
-    every file is replaced atomically, so a kill never leaves half a row.
-
-    Args:
-        out_dir: The run's folder.
-        title: Title of the report.
-    """
-
-    def __init__(self, out_dir, title="Training run"):
-        super().__init__()
-        self.out_dir = os.fspath(out_dir)
-        self.title = title
-        self.rows = read_log(os.path.join(self.out_dir, LOG_FILE))
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
-        self.rows = sorted([r for r in self.rows if r["epoch"] != epoch] + [row], key=lambda r: r["epoch"])
-        write_atomically(os.path.join(self.out_dir, LOG_FILE), format_log(self.rows))
-        figure = plots.training_curves(self.rows, os.path.join(self.out_dir, CURVES_FILE))
-        last = self.rows[-1]
-        report.write_report(os.path.join(self.out_dir, REPORT_FILE), self.title, [
-            {"heading": "Training curves", "figures": [figure],
-             "text": f"{len(self.rows)} epochs logged; the last is epoch {last['epoch'] + 1}."},
-            {"heading": "Per epoch", "table": self.rows},
-        ])
 
 
 def read_log(path):

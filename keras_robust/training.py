@@ -12,7 +12,7 @@ from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
 from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
-from keras_robust.run_log import EpochLog
+from keras_robust.checkpoint import RunState
 from keras_robust.validation import check_positive_int, check_range
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -119,22 +119,6 @@ def build_model(config, num_classes, input_shape):
     )
 
 
-class ResumableCheckpoint(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that never saves a non-finite state, and keeps the
-    last good one after training ends, so an interrupted or diverged run
-    resumes from it. Also writes `model.keras` after every good epoch."""
-
-    def __init__(self, out_dir):
-        super().__init__(os.path.join(out_dir, "backup"), delete_checkpoint=False)
-        self.model_path = os.path.join(out_dir, "model.keras")
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not _finite_logs(logs):
-            return
-        super().on_epoch_end(epoch, logs)
-        self.model.save(self.model_path)
-
-
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops at the first batch whose loss is NaN or infinite, and says where."""
 
@@ -210,13 +194,14 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
             jit_compile=use_xla(config, strategy),
         )
     nan_guard = StopOnNonFiniteLoss()
+    run_state = RunState(out_dir, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}")
     callbacks = [
         nan_guard,
-        ResumableCheckpoint(out_dir),
         keras.callbacks.LearningRateScheduler(
             lambda epoch: learning_rate_at(epoch, config, replicas)
         ),
-        EpochLog(out_dir, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}"),
+        # After the scheduler, so each epoch's log row holds its learning rate.
+        run_state,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
     ]
     history = model.fit(
@@ -226,12 +211,13 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         verbose=verbose,
         shuffle=False,  # the dataset reshuffles itself every epoch
     )
-    if nan_guard.failure:
+    failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
+               else run_state.failure)
+    if failure:
         raise NonFiniteLossError(
-            f"Training stopped at {nan_guard.failure}: the loss became NaN or "
-            f"infinite. The last good checkpoint is kept in {out_dir}/backup "
-            "(and model.keras); lower the learning rate or check the data, then "
-            "rerun the same command to resume from it."
+            f"Training stopped at {failure}. The last good checkpoint is kept in "
+            f"{out_dir}/backup (and model.keras); lower the learning rate or check "
+            "the data, then rerun the same command to resume from it."
         )
     test = model.evaluate(test_data.dataset, verbose=0, return_dict=True)
     summary = {

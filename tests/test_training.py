@@ -1,9 +1,11 @@
 import csv
 import json
+import os
 
 import pytest
 
 from keras_robust import cli
+from keras_robust.checkpoint import nonfinite_count, restore_latest
 from keras_robust.training import (
     NonFiniteLossError,
     TrainingConfig,
@@ -53,10 +55,10 @@ def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
     first = train(config, data, tmp_path, verbose=0)
     # Three balanced classes: CE stays below L_target = 1.5, so R grows every batch.
     assert first["psi_accumulator"] > 0
-    state = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    folder, state = restore_latest(tmp_path / "backup")
     assert state["epoch"] == 2
     restored = build_model(config, 3, (8, 8, 3))
-    restored.load_weights(tmp_path / "backup" / "latest.weights.h5")
+    restored.load_weights(os.path.join(folder, "model.weights.h5"))
     assert float(restored.psi_accumulator.numpy()) == pytest.approx(first["psi_accumulator"])
     # Rerun with more epochs: only the new epoch trains, and R continues from
     # the saved value instead of restarting at 0.
@@ -71,14 +73,17 @@ def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, jit_compile="off")
     train(config, small_data(rng), tmp_path, verbose=0)
-    good = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+    good = (tmp_path / "backup" / "checkpoint.json").read_bytes()
     # Valid data, but a learning rate that makes the loss diverge in epoch 2.
     config.epochs, config.learning_rate = 2, 1e30
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch \d+.*last good checkpoint"):
         train(config, small_data(rng), tmp_path, verbose=0)
-    assert (tmp_path / "backup" / "latest.weights.h5").read_bytes() == good
-    state = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert (tmp_path / "backup" / "checkpoint.json").read_bytes() == good
+    folder, state = restore_latest(tmp_path / "backup")
     assert state["epoch"] == 1
+    restored = build_model(config, 3, (8, 8, 3))
+    restored.load_weights(os.path.join(folder, "model.weights.h5"))
+    assert nonfinite_count(restored) == 0
 
 
 def test_cli_robust_training_on_real_cifar10_subset_reduces_loss(cifar10_archive, tmp_path, capsys):
