@@ -1,0 +1,170 @@
+"""Training state survives kills at any instant: checkpoints, pointer, log, restore."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_robust import checkpoint
+from keras_robust.training import TrainingConfig, build_model
+
+# A training subprocess whose checkpoint writes are slowed, and announced by a
+# marker file, so the harness can aim kills into the middle of a write.
+TRAINER = """
+import functools, os, sys, time
+import numpy as np
+from keras_robust import checkpoint
+from keras_robust.training import TrainingConfig, train
+
+out, data, epochs = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
+
+def slowly(folder):
+    open(os.path.join(out, "writing"), "w").close()
+    time.sleep(0.4)
+    os.remove(os.path.join(out, "writing"))
+
+checkpoint.save_checkpoint = functools.partial(checkpoint.save_checkpoint, before_save=slowly)
+config = TrainingConfig(depth=8, robust=True, epochs=epochs, batch_size=32, jit_compile="off")
+summary = train(config, (data["images"], data["labels"]), out, verbose=0)
+print("finished", summary["psi_accumulator"])
+"""
+EPOCHS = 12
+
+
+def small_state(tmp_path, rng):
+    config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16)
+    model = build_model(config, 3, (8, 8, 3))
+    model.build((None, 8, 8, 3))
+    model.psi_accumulator.assign(float(rng.uniform(1, 5)))
+    return model
+
+
+def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_used(tmp_path, rng):
+    backup = tmp_path / "backup"
+    model = small_state(tmp_path, rng)
+    checkpoint.save_checkpoint(backup, model, {"epoch": 1, "rows": [{"epoch": 0, "loss": 1.0}]})
+    checkpoint.save_checkpoint(backup, model, {"epoch": 2, "rows": [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.9}]})
+    checkpoint.save_checkpoint(backup, model, {"epoch": 3, "rows": []})
+    assert sorted(os.listdir(backup)) == ["checkpoint.json", "epoch-00002", "epoch-00003"]
+    weights = backup / "epoch-00003" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:-100])  # a torn write
+    with pytest.warns(UserWarning, match="epoch-00003.*does not match its checksum.*previous one.*after epoch 2"):
+        folder, state = checkpoint.restore_latest(backup)
+    assert folder.endswith("epoch-00002") and state["epoch"] == 2
+    (backup / "epoch-00002" / "state.json").unlink()
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="state.json is missing.*delete .*backup to start"):
+        checkpoint.restore_latest(backup)
+
+
+def test_a_backup_without_a_readable_pointer_is_refused(tmp_path, rng):
+    backup = tmp_path / "backup"
+    checkpoint.save_checkpoint(backup, small_state(tmp_path, rng), {"epoch": 1, "rows": []})
+    (backup / "checkpoint.json").write_text("{not json")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="no readable checkpoint.json"):
+        checkpoint.restore_latest(backup)
+    assert checkpoint.restore_latest(tmp_path / "nothing") is None
+
+
+def test_nonfinite_count_sees_the_psi_accumulator(tmp_path, rng):
+    model = small_state(tmp_path, rng)
+    assert checkpoint.nonfinite_count(model) == 0
+    model.psi_accumulator.assign(float("nan"))
+    assert checkpoint.nonfinite_count(model) == 1
+
+
+def _check_run(out, finished_epochs_at_least=0):
+    """Asserts what a kill must leave: a restorable backup of finite weights, one log row per
+    finished epoch, and a ψ accumulator consistent with the logged ψ. Returns the epoch."""
+    restored = checkpoint.restore_latest(out / "backup")
+    if restored is None:
+        assert finished_epochs_at_least == 0
+        return 0
+    folder, state = restored
+    epoch = state["epoch"]
+    assert epoch >= finished_epochs_at_least
+    assert [row["epoch"] for row in state["rows"]] == list(range(epoch))
+    model = build_model(TrainingConfig(depth=8, robust=True), 3, (8, 8, 3))
+    model.build((None, 8, 8, 3))
+    model.load_weights(os.path.join(folder, "model.weights.h5"))
+    assert checkpoint.nonfinite_count(model) == 0
+    # The R saved with the weights gives the ψ logged at the end of the same epoch.
+    accumulator = float(model.psi_accumulator.numpy())
+    assert 220.0 * math.exp(0.02 * accumulator) == pytest.approx(state["rows"][-1]["psi"], rel=1e-5)
+    return epoch
+
+
+def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
+    images = rng.random((256, 8, 8, 3)).astype("float32")
+    np.savez(tmp_path / "data.npz", images=images, labels=rng.integers(0, 3, 256))
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", TRAINER, str(out), str(tmp_path / "data.npz"), str(EPOCHS)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    epoch, mid_write_kills, kills = 0, 0, 0
+    for attempt in range(8):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        aim_at_write = attempt % 2 == 1
+        deadline = time.monotonic() + (60 if aim_at_write else rng.uniform(6, 14))
+        while time.monotonic() < deadline and process.poll() is None:
+            if aim_at_write and (out / "writing").exists():
+                break
+            time.sleep(0.01)
+        if process.poll() is not None:
+            break
+        mid_write_kills += (out / "writing").exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        epoch = _check_run(out, finished_epochs_at_least=epoch)
+        (out / "writing").unlink(missing_ok=True)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert _check_run(out) == EPOCHS
+    rows = (out / "log.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in rows[1:]] == list(range(EPOCHS))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["epochs"] == EPOCHS
+    assert kills >= 4 and mid_write_kills >= 2, (kills, mid_write_kills)
+
+
+def test_resume_restores_the_regularisers_random_state(tmp_path, rng):
+    from keras_robust.training import train
+
+    data = rng.random((64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
+    config = TrainingConfig(depth=8, robust=True, epochs=2, batch_size=16, jit_compile="off")
+    train(config, data, tmp_path / "whole", verbose=0)
+    config.epochs = 1
+    train(config, data, tmp_path / "split", verbose=0)
+    config.epochs = 2
+    train(config, data, tmp_path / "split", verbose=0)
+    _, whole = checkpoint.restore_latest(tmp_path / "whole" / "backup")
+    _, split = checkpoint.restore_latest(tmp_path / "split" / "backup")
+    # The tandem/logit draws continue where they stopped; without the restore they would repeat epoch 1's.
+    assert whole["epoch"] == split["epoch"] == 2
+    assert whole["seed_state"] == split["seed_state"]
+    previous = json.loads((tmp_path / "whole" / "backup" / "epoch-00001" / "state.json").read_text())
+    assert previous["seed_state"] != whole["seed_state"]
+
+
+def test_weights_gone_nan_on_an_epochs_last_batch_are_never_saved(tmp_path, rng):
+    """The last update of an epoch can diverge after the last finite loss was logged."""
+    import keras
+
+    model = small_state(tmp_path, rng)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    state = checkpoint.RunState(tmp_path)
+    state.set_model(model)
+    state.on_epoch_end(0, {"loss": 1.2, "psi": 220.0})
+    pointer = (tmp_path / "backup" / "checkpoint.json").read_bytes()
+    kernel = model.classifier.get_layer("logits").kernel
+    kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
+    state.on_epoch_end(1, {"loss": 1.1, "psi": 230.0})  # the logged loss is still finite
+    assert state.failure == f"epoch 2: {kernel.shape[0]} weights are NaN or infinite after its last update"
+    assert model.stop_training
+    assert (tmp_path / "backup" / "checkpoint.json").read_bytes() == pointer
+    assert [int(line.split(",")[0]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == [0]
