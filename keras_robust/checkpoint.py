@@ -50,22 +50,24 @@ class RunState(keras.callbacks.Callback):
 
     Args:
         out_dir: The run's folder.
+        restored: What `restore_latest(out_dir/backup)` returned, to restore
+            at the start of training (None: a new run).
         title: Title of the run's report.
     """
 
-    def __init__(self, out_dir, title="Training run"):
+    def __init__(self, out_dir, restored=None, title="Training run"):
         super().__init__()
         self.out_dir = os.fspath(out_dir)
         self.backup_dir = os.path.join(self.out_dir, BACKUP_DIR)
+        self.restored = restored
         self.title = title
         self.rows = []
         self.failure = None
 
     def on_train_begin(self, logs=None):
-        restored = restore_latest(self.backup_dir)
-        if restored is None:
+        if self.restored is None:
             return
-        folder, state = restored
+        folder, state = self.restored
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(folder, WEIGHTS_FILE))

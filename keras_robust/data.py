@@ -78,12 +78,14 @@ class LoadedData:
         num_examples: Number of examples in one pass over `dataset`.
         class_names: Class names; label `i` means `class_names[i]`.
         image_shape: `(height, width, channels)` of one image.
+        steps_per_epoch: Batches in one pass over the examples.
     """
 
     dataset: tf.data.Dataset
     num_examples: int
     class_names: list
     image_shape: tuple
+    steps_per_epoch: int = None
 
 
 def load_dataset(
@@ -101,6 +103,7 @@ def load_dataset(
     seed=0,
     download=False,
     drop_remainder=False,
+    first_epoch=None,
 ):
     """Loads an image classification split as a batched `tf.data.Dataset`.
 
@@ -128,6 +131,12 @@ def load_dataset(
         seed: Seed for the holdout, `limit`, shuffling and augmentation.
         download: Whether a TFDS source may be downloaded and prepared.
         drop_remainder: Whether to drop the last, smaller batch.
+        first_epoch: If given, the dataset is an endless stream of epochs
+            starting at this one, and each epoch's order and augmentation
+            depend only on `seed` and the epoch's number, so a run resumed
+            at epoch k sees exactly the batches an uninterrupted run sees
+            from epoch k on. Train on it with `fit(steps_per_epoch=...)`
+            (`LoadedData.steps_per_epoch`).
 
     Returns:
         A `LoadedData`.
@@ -171,20 +180,33 @@ def load_dataset(
     if limit is not None and limit < len(labels):
         keep = np.random.default_rng(seed).permutation(len(labels))[:limit]
         images, labels = images[keep], labels[keep]
-    dataset = _build_pipeline(
-        images,
-        labels,
-        batch_size=batch_size,
-        augment=augment,
-        shuffle=shuffle,
-        seed=seed,
-        drop_remainder=drop_remainder,
-    )
+    if first_epoch is None:
+        dataset = _build_pipeline(
+            images,
+            labels,
+            batch_size=batch_size,
+            augment=augment,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=drop_remainder,
+        )
+    else:
+        dataset = _epoch_stream(
+            images,
+            labels,
+            batch_size=batch_size,
+            augment=augment,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=drop_remainder,
+            first_epoch=first_epoch,
+        )
     return LoadedData(
         dataset=dataset,
         num_examples=len(labels),
         class_names=list(class_names),
         image_shape=tuple(int(d) for d in images.shape[1:]),
+        steps_per_epoch=len(labels) // batch_size if drop_remainder else -(-len(labels) // batch_size),
     )
 
 
@@ -756,6 +778,36 @@ def _write_cache(cache_file, images, labels, class_names):
     finally:
         if temp_name is not None and os.path.exists(temp_name):
             os.remove(temp_name)
+
+
+def _epoch_stream(
+    images, labels, *, batch_size, augment, shuffle, seed, drop_remainder, first_epoch
+):
+    """Endless epochs from `first_epoch` on, each a function of `(seed, epoch)` alone."""
+    images, labels = tf.constant(images), tf.constant(labels)
+    count = int(labels.shape[0])
+    scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.argsort(tf.random.stateless_uniform([count], epoch_seed))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(
+            lambda number, picked: _epoch_batch(images, labels, picked, scale, augment, epoch_seed, number),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    epochs = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+    return epochs.flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_batch(images, labels, picked, scale, augment, epoch_seed, number):
+    batch = tf.cast(tf.gather(images, picked), tf.float32) * scale
+    if augment:
+        batch = augment_batch(batch, seed=tf.random.experimental.stateless_fold_in(epoch_seed, number))
+    return batch, tf.gather(labels, picked)
 
 
 def _build_pipeline(

@@ -12,7 +12,7 @@ from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
 from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
-from keras_robust.checkpoint import RunState
+from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
 from keras_robust.validation import check_positive_int, check_range
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -174,16 +174,20 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     replicas = strategy.num_replicas_in_sync
     common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
                   cache_dir=cache_dir, download=download, seed=config.seed)
-    # Equal per-replica batches keep the mean of per-replica means exact.
-    train_data = load_dataset(
-        data, "train", limit=limit_train, drop_remainder=replicas > 1, **common
-    )
     test_data = load_dataset(data, "test", limit=limit_test, **common)
-    identity = run_identity(config, train_data)
+    identity = run_identity(config, test_data)
     check_same_run(out_dir, identity)
     finished = finished_summary(out_dir, config)
     if finished is not None:
         return finished
+    restored = restore_latest(os.path.join(out_dir, BACKUP_DIR))
+    # Epochs numbered from the resume point: a resumed run sees the batches an
+    # uninterrupted one would. Equal per-replica batches keep the mean of
+    # per-replica means exact.
+    train_data = load_dataset(
+        data, "train", limit=limit_train, drop_remainder=replicas > 1,
+        first_epoch=restored[1]["epoch"] if restored else 0, **common
+    )
     write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
     with strategy.scope():
         model = build_model(config, len(train_data.class_names), train_data.image_shape)
@@ -194,7 +198,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
             jit_compile=use_xla(config, strategy),
         )
     nan_guard = StopOnNonFiniteLoss()
-    run_state = RunState(out_dir, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}")
+    run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}")
     callbacks = [
         nan_guard,
         keras.callbacks.LearningRateScheduler(
@@ -207,9 +211,9 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     history = model.fit(
         train_data.dataset,
         epochs=config.epochs,
+        steps_per_epoch=train_data.steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
-        shuffle=False,  # the dataset reshuffles itself every epoch
     )
     failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
                else run_state.failure)
@@ -239,10 +243,10 @@ RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 
 
-def run_identity(config, train_data):
+def run_identity(config, data):
     """What a run's checkpoints depend on: the network's recipe and the data's shape."""
     identity = {field: getattr(config, field) for field in RUN_IDENTITY_FIELDS}
-    identity.update(num_classes=len(train_data.class_names), image_shape=list(train_data.image_shape))
+    identity.update(num_classes=len(data.class_names), image_shape=list(data.image_shape))
     return identity
 
 

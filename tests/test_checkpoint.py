@@ -132,7 +132,7 @@ def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
     assert kills >= 4 and mid_write_kills >= 2, (kills, mid_write_kills)
 
 
-def test_resume_restores_the_regularisers_random_state(tmp_path, rng):
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, rng):
     from keras_robust.training import train
 
     data = rng.random((64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
@@ -147,6 +147,17 @@ def test_resume_restores_the_regularisers_random_state(tmp_path, rng):
     # The tandem/logit draws continue where they stopped; without the restore they would repeat epoch 1's.
     assert whole["epoch"] == split["epoch"] == 2
     assert whole["seed_state"] == split["seed_state"]
+    # Data order and augmentation are functions of the epoch's number, so the weights agree too.
+    models = []
+    for run in ("whole", "split"):
+        folder, _ = checkpoint.restore_latest(tmp_path / run / "backup")
+        model = build_model(config, 3, (8, 8, 3))
+        model.build((None, 8, 8, 3))
+        model.load_weights(os.path.join(folder, "model.weights.h5"))
+        models.append(model)
+    for a, b in zip(*(m.weights for m in models)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    assert [r["loss"] for r in whole["rows"]] == pytest.approx([r["loss"] for r in split["rows"]], rel=1e-5)
     previous = json.loads((tmp_path / "whole" / "backup" / "epoch-00001" / "state.json").read_text())
     assert previous["seed_state"] != whole["seed_state"]
 

@@ -522,3 +522,21 @@ def test_cifar10_jpeg_test_split(tmp_path, cifar10_archive):
     cached = np.load(next(tmp_path.glob("*.npz")))
     assert np.bincount(cached["labels"]).tolist() == [1000] * 10
     assert cached["images"].shape == (10000, 32, 32, 3)
+
+
+def test_epoch_stream_depends_only_on_seed_and_epoch(rng):
+    images = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(10)
+    common = dict(batch_size=4, seed=3)
+    whole = data.load_dataset((images, labels), "train", first_epoch=0, **common)
+    assert whole.steps_per_epoch == 3
+    batches = [(x.numpy(), y.numpy()) for x, y in whole.dataset.take(3 * whole.steps_per_epoch)]
+    epochs = [np.concatenate([y for _, y in batches[e * 3 : e * 3 + 3]]) for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(10))  # every example once per epoch
+    assert not np.array_equal(epochs[0], epochs[1])
+    resumed = data.load_dataset((images, labels), "train", first_epoch=2, **common)
+    for (x, y), (x2, y2) in zip(batches[6:9], resumed.dataset.take(3)):
+        np.testing.assert_array_equal(y, y2.numpy())
+        np.testing.assert_array_equal(x, x2.numpy())  # the same augmentation too
+    assert 0.0 <= batches[0][0].min() and batches[0][0].max() <= 1.0
