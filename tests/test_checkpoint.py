@@ -1,40 +1,14 @@
 """Training state survives kills at any instant: checkpoints, pointer, log, restore."""
 
 import json
-import math
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
+from kill_harness import kill_and_resume
 
 from keras_robust import checkpoint
 from keras_robust.training import TrainingConfig, build_model
-
-# A training subprocess whose checkpoint writes are slowed, and announced by a
-# marker file, so the harness can aim kills into the middle of a write.
-TRAINER = """
-import functools, os, sys, time
-import numpy as np
-from keras_robust import checkpoint
-from keras_robust.training import TrainingConfig, train
-
-out, data, epochs = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
-
-def slowly(folder):
-    open(os.path.join(out, "writing"), "w").close()
-    time.sleep(0.4)
-    os.remove(os.path.join(out, "writing"))
-
-checkpoint.save_checkpoint = functools.partial(checkpoint.save_checkpoint, before_save=slowly)
-config = TrainingConfig(depth=8, robust=True, epochs=epochs, batch_size=32, jit_compile="off")
-summary = train(config, (data["images"], data["labels"]), out, verbose=0)
-print("finished", summary["psi_accumulator"])
-"""
-EPOCHS = 12
 
 
 def small_state(tmp_path, rng):
@@ -78,58 +52,12 @@ def test_nonfinite_count_sees_the_psi_accumulator(tmp_path, rng):
     assert checkpoint.nonfinite_count(model) == 1
 
 
-def _check_run(out, finished_epochs_at_least=0):
-    """Asserts what a kill must leave: a restorable backup of finite weights, one log row per
-    finished epoch, and a ψ accumulator consistent with the logged ψ. Returns the epoch."""
-    restored = checkpoint.restore_latest(out / "backup")
-    if restored is None:
-        assert finished_epochs_at_least == 0
-        return 0
-    folder, state = restored
-    epoch = state["epoch"]
-    assert epoch >= finished_epochs_at_least
-    assert [row["epoch"] for row in state["rows"]] == list(range(epoch))
-    model = build_model(TrainingConfig(depth=8, robust=True), 3, (8, 8, 3))
-    model.build((None, 8, 8, 3))
-    model.load_weights(os.path.join(folder, "model.weights.h5"))
-    assert checkpoint.nonfinite_count(model) == 0
-    # The R saved with the weights gives the ψ logged at the end of the same epoch.
-    accumulator = float(model.psi_accumulator.numpy())
-    assert 220.0 * math.exp(0.02 * accumulator) == pytest.approx(state["rows"][-1]["psi"], rel=1e-5)
-    return epoch
-
-
 def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
-    images = rng.random((256, 8, 8, 3)).astype("float32")
-    np.savez(tmp_path / "data.npz", images=images, labels=rng.integers(0, 3, 256))
-    out = tmp_path / "run"
-    command = [sys.executable, "-c", TRAINER, str(out), str(tmp_path / "data.npz"), str(EPOCHS)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    epoch, mid_write_kills, kills = 0, 0, 0
-    for attempt in range(8):
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        aim_at_write = attempt % 2 == 1
-        deadline = time.monotonic() + (60 if aim_at_write else rng.uniform(6, 14))
-        while time.monotonic() < deadline and process.poll() is None:
-            if aim_at_write and (out / "writing").exists():
-                break
-            time.sleep(0.01)
-        if process.poll() is not None:
-            break
-        mid_write_kills += (out / "writing").exists()
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        kills += 1
-        epoch = _check_run(out, finished_epochs_at_least=epoch)
-        (out / "writing").unlink(missing_ok=True)
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert _check_run(out) == EPOCHS
-    rows = (out / "log.csv").read_text().splitlines()
-    assert [int(line.split(",")[0]) for line in rows[1:]] == list(range(EPOCHS))
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["epochs"] == EPOCHS
-    assert kills >= 4 and mid_write_kills >= 2, (kills, mid_write_kills)
+    figures = kill_and_resume(tmp_path, rng, attempts=8)
+    assert figures["problems"] == []
+    assert figures["kills"] >= 4 and figures["kills_mid_write"] >= 2, figures
+    assert figures["resumed_intact"] == figures["kills"] and figures["completed"]
+    assert figures["summary_epochs"] == 12
 
 
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, rng):
