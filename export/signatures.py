@@ -7,6 +7,7 @@ and the ONNX graphs have the same inputs, in the same order, and outputs.
 import tensorflow as tf
 
 from keras_robust.attacks import attack_loop
+from keras_robust.explain import MAX_RHO
 
 PREDICT_INPUTS = ("images",)
 PREDICT_OUTPUTS = ("logits", "probabilities", "classes")
@@ -89,6 +90,7 @@ def _assertions(images, targets, rho, steps, num_classes):
         tf.debugging.assert_non_negative(targets, message="targets must be class indices >= 0"),
         tf.debugging.assert_less(targets, num_classes, message="targets must be < the number of classes"),
         tf.debugging.assert_positive(rho, message="rho must be > 0"),
+        tf.debugging.assert_less_equal(rho, MAX_RHO, message=f"rho must be <= {MAX_RHO:g}"),
         tf.debugging.assert_positive(steps, message="steps must be >= 1"),
         tf.debugging.assert_less_equal(steps, MAX_STEPS, message=f"steps must be <= {MAX_STEPS}"),
     ]

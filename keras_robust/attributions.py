@@ -116,7 +116,9 @@ def _logit_gradient(model, images, targets):
 
 
 def _inputs(images, targets):
-    images = check_images(images)
+    # Attribution maps are also drawn for attacked images x + δ, which the
+    # attack does not clip to [0, 1].
+    images = check_images(images, unit_range=False)
     targets = np.asarray(targets).reshape(-1)
     if targets.dtype.kind not in "iu" or targets.size != len(images):
         raise ValueError(

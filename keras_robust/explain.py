@@ -6,10 +6,14 @@ import numpy as np
 
 from keras_robust.attacks import attack_details, call_model, check_logits
 from keras_robust.imageio import check_images
+from keras_robust.validation import check_range
 
 # One step cannot pass the budget check of docs/method.md §4 meaningfully (its
 # floor(N/2) is step 0, before any move), so explanations take at least two.
 MIN_STEPS = 2
+# An explanation's budget is an RMSE of [0, 1] pixels: 1 already allows turning
+# every pixel from black to white, and larger budgets only overflow.
+MAX_RHO = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +71,7 @@ class AdversarialExplainer:
     Args:
         model: A Keras model (or callable) mapping [0, 1] images to logits
             over K >= 2 classes.
-        rho: Budget ρ > 0, an RMSE in pixel units (0.1 for CIFAR-10).
+        rho: Budget ρ in (0, 1], an RMSE in pixel units (0.1 for CIFAR-10).
         overshoot: Overshoot o >= 1 (5, the g_explain+ variant).
         steps: Attack steps N >= 2 (35).
         batch_size: Images attacked at once; larger batches are split.
@@ -81,10 +85,8 @@ class AdversarialExplainer:
 
     def __init__(self, model, rho=0.1, overshoot=5.0, steps=35, batch_size=256,
                  class_names=None, sanity_check=True):
-        if not rho > 0:
-            raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
-        if not overshoot >= 1:
-            raise ValueError(f"`overshoot` must be >= 1. Received: overshoot={overshoot!r}")
+        check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
+        check_range("overshoot", overshoot, low=1.0)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_STEPS:
             raise ValueError(f"`steps` must be an integer >= {MIN_STEPS}. Received: steps={steps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:

@@ -18,9 +18,10 @@ import json
 import numpy as np
 import PIL.Image
 
+from keras_robust.explain import MAX_RHO
+
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 REQUIRED = ("images", "targets")
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 IMAGE_MODES = {1: "L", 3: "RGB"}
 
 
@@ -320,10 +321,10 @@ def _target(where, value, names):
 
 def _rho(where, value):
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not (number and 0 < value <= FLOAT32_MAX):
+    if not (number and 0 < value <= MAX_RHO):
         raise bad_request(
-            f"{where}: rho must be a finite number > 0 (an RMSE in pixel units, docs/method.md §5). "
-            f"Received: {_show(value)}"
+            f"{where}: rho must be a number in (0, {MAX_RHO:g}] (an RMSE in [0, 1] pixel units, "
+            f"docs/method.md §5). Received: {_show(value)}"
         )
     return np.float32(value)
 

@@ -1,7 +1,10 @@
+import re
+
 import keras
 import numpy as np
 import pytest
 
+import keras_robust
 from keras_robust import attacks, explain
 from keras_robust.explain import AdversarialExplainer
 
@@ -118,3 +121,23 @@ def test_target_range_is_checked_for_plain_callables(model, rng):
     explainer = AdversarialExplainer(lambda x: model(x), steps=4)
     with pytest.raises(ValueError, match="target 5"):
         explainer.explain(images, [5, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rho": float("inf")}, "`rho` must be a finite number > 0.0 and <= 1.0. Received: rho=inf"),
+        ({"rho": "0.1"}, "Received: rho='0.1'"),
+        ({"rho": 2.0}, "Received: rho=2.0"),
+        ({"overshoot": float("nan")}, "Received: overshoot=nan"),
+    ],
+)
+def test_explainer_refuses_budgets_that_overflow(kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        AdversarialExplainer(keras_robust.resnet(depth=8), **kwargs)
+
+
+def test_explainer_refuses_images_in_0_to_255():
+    explainer = AdversarialExplainer(keras_robust.resnet(depth=8))
+    with pytest.raises(ValueError, match=r"divide 0\.\.255 images by 255 first. Received: images in \[0, 255\]"):
+        explainer.explain(np.full((1, 32, 32, 3), 255.0, "float32") * np.eye(32)[None, :, :, None], [0])
