@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.requests import ServingError, encode_json, format_response, parse_request
@@ -30,6 +31,10 @@ from keras_robust.serving.requests import ServingError, encode_json, format_resp
 logger = logging.getLogger("keras_robust.serving")
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
+VERBS = ("predict", "explain")
+# Error messages quote the request's path up to this many characters, so a huge
+# URL cannot make a huge answer.
+PATH_ECHO_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,21 +158,36 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
 
     def model(request):
         name = request.path_params["name"]
+        if ":" in name:  # a verb the POST routes did not take, or a GET of a POST verb
+            name, verb = name.split(":", 1)
+            if verb in VERBS:
+                raise ServingError(405, f":{verb} takes POST. Received: {_received(request)}")
+            raise ServingError(404, f"Unknown verb {verb[:40]!r}; verbs: {', '.join(VERBS)}. "
+                                    f"Received: {_received(request)}")
         if name not in models:
             raise ServingError(
-                404, f"No model {name!r} is served; served: {', '.join(models)}. Received: {request.url.path}"
+                404, f"No model {name[:80]!r} is served; served: {', '.join(models)}. Received: {_received(request)}"
             )
         return models[name]
 
     async def status(request: Request):
-        return JSONResponse(model(request).status(request.path_params.get("version")))
+        served = model(request)
+        if request.method == "POST":
+            raise ServingError(405, f"POST needs a verb, :predict or :explain. Received: {_received(request)}")
+        return JSONResponse(served.status(request.path_params.get("version")))
 
     async def metadata(request: Request):
         return JSONResponse(model(request).metadata(request.path_params.get("version")))
 
     async def infer(request, verb):
         backend_ = model(request).backend(request.path_params.get("version"))
-        body = await _read_body(request, limits.max_request_bytes)
+        try:
+            body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServingError(
+                408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
+                     f"Received: {_received(request)} with a body still incomplete"
+            ) from None
         answer = functools.partial(_answer, backend_, body, verb, limits)
         return Response(await gate.run(answer), media_type="application/json")
 
@@ -188,10 +208,12 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
 
     app.add_api_route("/v1/models", listing, methods=["GET"])
     for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
-        app.add_api_route(prefix, status, methods=["GET"])
-        app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + ":predict", predict, methods=["POST"])
         app.add_api_route(prefix + ":explain", explain, methods=["POST"])
+        app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
+        # After the verbs, and with POST, so that an unknown verb is a 404 and a
+        # missing one a 405, both in JSON.
+        app.add_api_route(prefix, status, methods=["GET", "POST"])
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
@@ -222,12 +244,28 @@ async def _read_body(request, limit):
     if length.isdigit() and int(length) > limit:
         raise ServingError(413, too_large + f"Content-Length {length}")
     chunks, size = [], 0
-    async for chunk in request.stream():  # chunked bodies have no Content-Length
-        size += len(chunk)
-        if size > limit:
-            raise ServingError(413, too_large + f"over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in request.stream():  # chunked bodies have no Content-Length
+            size += len(chunk)
+            if size > limit:
+                raise ServingError(413, too_large + f"over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ClientDisconnect:
+        # An aborted upload: nobody reads the answer, so no traceback in the log; the
+        # chunks are dropped now rather than when the exception's frames are collected.
+        logger.info("Client closed the connection after %d body bytes: %s", size, _received(request))
+        raise ServingError(400, f"The client closed the connection after {size} body bytes") from None
+    finally:
+        chunks.clear()
+
+
+def _received(request):
+    """`METHOD path` for an error message, the path cut to PATH_ECHO_CHARS."""
+    path = request.url.path
+    if len(path) > PATH_ECHO_CHARS:
+        path = path[:PATH_ECHO_CHARS] + f"... ({len(path)} characters)"
+    return f"{request.method} {path}"
 
 
 def _check_default_steps(models, limits):
@@ -250,7 +288,7 @@ def _add_error_handlers(app):
 
     async def http_error(request, error):  # unknown routes (404), wrong methods (405)
         return JSONResponse(
-            {"error": f"{error.detail}. Received: {request.method} {request.url.path}"},
+            {"error": f"{error.detail}. Received: {_received(request)}"},
             error.status_code,
             headers=getattr(error, "headers", None),
         )
@@ -260,10 +298,7 @@ def _add_error_handlers(app):
             return await call_next(request)
         except Exception:
             logger.exception("Unexpected error answering %s %s", request.method, request.url.path)
-            return JSONResponse(
-                {"error": f"Internal server error (logged). Received: {request.method} {request.url.path}"},
-                500,
-            )
+            return JSONResponse({"error": f"Internal server error (logged). Received: {_received(request)}"}, 500)
 
     app.add_exception_handler(ServingError, serving_error)
     app.add_exception_handler(HTTPException, http_error)

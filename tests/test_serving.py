@@ -10,7 +10,9 @@ import concurrent.futures
 import http.client
 import io
 import json
+import logging
 import shutil
+import socket
 import threading
 import time
 import urllib.error
@@ -416,6 +418,47 @@ def test_unknown_routes_and_methods_get_json_errors(tiny_server):
     assert call(f"{tiny_server}/v2/models/tiny")[0] == 404
     status, answer = call(f"{tiny_server}/v1/models/tiny", method="PUT", body=b"{}")
     assert status == 405 and "error" in answer
+    status, answer = call(f"{tiny_server}/v1/models/tiny:predict")  # GET
+    assert status == 405 and ":predict takes POST" in answer["error"]
+    status, answer = call(f"{tiny_server}/v1/models/tiny:classify", {"instances": [IMAGE]})
+    assert status == 404 and "Unknown verb 'classify'; verbs: predict, explain" in answer["error"]
+    status, answer = call(f"{tiny_server}/v1/models/tiny", {"instances": [IMAGE]})
+    assert status == 405 and "POST needs a verb" in answer["error"]
+
+
+def test_error_answers_stay_small_for_huge_urls(tiny_server):
+    for path in ("/v1/models/" + "x" * 100_000, "/v9/" + "y" * 100_000):
+        request = urllib.request.Request(tiny_server + path)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        answer = refused.value.read()
+        assert refused.value.code == 404 and len(answer) < 1000
+        assert "(100011 characters)" in json.loads(answer)["error"] or "(100004 characters)" in json.loads(answer)["error"]
+
+
+def test_a_body_that_never_arrives_times_out_and_an_aborted_upload_logs_no_error(tiny_export, caplog):
+    from conftest import running_server
+
+    with running_server(create_app(str(tiny_export[0]), limits=Limits(timeout_s=1.0))) as url:
+        parts = urllib.parse.urlsplit(url)
+        started = time.monotonic()
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as client:
+            client.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"instan")
+            answer = b""
+            while b"}" not in answer:
+                answer += client.recv(65536)
+            answer = answer.decode()
+        assert time.monotonic() - started < 10
+        assert answer.startswith("HTTP/1.1 408") and "timeout_s=1 s" in answer
+        with caplog.at_level(logging.INFO, logger="keras_robust.serving"):
+            with socket.create_connection((parts.hostname, parts.port), timeout=30) as client:
+                client.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\n"
+                               b"Content-Length: 100000\r\n\r\n" + b" " * 5000)
+            time.sleep(0.5)  # the server notices the closed connection
+            assert call(url + "/v1/models/tiny")[0] == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Client closed the connection after" in caplog.text
 
 
 def test_size_caps_answer_413(tiny_server):
