@@ -180,27 +180,12 @@ def load_dataset(
     if limit is not None and limit < len(labels):
         keep = np.random.default_rng(seed).permutation(len(labels))[:limit]
         images, labels = images[keep], labels[keep]
+    pipeline = dict(batch_size=batch_size, augment=augment, shuffle=shuffle, seed=seed,
+                    drop_remainder=drop_remainder)
     if first_epoch is None:
-        dataset = _build_pipeline(
-            images,
-            labels,
-            batch_size=batch_size,
-            augment=augment,
-            shuffle=shuffle,
-            seed=seed,
-            drop_remainder=drop_remainder,
-        )
+        dataset = _build_pipeline(images, labels, **pipeline)
     else:
-        dataset = _epoch_stream(
-            images,
-            labels,
-            batch_size=batch_size,
-            augment=augment,
-            shuffle=shuffle,
-            seed=seed,
-            drop_remainder=drop_remainder,
-            first_epoch=first_epoch,
-        )
+        dataset = _epoch_stream(images, labels, first_epoch=first_epoch, **pipeline)
     return LoadedData(
         dataset=dataset,
         num_examples=len(labels),
