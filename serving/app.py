@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 
+import onnxruntime
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -78,9 +79,11 @@ class Limits:
 class Gate:
     """Bounded concurrency: `max_concurrent` inferences run, `max_queue` wait.
 
-    A timed-out request answers 504 at once, but its inference keeps its slot
-    until it really ends: a thread cannot be stopped, and releasing the slot
-    early would let timed-out work pile up beyond `max_concurrent`.
+    A timed-out request answers 504 at once and its inference is cancelled:
+    `function` receives a `Cancellation`, which stops an onnxruntime run
+    within a few operators. Work that cannot be stopped (the SavedModel
+    backend) keeps its slot until it really ends, so timed-out work never
+    piles up beyond `max_concurrent`.
     """
 
     def __init__(self, limits):
@@ -92,7 +95,7 @@ class Gate:
         )
 
     async def run(self, function):
-        """Runs `function()` in a worker thread; 503 when full, 504 on timeout."""
+        """Runs `function(cancellation)` in a worker thread; 503 when full, 504 on timeout."""
         capacity = self._limits.max_concurrent + self._limits.max_queue
         if self._admitted >= capacity:
             raise ServingError(
@@ -100,9 +103,12 @@ class Gate:
                      f"max_concurrent + max_queue = {capacity} running or waiting"
             )
         self._admitted += 1
+        cancellation = Cancellation()
         try:
-            return await asyncio.wait_for(self._run(function), self._limits.timeout_s)
+            return await asyncio.wait_for(self._run(functools.partial(function, cancellation)),
+                                          self._limits.timeout_s)
         except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on
+            cancellation.cancel()
             raise ServingError(
                 504, f"The request took longer than timeout_s={self._limits.timeout_s:g} s; "
                      "send fewer images or steps. Received: a request still waiting or running"
@@ -122,12 +128,24 @@ class Gate:
         future.add_done_callback(self._release)
         return await asyncio.shield(future)  # a timeout must not cancel the running inference
 
-    def _release(self, _):
+    def _release(self, future):
         self._slots.release()
         self._admitted -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: a cancelled run's error has no one left to answer
 
     def close(self):
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Cancellation:
+    """Lets the event loop stop a worker's onnxruntime run (`RunOptions.terminate`)."""
+
+    def __init__(self):
+        self.run_options = onnxruntime.RunOptions()
+
+    def cancel(self):
+        self.run_options.terminate = True
 
 
 def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
@@ -229,12 +247,13 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def _answer(backend, body, verb, limits):
+def _answer(backend, body, verb, limits, cancellation):
     """Parse, run, encode: all in a worker thread, as all of it costs CPU."""
     signature, inputs, columnar = parse_request(body, backend.card, limits, verb)
     run = backend.explain if signature == "explain" else backend.predict
     names = backend.card["signatures"][signature]["outputs"]
-    return encode_json(format_response(run(**inputs), names, columnar))
+    outputs = run(**inputs, run_options=cancellation.run_options)
+    return encode_json(format_response(outputs, names, columnar))
 
 
 async def _read_body(request, limit):

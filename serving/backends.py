@@ -69,15 +69,20 @@ def _exported_file(model_dir, card, key, kind):
 
 
 class _Backend:
-    """The two endpoints over a subclass's `_run(signature, feeds)`."""
+    """The two endpoints over a subclass's `_run(signature, feeds, run_options)`.
 
-    def predict(self, images):
+    `run_options` is an `onnxruntime.RunOptions` whose `terminate` flag,
+    set from another thread, stops an ONNX run; the SavedModel backend
+    cannot be stopped and ignores it.
+    """
+
+    def predict(self, images, run_options=None):
         """`images` `(B, H, W, C)` in [0, 1] → `{logits, probabilities, classes}`."""
-        return self._run("serving_default", {"images": np.asarray(images, np.float32)})
+        return self._run("serving_default", {"images": np.asarray(images, np.float32)}, run_options)
 
-    def explain(self, images, targets, rho, steps):
+    def explain(self, images, targets, rho, steps, run_options=None):
         """The explanation of docs/method.md §5 → `{explanations, delta, target_confidence}`."""
-        return self._run("explain", _explain_feeds(images, targets, rho, steps))
+        return self._run("explain", _explain_feeds(images, targets, rho, steps), run_options)
 
 
 class OnnxBackend(_Backend):
@@ -115,10 +120,10 @@ class OnnxBackend(_Backend):
             for signature, session in self._sessions.items()
         }
 
-    def _run(self, signature, feeds):
+    def _run(self, signature, feeds, run_options=None):
         session = self._sessions[signature]
         names = [output.name for output in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
+        return dict(zip(names, session.run(names, feeds, run_options)))
 
 
 def _onnx_providers(device):
@@ -174,7 +179,7 @@ class SavedModelBackend(_Backend):
             for name, function in self._signatures.items()
         }
 
-    def _run(self, signature, feeds):
+    def _run(self, signature, feeds, run_options=None):
         with tf.device(self._device_name):
             outputs = self._signatures[signature](**{k: tf.constant(v) for k, v in feeds.items()})
         return {name: value.numpy() for name, value in outputs.items()}

@@ -606,3 +606,17 @@ def test_server_is_healthy_after_bad_requests(tiny_server, sessions, images):
     np.testing.assert_allclose(
         answer["outputs"]["logits"], run_onnx(sessions["predict"], images=images)["logits"], atol=1e-4
     )
+
+
+def test_a_timed_out_explanation_is_cancelled_and_frees_its_slot(tiny_export):
+    from conftest import running_server
+
+    limits = Limits(timeout_s=1.0, max_concurrent=1, max_steps=5000)
+    with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
+        long = {"instances": [{"images": IMAGE, "targets": 1, "steps": 5000}] * 8}
+        started = time.monotonic()
+        status, answer = call(f"{url}/v1/models/tiny:explain", long)
+        assert status == 504 and "timeout_s=1" in answer["error"]
+        status, _ = call(f"{url}/v1/models/tiny:predict", {"instances": [IMAGE]})
+        # Without the cancellation the one slot would stay busy for the whole 5000-step run.
+        assert status == 200 and time.monotonic() - started < 5
