@@ -53,6 +53,11 @@ class Limits:
         max_concurrent: Inferences running at once, all sharing one loaded
             model per version.
         max_queue: Requests waiting for a free slot (more: 503).
+        max_inflight_bytes: Request bytes being received or parsed at once,
+            counted by Content-Length (else `max_request_bytes`) from the
+            moment a body starts to arrive until its answer is ready (more:
+            503). Bounds the memory of large requests, and how long their
+            parsing can keep Python busy. At least `max_request_bytes`.
     """
 
     max_request_bytes: int = 32 * 2**20
@@ -63,6 +68,7 @@ class Limits:
     timeout_s: float = 60.0
     max_concurrent: int = 4
     max_queue: int = 32
+    max_inflight_bytes: int = 64 * 2**20
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -74,6 +80,11 @@ class Limits:
                 valid, wanted = isinstance(value, int) and value >= lowest, f"an integer >= {lowest}"
             if isinstance(value, bool) or not valid:
                 raise ValueError(f"`{field.name}` must be {wanted}. Received: {field.name}={value!r}")
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(
+                "`max_inflight_bytes` must be at least max_request_bytes, or a request of the allowed "
+                f"size could never be taken. Received: max_inflight_bytes={self.max_inflight_bytes}"
+            )
 
 
 class Gate:
@@ -138,6 +149,33 @@ class Gate:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class InflightBytes:
+    """Counts the request bytes being received or parsed; refuses (503) beyond the limit.
+
+    Used only from the event loop's thread, so a plain counter is enough.
+    """
+
+    def __init__(self, limits):
+        self._limits = limits
+        self._bytes = 0
+
+    @contextlib.contextmanager
+    def reserve(self, request):
+        length = request.headers.get("content-length", "")
+        size = min(int(length), self._limits.max_request_bytes) if length.isdigit() else self._limits.max_request_bytes
+        if self._bytes + size > self._limits.max_inflight_bytes:
+            raise ServingError(
+                503, f"The server is receiving or parsing {self._bytes} request bytes, and this request "
+                     f"would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry later. "
+                     f"Received: {_received(request)} of {size} bytes"
+            )
+        self._bytes += size
+        try:
+            yield
+        finally:
+            self._bytes -= size
+
+
 class Cancellation:
     """Lets the event loop stop a worker's onnxruntime run (`RunOptions.terminate`)."""
 
@@ -165,6 +203,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
     models = load_models(export_dir, backend, device)
     _check_default_steps(models, limits)
     gate = Gate(limits)
+    inflight = InflightBytes(limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_):
@@ -199,15 +238,16 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
 
     async def infer(request, verb):
         backend_ = model(request).backend(request.path_params.get("version"))
-        try:
-            body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
-        except asyncio.TimeoutError:
-            raise ServingError(
-                408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
-                     f"Received: {_received(request)} with a body still incomplete"
-            ) from None
-        answer = functools.partial(_answer, backend_, body, verb, limits)
-        return Response(await gate.run(answer), media_type="application/json")
+        with inflight.reserve(request):
+            try:
+                body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
+            except asyncio.TimeoutError:
+                raise ServingError(
+                    408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
+                         f"Received: {_received(request)} with a body still incomplete"
+                ) from None
+            answer = functools.partial(_answer, backend_, body, verb, limits)
+            return Response(await gate.run(answer), media_type="application/json")
 
     async def predict(request: Request):
         return await infer(request, "predict")

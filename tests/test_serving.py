@@ -620,3 +620,24 @@ def test_a_timed_out_explanation_is_cancelled_and_frees_its_slot(tiny_export):
         status, _ = call(f"{url}/v1/models/tiny:predict", {"instances": [IMAGE]})
         # Without the cancellation the one slot would stay busy for the whole 5000-step run.
         assert status == 200 and time.monotonic() - started < 5
+
+
+def test_request_bytes_in_flight_are_bounded(tiny_export):
+    from conftest import running_server
+
+    limits = Limits(max_request_bytes=1000, max_inflight_bytes=1500)
+    with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
+        parts = urllib.parse.urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as slow:
+            # A body that is still arriving holds its 900 bytes ...
+            slow.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\n"
+                         b"Content-Length: 900\r\n\r\n{")
+            time.sleep(0.5)
+            status, answer = call(f"{url}/v1/models/tiny:predict", b" " * 900)
+            assert status == 503 and "max_inflight_bytes=1500" in answer["error"]
+            assert call(f"{url}/v1/models/tiny")[0] == 200  # status answers meanwhile
+        time.sleep(0.5)  # ... until its connection is gone
+        status, answer = call(f"{url}/v1/models/tiny:predict", b" " * 900)
+        assert status == 400  # taken (and refused as JSON, not as a load problem)
+    with pytest.raises(ValueError, match="max_inflight_bytes` must be at least max_request_bytes"):
+        Limits(max_request_bytes=1000, max_inflight_bytes=999)
