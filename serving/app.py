@@ -15,9 +15,11 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 
+import h11
 import onnxruntime
 import uvicorn
 from fastapi import FastAPI, Request
@@ -25,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.requests import ServingError, encode_json, format_response, parse_request
@@ -284,7 +287,26 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
     `limits` are `Limits` fields, e.g. `max_steps=500, timeout_s=120`.
     """
     app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
+
+
+def server_config(app, **options):
+    """uvicorn's configuration for `app`, with errors below the app answered in JSON too."""
+    return uvicorn.Config(app, http=JsonErrorH11Protocol, **options)
+
+
+class JsonErrorH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, answering unparsable requests (a bad Content-Length or
+    chunk header) with TF Serving's `{"error": ...}` instead of plain text."""
+
+    def send_400_response(self, msg):
+        body = json.dumps({"error": f"{msg[:PATH_ECHO_CHARS]} Received: a malformed HTTP request"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 def _answer(backend, body, verb, limits, cancellation):

@@ -641,3 +641,19 @@ def test_request_bytes_in_flight_are_bounded(tiny_export):
         assert status == 400  # taken (and refused as JSON, not as a load problem)
     with pytest.raises(ValueError, match="max_inflight_bytes` must be at least max_request_bytes"):
         Limits(max_request_bytes=1000, max_inflight_bytes=999)
+
+
+@pytest.mark.parametrize("request_head", [
+    b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+])
+def test_malformed_http_gets_a_json_error(tiny_server, request_head):
+    parts = urllib.parse.urlsplit(tiny_server)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as client:
+        client.sendall(request_head)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+    assert "Received: a malformed HTTP request" in json.loads(body)["error"]
