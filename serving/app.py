@@ -52,6 +52,11 @@ class Limits:
             checked before decoding (more: 413).
         max_batch: Most examples in one request (more: 400).
         max_steps: Most explanation steps N per example (more: 400).
+        max_image_steps: Most explanation work per request, the sum of its
+            examples' steps (more: 400). The default lets a full batch of 64
+            take the default 35 steps, and keeps `max_concurrent` such
+            requests to a ResNet-44 within `timeout_s` on 2 CPU cores (about
+            200 image-steps per second with ONNX Runtime, docs/serving.md).
         timeout_s: Seconds a request may wait and run (longer: 504).
         max_concurrent: Inferences running at once, all sharing one loaded
             model per version.
@@ -68,6 +73,7 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_batch: int = 64
     max_steps: int = 200
+    max_image_steps: int = 2500
     timeout_s: float = 60.0
     max_concurrent: int = 4
     max_queue: int = 32
@@ -354,11 +360,12 @@ def _check_default_steps(models, limits):
     for served in models.values():
         for backend in served.backends.values():
             steps = backend.card["explain_defaults"]["steps"]
-            if steps > limits.max_steps:
-                raise ValueError(
-                    f"Version {backend.card['version']} of {served.name!r} explains with {steps} "
-                    f"steps by default, above max_steps. Received: max_steps={limits.max_steps}"
-                )
+            for name in ("max_steps", "max_image_steps"):
+                if steps > getattr(limits, name):
+                    raise ValueError(
+                        f"Version {backend.card['version']} of {served.name!r} explains with {steps} "
+                        f"steps by default, above {name}. Received: {name}={getattr(limits, name)}"
+                    )
 
 
 def _add_error_handlers(app):

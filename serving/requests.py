@@ -73,7 +73,10 @@ def parse_request(body, card, limits, verb="predict"):
         columns = _rows(payload["instances"], names, defaults, limits, shape)
     else:
         columns = _columns(payload["inputs"], names, defaults, limits, shape)
-    return signature, _convert(columns, card, limits), "inputs" in payload
+    inputs = _convert(columns, card, limits)
+    if "steps" in inputs:
+        _check_work(inputs["steps"], limits)
+    return signature, inputs, "inputs" in payload
 
 
 def format_response(outputs, names, columnar):
@@ -212,6 +215,17 @@ def _check_batch(values, limits, shape, where):
     if len(values) > limits.max_batch:
         raise bad_request(
             f"A request holds at most max_batch={limits.max_batch} examples. Received: {len(values)}"
+        )
+
+
+def _check_work(steps, limits):
+    """The cap on a request's explanation work: its examples' steps, summed."""
+    total = int(np.sum(steps))
+    if total > limits.max_image_steps:
+        raise bad_request(
+            f"A request explains at most max_image_steps={limits.max_image_steps} image-steps (the "
+            f"sum of steps over its examples); send fewer images or steps. Received: {len(steps)} "
+            f"examples, {total} image-steps"
         )
 
 
