@@ -146,12 +146,10 @@ def save_checkpoint(backup_dir, model, state, before_save=None):
     previous = pointer.get("latest") if (pointer.get("latest") or {}).get("folder") != name else pointer.get("previous")
     write_atomically(os.path.join(backup_dir, POINTER_FILE),
                      json.dumps({"latest": entry, "previous": previous}, indent=1))
-    keep = {name, (previous or {}).get("folder")}
+    # Everything else goes: older checkpoints and what killed writes left behind.
+    keep = {POINTER_FILE, name, (previous or {}).get("folder")}
     for folder in os.listdir(backup_dir):
-        if folder != POINTER_FILE and folder not in keep and not folder.startswith(".partial"):
-            _remove(os.path.join(backup_dir, folder))
-    for folder in os.listdir(backup_dir):
-        if folder.startswith(".partial"):
+        if folder not in keep:
             _remove(os.path.join(backup_dir, folder))
 
 

@@ -26,7 +26,6 @@ import posixpath
 import re
 import sys
 import tarfile
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -37,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_robust.atomic import atomic_path
 from keras_robust.validation import check_positive_int
 from tqdm import tqdm
 
@@ -744,25 +744,16 @@ def _write_cache(cache_file, images, labels, class_names):
 
     The cache only saves time, so a failure to write it is a warning.
     """
-    temp_name = None
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            dir=cache_file.parent, prefix=cache_file.name + ".", suffix=".tmp"
-        )
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(cache_file) as partial, open(partial, "wb") as f:
             np.savez(
                 f,
                 images=images,
                 labels=labels,
                 class_names=np.array(class_names, dtype=str),
             )
-        os.replace(temp_name, cache_file)
     except OSError as e:
         warnings.warn(f"Not caching decoded images: {e}", stacklevel=4)
-    finally:
-        if temp_name is not None and os.path.exists(temp_name):
-            os.remove(temp_name)
 
 
 def _epoch_stream(
