@@ -129,6 +129,9 @@ def _train_parser(commands):
                        default="default", help="tf.distribute strategy: mirrored = this machine's devices, multiworker = the workers in TF_CONFIG (default: default, one device)")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                        help="XLA; auto = on for one replica, off under mirrored (default auto)")
+    train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                       help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, TPUs, "
+                            "recent GPUs), fp16 (GPUs, with loss scaling) (default: fp32)")
     train.add_argument("--limit-train", type=int, help="train on this many images only")
     train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
     train.add_argument("--seed", type=int, default=1776,

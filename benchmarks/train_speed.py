@@ -41,7 +41,7 @@ def forward_flops(model):
     return flops
 
 
-def measure_one(depth, config_name, jit, steps, batch_size, budget_s=20.0):
+def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", budget_s=20.0):
     """Median step time over at least `steps` steps (and `budget_s` seconds),
     after two warm-up steps; the median shrugs off this VM's timing noise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,8 +49,10 @@ def measure_one(depth, config_name, jit, steps, batch_size, budget_s=20.0):
     import numpy as np
 
     import keras_robust
+    from keras_robust.precision import PRECISIONS
 
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
     config = CONFIGS[config_name]
     classifier = keras_robust.resnet(
         depth=depth, activation="half_huber_relu" if config["robust"] else "relu"
@@ -76,6 +78,7 @@ def measure_one(depth, config_name, jit, steps, batch_size, budget_s=20.0):
         "depth": depth,
         "config": config_name,
         "xla": jit,
+        "precision": precision,
         "images_per_s": batch_size / seconds,
         "step_s": seconds,
         "first_step_s": first_step,
@@ -107,29 +110,29 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data", help="class-folder data for the pipeline measurement")
     parser.add_argument("--json", help="write all results here")
-    parser.add_argument("--one", nargs=3, metavar=("DEPTH", "CONFIG", "JIT"), help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--one", nargs=4, metavar=("DEPTH", "CONFIG", "JIT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        depth, config, jit = args.one
-        print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size)))
+        depth, config, jit, precision = args.one
+        print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size, precision)))
         return
     jits = ["off", "on"] if args.jit == "both" else [args.jit]
     results = []
-    for depth in args.depths:
-        for jit in jits:
-            for config in args.configs:
-                command = [sys.executable, __file__, "--one", str(depth), config, jit,
-                           "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
-                output = subprocess.run(command, capture_output=True, text=True, check=True)
-                result = json.loads(output.stdout.strip().splitlines()[-1])
-                results.append(result)
-                print(
-                    f"ResNet-{depth:<3} XLA {jit:<3} {config:<19} "
-                    f"{result['images_per_s']:8.1f} img/s  step {result['step_s']:7.2f} s  "
-                    f"first step {result['first_step_s']:6.1f} s  peak RSS "
-                    f"{result['peak_rss_gib']:.2f} GiB",
-                    flush=True,
-                )
+    runs = [(d, j, p, c) for d in args.depths for p in args.precisions for j in jits for c in args.configs]
+    for depth, jit, precision, config in runs:
+        command = [sys.executable, __file__, "--one", str(depth), config, jit, precision,
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = json.loads(output.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(
+            f"ResNet-{depth:<3} XLA {jit:<3} {precision} {config:<19} "
+            f"{result['images_per_s']:8.1f} img/s  step {result['step_s']:7.2f} s  "
+            f"first step {result['first_step_s']:6.1f} s  peak RSS "
+            f"{result['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
     print()
     for depth in args.depths:
         for jit in jits:

@@ -27,6 +27,7 @@ def _train(args):
         weight_decay=args.weight_decay,
         strategy=args.strategy,
         jit_compile=args.jit_compile,
+        precision=args.precision,
         seed=args.seed,
     )
     summary = train(

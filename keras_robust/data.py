@@ -37,6 +37,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_robust.atomic import atomic_path
+from keras_robust.cache import cache_dir
 from keras_robust.validation import check_positive_int
 from tqdm import tqdm
 
@@ -709,14 +710,10 @@ def _decode_images(items, image_size, desc):
     return images
 
 
-def _cache_file(cache_dir, path, split, key):
-    if cache_dir is None:
-        cache_dir = os.environ.get("KERAS_ROBUST_CACHE") or (
-            Path.home() / ".cache" / "keras_robust"
-        )
+def _cache_file(directory, path, split, key):
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)
-    return Path(cache_dir).expanduser() / f"{stem}-{split}-{digest}.npz"
+    return cache_dir(directory) / f"{stem}-{split}-{digest}.npz"
 
 
 def _read_cache(cache_file):

@@ -65,8 +65,11 @@ def resnet(
     blocks_per_stage = (depth - 2) // 6
 
     inputs = keras.Input(shape=input_shape, name="images")
+    # Under a mixed-precision policy the input standardisation and the logits
+    # stay float32: a bfloat16 pixel has 8 bits of mantissa, coarser than the
+    # perturbations attacks and ARA measure, and the loss wants float32 logits.
     x = keras.layers.Normalization(
-        mean=list(mean), variance=[s * s for s in std], name="standardize"
+        mean=list(mean), variance=[s * s for s in std], name="standardize", dtype="float32"
     )(inputs)
     x = _conv(STAGE_WIDTHS[0], 1, "stem_conv")(x)
     for stage, width in enumerate(STAGE_WIDTHS, start=1):
@@ -81,6 +84,7 @@ def resnet(
         kernel_initializer=keras.initializers.HeUniform(),
         bias_initializer="zeros",
         name="logits",
+        dtype="float32",
     )(x)
     return keras.Model(inputs, logits, name=name or f"resnet{depth}")
 

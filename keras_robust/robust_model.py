@@ -256,9 +256,9 @@ class RobustModel(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         if self.weight_decay:
-            gradients = [
-                g + (self.weight_decay / replicas) * v for g, v in zip(gradients, variables)
-            ]
+            # Scaled like the loss, so a loss-scaling optimizer unscales it too.
+            decay = self.optimizer.scale_loss(self.weight_decay / replicas)
+            gradients = [g + decay * v for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._update_trackers(loss, ce, labels, logits, attacked)
         logs.update(self.compute_metrics(images, labels, logits))
@@ -286,7 +286,10 @@ class RobustModel(keras.Model):
                 "and psi are defined on unweighted batch means (docs/method.md §3). "
                 "Received: sample_weight"
             )
-        images = tf.cast(images, self.classifier.compute_dtype)
+        # Images stay in the variables' precision (float32 under a mixed
+        # policy): the classifier casts them itself, so the input gradient the
+        # regulariser penalises and every attack's δ are float32.
+        images = tf.cast(images, self.classifier.variable_dtype)
         return images, tf.cast(tf.reshape(labels, [-1]), tf.int32)
 
     def _forward(self, images, labels):

@@ -10,9 +10,11 @@ import tensorflow as tf
 
 from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
+from keras_robust.jit_choice import choose_jit_compile
 from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
 from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
+from keras_robust.precision import check_precision, precision_scope
 from keras_robust.validation import check_positive_int, check_range
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -37,7 +39,12 @@ class TrainingConfig:
         momentum: SGD momentum (0.9).
         weight_decay: Coupled L2 weight decay on every parameter (1e-4).
         strategy: "default", "mirrored" or "multiworker".
-        jit_compile: "auto" (XLA on the default strategy only), "on" or "off".
+        jit_compile: "auto" (on one device, XLA if a timed probe of this
+            step on this machine says it is faster; off under several
+            replicas), "on" or "off".
+        precision: "fp32", "bf16" (mixed bfloat16: CPUs with AVX-512 BF16
+            or AMX, TPUs, recent GPUs) or "fp16" (mixed float16 with loss
+            scaling: GPUs); see `keras_robust.precision`.
         seed: Seed for weights, shuffling and augmentation.
     """
 
@@ -52,6 +59,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     strategy: str = "default"
     jit_compile: str = "auto"
+    precision: str = "fp32"
     seed: int = 1776
 
     def __post_init__(self):
@@ -64,6 +72,7 @@ class TrainingConfig:
             raise ValueError(
                 f"`jit_compile` must be 'auto', 'on' or 'off'. Received: jit_compile={self.jit_compile!r}"
             )
+        check_precision(self.precision)
         for name in ("epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_range("learning_rate", self.learning_rate, low=0.0, strict=True)
@@ -92,12 +101,15 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
-def use_xla(config, strategy):
-    """XLA helps the double-backprop step on one device, but TF 2.21 cannot
-    compile a `train_step` under MirroredStrategy (resource on the wrong device)."""
-    if config.jit_compile == "auto":
-        return strategy.num_replicas_in_sync == 1
-    return config.jit_compile == "on"
+def use_xla(config, strategy, build_model, batch_size, input_shape, num_classes):
+    """Whether to XLA-compile the step. `"auto"` measures it on one device
+    (`keras_robust.jit_choice`); TF 2.21 cannot compile a `train_step` under
+    MirroredStrategy (resource on the wrong device), so it is off there."""
+    if config.jit_compile != "auto":
+        return config.jit_compile == "on"
+    if strategy.num_replicas_in_sync > 1:
+        return False
+    return choose_jit_compile(build_model, batch_size, input_shape, num_classes)
 
 
 def build_model(config, num_classes, input_shape):
@@ -189,13 +201,22 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         first_epoch=restored[1]["epoch"] if restored else 0, **common
     )
     write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
+    num_classes = len(train_data.class_names)
+
+    def fresh_model():
+        with precision_scope(config.precision):
+            return build_model(config, num_classes, train_data.image_shape)
+
+    xla = use_xla(config, strategy, fresh_model, config.batch_size, train_data.image_shape, num_classes)
+    # The probe drew random numbers; the run's weights must not depend on whether it ran.
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(config, len(train_data.class_names), train_data.image_shape)
+        model = fresh_model()
         model.compile(
             optimizer=keras.optimizers.SGD(
                 learning_rate=learning_rate_at(0, config, replicas), momentum=config.momentum
             ),
-            jit_compile=use_xla(config, strategy),
+            jit_compile=xla,
         )
     nan_guard = StopOnNonFiniteLoss()
     run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}")
@@ -233,7 +254,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         "train_examples": train_data.num_examples,
         "class_names": train_data.class_names,
         "replicas": replicas,
-        "xla": use_xla(config, strategy),
+        "xla": xla,
     }
     write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
     return summary

@@ -85,3 +85,26 @@ def test_function_usable_as_keras_activation():
 def test_rejects_non_positive_delta(delta):
     with pytest.raises(ValueError, match="Received: delta="):
         HalfHuberReLU(delta=delta)
+
+
+def test_double_backprop_weight_gradient_matches_finite_differences():
+    """The regulariser's path: d/dw of |d/dx sum(u * f(w x))|^2, through the
+    hand-written gradient's dependence on both x and the upstream gradient."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.uniform(-0.5, 1.5, 6))
+    u = tf.constant(rng.uniform(0.5, 2.0, 6))
+
+    def penalty(w):
+        with tf.GradientTape() as outer:
+            outer.watch(w)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(u * half_huber_relu(w * x, 0.5) * w)
+            value = tf.reduce_sum(tf.square(inner.gradient(y, x)))
+        return value, outer.gradient(value, w)
+
+    w = tf.constant(0.8, tf.float64)
+    _, analytic = penalty(w)
+    step = 1e-6
+    numeric = (penalty(w + step)[0] - penalty(w - step)[0]) / (2 * step)
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
