@@ -81,6 +81,8 @@ def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", bu
         "precision": precision,
         "images_per_s": batch_size / seconds,
         "step_s": seconds,
+        "fastest_step_s": min(times),
+        "slowest_step_s": max(times),
         "first_step_s": first_step,
         "forward_gflop_per_image": forward_flops(classifier) / 1e9,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
