@@ -12,11 +12,12 @@ smallest-RMSE δ seen at a step where the criterion was met.
 """
 
 import collections
-import inspect
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_robust.model_calls import call_model
 
 MODES = ("bounded", "l2min", "btr")
 MAX_UNROLLED_STEPS = 16
@@ -257,33 +258,6 @@ def attack_loop(
         best_delta, _, first_met = record(end, met, delta, best_delta, best_rmse, first_met)
         delta = best_delta
     return AttackResult(x + delta, delta, per_example_rmse(delta), first_met, attacked)
-
-
-def call_model(model, images, training):
-    """Calls `model`, passing `training` only where the callable accepts it."""
-    if isinstance(model, keras.layers.Layer) or _accepts_training(model):
-        return model(images, training=training)
-    return model(images)
-
-
-def check_logits(logits):
-    """Returns `logits` if shaped `(batch, K)` with K >= 2, else raises."""
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(
-            "The model must output logits of shape (batch, K) with K >= 2 "
-            f"classes. Received: output shape {logits.shape}"
-        )
-    return logits
-
-
-def _accepts_training(function):
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-    return "training" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
 
 
 def per_example_rmse(values):

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from keras_robust import plots, report
-from keras_robust.attacks import call_model
+from keras_robust.model_calls import predict_logits
 from keras_robust.experiments import compare_explanations
 from keras_robust.explain import AdversarialExplainer
 from keras_robust.imageio import load_image
@@ -202,7 +202,7 @@ def _prototype_section(networks, names, steps, out_dir):
 def _comparison_section(networks, images, names, steps, attack_steps, out_dir):
     figures, rows = [], []
     for name, network in networks.items():
-        predicted = np.argmax(np.asarray(call_model(network, images, False)), axis=1)
+        predicted = np.argmax(predict_logits(network, images), axis=1)
         explainer = AdversarialExplainer(network, steps=steps, class_names=names, sanity_check=False)
         # A photo whose class no small perturbation changes is shown as unchanged, not an error.
         comparison = compare_explanations(network, images, predicted, methods=COMPARISON_METHODS,

@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 
 from keras_robust import attributions
-from keras_robust.attacks import attack_details, call_model
+from keras_robust.attacks import attack_details
+from keras_robust.model_calls import predict_logits
 from keras_robust.explain import AdversarialExplainer
 
 
@@ -108,8 +109,8 @@ def compare_explanations(
         sanity_check=attack_sanity_check,
     )
     attacked = result.images.numpy()
-    predicted = np.argmax(np.asarray(call_model(model, images, False)), axis=1)
-    predicted_attacked = np.argmax(np.asarray(call_model(model, attacked, False)), axis=1)
+    predicted = np.argmax(predict_logits(model, images), axis=1)
+    predicted_attacked = np.argmax(predict_logits(model, attacked), axis=1)
     maps, correlation = {}, {}
     for name in methods:
         method = attributions.METHODS[name]

@@ -4,7 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_robust.attacks import attack_details, call_model, check_logits
+from keras_robust.attacks import attack_details
+from keras_robust.model_calls import predict_logits, probability_of
 from keras_robust.imageio import check_images
 from keras_robust.validation import check_range
 
@@ -139,8 +140,8 @@ class AdversarialExplainer:
             images=(repeated + delta).reshape(shape + images.shape[1:]),
             delta=delta.reshape(shape + images.shape[1:]),
             targets=targets,
-            confidence_before=_softmax_at(np.repeat(logits_before, num_targets, axis=0), flat_targets).reshape(shape),
-            confidence_after=_softmax_at(logits_after, flat_targets).reshape(shape),
+            confidence_before=probability_of(np.repeat(logits_before, num_targets, axis=0), flat_targets).reshape(shape),
+            confidence_after=probability_of(logits_after, flat_targets).reshape(shape),
             original=images,
             class_names=self.class_names,
             first_met_step=np.concatenate(first_met).reshape(shape),
@@ -166,13 +167,7 @@ class AdversarialExplainer:
         return self.explain(images, self.standard_targets(images, labels))
 
     def _logits(self, images):
-        logits = np.concatenate(
-            [
-                np.asarray(call_model(self.model, images[i : i + self.batch_size], False))
-                for i in range(0, len(images), self.batch_size)
-            ]
-        )
-        return check_logits(logits).astype("float64")
+        return predict_logits(self.model, images, self.batch_size)
 
     def _target_indices(self, targets, num_images, num_classes):
         targets = np.asarray(targets)
@@ -206,10 +201,3 @@ class AdversarialExplainer:
                 f"Unknown class name; known: {', '.join(self.class_names)}. Received: target {name!r}"
             )
         return self.class_names.index(name)
-
-
-def _softmax_at(logits, targets):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    return probabilities[np.arange(len(targets)), targets]
-
