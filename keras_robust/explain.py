@@ -115,15 +115,19 @@ class AdversarialExplainer:
         logits_before = self._logits(images)
         targets = self._target_indices(targets, len(images), logits_before.shape[1])
         num_targets = targets.shape[1]
-        repeated = np.repeat(images, num_targets, axis=0)
         flat_targets = targets.reshape(-1)
+        # An (image, target) pair asked for twice (the standard targets name
+        # the predicted and runner-up classes twice) is attacked once.
+        pairs = np.stack([np.repeat(np.arange(len(images)), num_targets), flat_targets], axis=1)
+        unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
         deltas, first_met = [], []
-        for start in range(0, len(repeated), self.batch_size):
-            stop = start + self.batch_size
+        for start in range(0, len(unique), self.batch_size):
+            chunk = unique[start : start + self.batch_size]
             result = attack_details(
                 self.model,
-                repeated[start:stop],
-                flat_targets[start:stop],
+                images[chunk[:, 0]],
+                chunk[:, 1],
                 rho=self.rho,
                 steps=self.steps,
                 overshoot=self.overshoot,
@@ -133,8 +137,10 @@ class AdversarialExplainer:
             )
             deltas.append(result.delta.numpy())
             first_met.append(result.first_met_step.numpy())
-        delta = np.concatenate(deltas).astype(images.dtype)
-        logits_after = self._logits(repeated + delta)
+        unique_delta = np.concatenate(deltas).astype(images.dtype)
+        logits_after = self._logits(images[unique[:, 0]] + unique_delta)[inverse]
+        delta = unique_delta[inverse]
+        repeated = np.repeat(images, num_targets, axis=0)
         shape = (len(images), num_targets)
         return Explanation(
             images=(repeated + delta).reshape(shape + images.shape[1:]),
@@ -144,7 +150,7 @@ class AdversarialExplainer:
             confidence_after=probability_of(logits_after, flat_targets).reshape(shape),
             original=images,
             class_names=self.class_names,
-            first_met_step=np.concatenate(first_met).reshape(shape),
+            first_met_step=np.concatenate(first_met)[inverse].reshape(shape),
         )
 
     def standard_targets(self, images, labels=None):

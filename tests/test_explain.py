@@ -52,7 +52,7 @@ def test_standard_targets_are_true_runner_up_and_every_class(model, rng):
     np.testing.assert_array_equal(predicted[:, 0], logits.argmax(axis=1))
 
 
-def test_all_targets_run_as_one_batched_attack(model, rng, monkeypatch):
+def test_all_targets_run_as_one_batched_attack_each_pair_once(model, rng, monkeypatch):
     calls = []
     real = attacks.attack_details
 
@@ -63,8 +63,14 @@ def test_all_targets_run_as_one_batched_attack(model, rng, monkeypatch):
     monkeypatch.setattr(explain, "attack_details", counting)
     images = rng.random((2, 8, 8, 3)).astype("float32")
     result = AdversarialExplainer(model, class_names=list("abcde")).explain_standard(images)
-    assert calls == [2 * 7]
+    # Predicted and runner-up classes are also among "every class": 2 x 5 pairs.
+    assert calls == [2 * 5]
     assert result.targets.shape == (2, 7)
+    for i in range(2):
+        for column in (0, 1):
+            again = 2 + result.targets[i, column]
+            np.testing.assert_array_equal(result.delta[i, column], result.delta[i, again])
+            assert result.confidence_after[i, column] == result.confidence_after[i, again]
     assert result.target_name(0, 2) == "a"
 
 
