@@ -263,7 +263,8 @@ def describe(figures):
     parts = []
     for key, value in figures.items():
         if isinstance(value, dict):
-            parts.append(f"{key} {value['median']:g} {value['unit']} (best {value['best']:g})")
+            best = f" (best {value['best']:g})" if value["best"] != value["median"] else ""
+            parts.append(f"{key} {value['median']:g} {value['unit']}{best}")
         else:
             parts.append(f"{key} {value:g}")
     return "; ".join(parts)

@@ -9,7 +9,7 @@ import tqdm
 
 from keras_robust.atomic import atomic_path
 from keras_robust.attacks import attack_details, validate_settings
-from keras_robust.model_calls import predict_logits, probability_of
+from keras_robust.model_calls import predict_logits
 from keras_robust.imageio import check_images
 from keras_robust.validation import check_positive_int
 
@@ -152,20 +152,11 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
                     disable=not progress)
     for start in batches:
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        logits = predict_logits(model, x)
-        # Images that already meet a criterion unperturbed score exactly 0 in
-        # that mode (the attack would record δ = 0 at step 0), so only the
-        # others are attacked.
-        settled = {"l2min": np.argmax(logits, axis=1) != y,
-                   "btr": probability_of(logits, y) <= 1.0 / num_classes}
         for mode in found:
-            rmse, todo = np.zeros(len(x)), ~settled[mode]
-            if todo.any():
-                result = attack_details(model, x[todo], y[todo], rho=rho, steps=steps, mode=mode,
-                                        momentum=momentum)
-                rmse[todo] = result.rmse.numpy()
-            found[mode] = np.concatenate([found[mode], rmse])
-        correct += int(np.sum(~settled["l2min"]))
+            result = attack_details(model, x, y, rho=rho, steps=steps, mode=mode, momentum=momentum)
+            found[mode] = np.concatenate([found[mode], result.rmse.numpy().astype("float64")])
+            if mode == "l2min":
+                correct += int(np.sum(result.first_met_step.numpy() != 0))
         _write_checkpoint(checkpoint, fingerprint, found, correct)
         bar.update(len(x))
     bar.close()

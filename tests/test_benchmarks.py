@@ -1,0 +1,54 @@
+"""The benchmark harness's bookkeeping: history, plot and the generated doc section."""
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    spec = importlib.util.spec_from_file_location("run_all", REPO_ROOT / "benchmarks" / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(run_all, value, commit):
+    return {"time": "2026-11-26T10:00:00+00:00", "quick": True, "commit": commit,
+            "cpu": {"model": "Test CPU", "cores": 2, "flags": ["avx2"]}, "python": "3.11",
+            "tensorflow": "2.21.0", "keras": "3.15.1", "onnxruntime": "1.32.0",
+            "figures": {"train resnet20 standard fp32 xla-off": {
+                "images_per_s": run_all._figure(value, value - 5, "img/s", best=value + 5)},
+                "explain resnet20 fp32": {"latency_s": run_all._figure(0.7, 0.8, "s", best=0.6)}}}
+
+
+def test_history_appends_one_line_per_run_and_plots_them(run_all, tmp_path):
+    history = tmp_path / "history.jsonl"
+    for value, commit in ((400.0, "aaa"), (300.0, "bbb")):
+        run_all.append_history(_record(run_all, value, commit), str(history))
+    records = run_all.read_history(str(history))
+    assert [r["commit"] for r in records] == ["aaa", "bbb"]
+    assert len(history.read_text().splitlines()) == 2
+    run_all.draw_history(records, str(tmp_path / "history.png"))
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_generated_section_is_replaced_and_the_rest_kept(run_all, tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n\nWritten by hand.\n")
+    run_all.update_performance_doc(_record(run_all, 400.0, "aaa"), str(page))
+    run_all.update_performance_doc(_record(run_all, 321.0, "bbb"), str(page))
+    text = page.read_text()
+    assert text.startswith("# Performance\n\nWritten by hand.\n")
+    assert text.count(run_all.BEGIN) == 1 and "commit bbb" in text and "commit aaa" not in text
+    assert "images_per_s 321 img/s (best 326)" in text
+
+
+def test_plan_quick_is_a_subset_and_every_part_exists(run_all):
+    quick, full = run_all.plan(True), run_all.plan(False)
+    assert {name for name, _ in quick} <= {name for name, _ in full}
+    assert all(arguments[0] in run_all.PARTS for _, arguments in full)
+    assert json.dumps(full)
