@@ -46,6 +46,8 @@ def half_huber_relu(x, delta=DEFAULT_DELTA):
         inside = tf.clip_by_value(x, 0.0, delta)
 
         def gradient(upstream):
+            # Recomputed from x: what the forward made is invisible to an
+            # outer tape, which would lose the second derivative.
             return upstream * tf.clip_by_value(x, 0.0, delta) * inverse_delta
 
         return inside * (x - 0.5 * inside) * inverse_delta, gradient

@@ -1,8 +1,8 @@
 """Whether XLA speeds up a training step on this machine, decided by measuring it.
 
-Which is faster depends on the mode and the CPU: on an AVX-512 machine
-oneDNN's convolutions beat XLA's for the standard step, while XLA's fusion
-of element-wise work wins for adversarial training. A short timed probe of
+Which is faster depends on the mode and the CPU: on an AVX2 machine XLA's
+fusion of element-wise work won most modes, on an AVX-512 one oneDNN's
+convolutions without XLA win them all. A short timed probe of
 the real step, with and without XLA, decides; the answer is cached per CPU,
 library versions and step configuration, so the probe runs once.
 """
