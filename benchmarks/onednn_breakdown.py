@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from keras_robust.precision import PRECISIONS
+
 STEPS = 3
 
 
@@ -67,7 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["standard", "robust"], choices=["standard", "robust"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

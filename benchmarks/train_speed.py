@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from keras_robust.precision import PRECISIONS
+
 CONFIGS = {
     "standard": dict(robust=False, adversarial_training=None),
     "robust": dict(robust=True, adversarial_training=None),
@@ -49,7 +51,6 @@ def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", bu
     import numpy as np
 
     import keras_robust
-    from keras_robust.precision import PRECISIONS
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(PRECISIONS[precision])
@@ -112,7 +113,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data", help="class-folder data for the pipeline measurement")
     parser.add_argument("--json", help="write all results here")
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
     parser.add_argument("--one", nargs=4, metavar=("DEPTH", "CONFIG", "JIT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -9,11 +9,6 @@ def cpu_flags():
     return set(_cpuinfo_field("flags", "").split())
 
 
-def cpu_has_bfloat16():
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX)."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
 def cpu_description():
     """CPU model name, usable cores and the SIMD flags that change which code is fastest."""
     return {

@@ -211,6 +211,7 @@ def test_command_line_defaults_are_the_librarys():
     import keras_robust_cli
     from keras_robust import demo, explain, metrics, pretrained_names, training
     from keras_robust.export import export_model
+    from keras_robust.precision import PRECISIONS
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items()}
@@ -233,6 +234,8 @@ def test_command_line_defaults_are_the_librarys():
     assert (parsed["train"]["depth"], parsed["train"]["epochs"], parsed["train"]["batch_size"],
             parsed["train"]["lr"], parsed["train"]["weight_decay"], parsed["train"]["seed"]) == (
         config.depth, config.epochs, config.batch_size, config.learning_rate, config.weight_decay, config.seed)
+    precision = next(a for a in commands["train"]._actions if a.dest == "precision")
+    assert (precision.default, list(precision.choices)) == (config.precision, list(PRECISIONS))
     runner = defaults(demo.run_demo)
     assert parsed["demo"]["model"] == runner["model"] == demo.DEFAULT_MODEL
     assert (parsed["demo"]["steps"], parsed["demo"]["attack_steps"], parsed["demo"]["out"]) == (
