@@ -128,7 +128,7 @@ def _train_parser(commands):
     train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
                        default="default", help="tf.distribute strategy: mirrored = this machine's devices, multiworker = the workers in TF_CONFIG (default: default, one device)")
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
-                       help="XLA; auto = on for one replica, off under mirrored (default auto)")
+                       help="XLA; auto = timed probe with and without XLA on one replica (cached per CPU), off with several replicas (default auto)")
     train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                        help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, TPUs, "
                             "recent GPUs), fp16 (GPUs, with loss scaling) (default: fp32)")

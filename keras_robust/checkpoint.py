@@ -53,14 +53,17 @@ class RunState(keras.callbacks.Callback):
         restored: What `restore_latest(out_dir/backup)` returned, to restore
             at the start of training (None: a new run).
         title: Title of the run's report.
+        write: Whether this process writes the run's files. Under a
+            multi-worker strategy only the chief does; every worker restores.
     """
 
-    def __init__(self, out_dir, restored=None, title="Training run"):
+    def __init__(self, out_dir, restored=None, title="Training run", write=True):
         super().__init__()
         self.out_dir = os.fspath(out_dir)
         self.backup_dir = os.path.join(self.out_dir, BACKUP_DIR)
         self.restored = restored
         self.title = title
+        self.write = write
         self.rows = []
         self.failure = None
 
@@ -90,6 +93,8 @@ class RunState(keras.callbacks.Callback):
         row = {"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}}
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         state = {"epoch": epoch + 1, "rows": self.rows}
+        if not self.write:
+            return
         if hasattr(self.model, "seed_generator"):
             state["seed_state"] = keras.ops.convert_to_numpy(self.model.seed_generator.state).tolist()
         save_checkpoint(self.backup_dir, self.model, state)
@@ -98,7 +103,7 @@ class RunState(keras.callbacks.Callback):
             self.model.save(path)
 
     def _write_outputs(self):
-        if not self.rows:
+        if not self.rows or not self.write:
             return
         write_atomically(os.path.join(self.out_dir, LOG_FILE), format_log(self.rows))
         figure = plots.training_curves(self.rows, os.path.join(self.out_dir, CURVES_FILE))

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_robust import regularizer
 from keras_robust.attacks import attack_details
+from keras_robust.strategies import is_multi_worker
 from keras_robust.validation import check_range
 
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
@@ -262,7 +263,7 @@ class RobustModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._update_trackers(loss, ce, labels, logits, attacked)
         logs.update(self.compute_metrics(images, labels, logits))
-        return {k: v for k, v in logs.items() if k not in self._unused_metric_names}
+        return _reducible_logs({k: v for k, v in logs.items() if k not in self._unused_metric_names})
 
     def test_step(self, data):
         images, labels = self._unpack(data)
@@ -272,7 +273,22 @@ class RobustModel(keras.Model):
         self.accuracy_tracker.update_state(labels, logits)
         logs = self.compute_metrics(images, labels, logits)
         keep = {"loss", "accuracy", *(m.name for m in self._compiled_metric_objects())}
-        return {k: v for k, v in logs.items() if k in keep}
+        return _reducible_logs({k: v for k, v in logs.items() if k in keep})
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 builds from the first distributed batch reduced with
+        # `strategy.reduce`, which MultiWorkerMirroredStrategy cannot do for
+        # a nest of per-replica tensors (keras-team/keras#20585). Building
+        # needs shapes only, so this replica's own batch serves as well.
+        # The one place this class touches a private Keras hook.
+        if iterator is not None:
+            strategy = self.distribute_strategy
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0], next(batches)
+                )
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     def _compiled_metric_objects(self):
         compiled = getattr(self, "_compile_metrics", None)
@@ -358,6 +374,18 @@ def _cross_entropy(labels, logits):
     return keras.losses.sparse_categorical_crossentropy(
         labels, tf.cast(logits, tf.float32), from_logits=True
     )
+
+
+def _reducible_logs(logs):
+    """`logs` in a shape Keras can average over workers.
+
+    Keras 3 averages a step's logs across workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars
+    (keras-team/keras#20585); a shape-(1,) value reduces to the scalar mean.
+    """
+    if not is_multi_worker(tf.distribute.get_strategy()):
+        return logs
+    return {k: tf.reshape(v, [1]) if tf.convert_to_tensor(v).shape.rank == 0 else v for k, v in logs.items()}
 
 
 def _global_mean(local_mean):

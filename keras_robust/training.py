@@ -15,9 +15,9 @@ from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
 from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
 from keras_robust.precision import check_precision, precision_scope
+from keras_robust.strategies import STRATEGIES, agreed_value, is_chief, make_strategy, worker_description
 from keras_robust.validation import check_positive_int, check_range
 
-STRATEGIES = ("default", "mirrored", "multiworker")
 LR_DROP_EPOCHS_OF_200 = (170, 195)
 # What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
 # may change between a run and its resumption.
@@ -92,15 +92,6 @@ def learning_rate_at(epoch, config, replicas=1):
     return config.learning_rate * replicas * 0.1**drops
 
 
-def make_strategy(name):
-    """The `tf.distribute` strategy named on the command line."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def use_xla(config, strategy, build_model, batch_size, input_shape, num_classes):
     """Whether to XLA-compile the step. `"auto"` measures it on one device
     (`keras_robust.jit_choice`); TF 2.21 cannot compile a `train_step` under
@@ -157,6 +148,10 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged; the last good checkpoint is kept."""
 
 
+class WorkerLostError(RuntimeError):
+    """A multi-worker run lost a worker; restarting all of them resumes it."""
+
+
 def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=None,
           cache_dir=None, download=False, verbose="auto"):
     """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
@@ -190,17 +185,21 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     identity = run_identity(config, test_data)
     check_same_run(out_dir, identity)
     finished = finished_summary(out_dir, config)
+    restored = None if finished else restore_latest(os.path.join(out_dir, BACKUP_DIR))
+    start = config.epochs if finished else restored[1]["epoch"] if restored else 0
+    agree_on_start(strategy, start, out_dir)
     if finished is not None:
         return finished
-    restored = restore_latest(os.path.join(out_dir, BACKUP_DIR))
+    chief = is_chief(strategy)
     # Epochs numbered from the resume point: a resumed run sees the batches an
     # uninterrupted one would. Equal per-replica batches keep the mean of
     # per-replica means exact.
     train_data = load_dataset(
         data, "train", limit=limit_train, drop_remainder=replicas > 1,
-        first_epoch=restored[1]["epoch"] if restored else 0, **common
+        first_epoch=start, **common
     )
-    write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
+    if chief:
+        write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
     num_classes = len(train_data.class_names)
 
     def fresh_model():
@@ -219,7 +218,8 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
             jit_compile=xla,
         )
     nan_guard = StopOnNonFiniteLoss()
-    run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}")
+    run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}",
+                         write=chief)
     callbacks = [
         nan_guard,
         keras.callbacks.LearningRateScheduler(
@@ -227,15 +227,23 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         ),
         # After the scheduler, so each epoch's log row holds its learning rate.
         run_state,
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
     ]
-    history = model.fit(
-        train_data.dataset,
-        epochs=config.epochs,
-        steps_per_epoch=train_data.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
+    try:
+        history = model.fit(
+            train_data.dataset,
+            epochs=config.epochs,
+            steps_per_epoch=train_data.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except tf.errors.UnavailableError as error:
+        raise WorkerLostError(
+            f"Another worker of the cluster stopped, so {worker_description(strategy)} stops too "
+            f"({error.message.splitlines()[0][:200]}). Restart every worker with the same command: "
+            f"the run resumes from its last checkpoint in {out_dir}/{BACKUP_DIR}"
+        ) from None
     failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
                else run_state.failure)
     if failure:
@@ -256,12 +264,25 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         "replicas": replicas,
         "xla": xla,
     }
-    write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
+    if chief:
+        write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
     return summary
 
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
+
+
+def agree_on_start(strategy, epoch, out_dir):
+    """Stops every worker with a clear error unless all resume from the same epoch."""
+    try:
+        agreed_value(strategy, epoch)
+    except ValueError as error:
+        raise ValueError(
+            f"The workers see different checkpoints in {out_dir} (epochs to resume from: {error}). "
+            "Every worker must read the chief's run folder: give --out a folder they all share "
+            "(a network file system or a bucket)"
+        ) from None
 
 
 def run_identity(config, data):
