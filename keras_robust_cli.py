@@ -125,8 +125,7 @@ def _train_parser(commands):
                        help="SGD learning rate per replica, > 0 (default 0.1)")
     train.add_argument("--weight-decay", type=float, default=1e-4,
                        help="coupled L2 weight decay on every parameter (default 0.0001)")
-    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker"],
-                       default="default", help="tf.distribute strategy: mirrored = this machine's devices, multiworker = the workers in TF_CONFIG (default: default, one device)")
+    _strategy_option(train)
     train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                        help="XLA; auto = timed probe with and without XLA on one replica (cached per CPU), off with several replicas (default auto)")
     train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -181,6 +180,7 @@ def _evaluate_parser(commands):
                           help="images attacked at once (default 100)")
     evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                           help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
+    _strategy_option(evaluate)
     _output_options(evaluate, "evaluation")
 
 
@@ -253,6 +253,13 @@ def _serve_parser(commands, with_limits):
     for field in dataclasses.fields(Limits):
         limits.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
                             default=field.default, help=f"default {field.default}")
+
+
+def _strategy_option(parser):
+    parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
+                        help="tf.distribute strategy sharing the work: mirrored = this machine's devices, "
+                             "multiworker = the workers in TF_CONFIG, each running this same command "
+                             "(docs/distributed.md) (default: default, one device)")
 
 
 def _attack_options(parser, rho, steps):

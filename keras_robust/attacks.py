@@ -147,7 +147,7 @@ def attack_details(
         )
     labels = _as_labels(labels, images)
     if sanity_check is None:
-        sanity_check = (explain or mode != "bounded") and not training
+        sanity_check = sanity_check_by_default(mode, explain, training)
     static = dict(
         steps=int(steps),
         mode=mode,
@@ -164,8 +164,13 @@ def attack_details(
     else:
         result = attack_loop(model, images, labels, rho, overshoot, attacked, **static)
     if sanity_check:
-        _check_sanity(result.first_met_step, result.attacked, static["steps"], mode)
+        check_sanity(result.first_met_step, result.attacked, static["steps"], mode)
     return result
+
+
+def sanity_check_by_default(mode, explain, training):
+    """Whether `attack_details` checks the criterion by step ⌊N/2⌋ unless told."""
+    return (explain or mode != "bounded") and not training
 
 
 def attack_loop(
@@ -345,7 +350,7 @@ def _compiled(model, static):
     return cache[key]
 
 
-def _check_sanity(first_met_step, attacked, steps, mode):
+def check_sanity(first_met_step, attacked, steps, mode):
     """Raises unless every attacked example met the criterion by step ⌊N/2⌋ (docs/method.md §4).
 
     In graph mode a failure surfaces as `tf.errors.InvalidArgumentError`.

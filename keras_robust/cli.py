@@ -216,18 +216,27 @@ def _evaluate(args):
     from keras_robust import plots, report
     from keras_robust.atomic import write_atomically
     from keras_robust.metrics import ara
+    from keras_robust.strategies import is_chief, make_strategy
 
+    # First: a multi-worker strategy must exist before other TensorFlow work.
+    strategy = make_strategy(args.strategy)
     model = _load_model(args.model)
     images, labels, _ = _test_split(args, n_images=args.n_images)
     out = args.out
-    print(f"writing to {os.path.abspath(out)}")
+    chief = is_chief(strategy)
+    print(f"{'writing to' if chief else 'sharing the work of the chief, which writes to'} {os.path.abspath(out)}")
     # Rerunning the command continues from the last finished batch.
     result = ara(model, images, labels, steps=args.steps, rho=args.rho, momentum=args.momentum,
-                 batch_size=args.batch_size, checkpoint=os.path.join(out, "ara-checkpoint.npz"))
+                 batch_size=args.batch_size, checkpoint=os.path.join(out, "ara-checkpoint.npz"),
+                 strategy=strategy, progress=chief)
     dims = float(np.prod(images.shape[1:]))
     robust = {f"robust_accuracy_l2_{eps:g}": float(result.robust_accuracy(eps / np.sqrt(dims)))
               for eps in args.eps}
     summary = {**result.to_dict(), **robust}
+    if not chief:
+        print(f"accuracy {result.clean_accuracy:.4f}; attack ARA {result.attack_ara:.4f}; "
+              f"BTR ARA {result.btr_ara:.4f} (written by the chief)")
+        return 0
     curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"))
     np.savez(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
     write_atomically(os.path.join(out, "evaluation.json"), json.dumps(summary, indent=2))

@@ -3,10 +3,11 @@
 import dataclasses
 
 import numpy as np
+import tensorflow as tf
 
-from keras_robust.attacks import attack_details
 from keras_robust.model_calls import predict_logits, probability_of
 from keras_robust.imageio import check_images
+from keras_robust.replicated_attack import attack_on_replicas
 from keras_robust.validation import check_range
 
 # One step cannot pass the budget check of docs/method.md §4 meaningfully (its
@@ -100,13 +101,16 @@ class AdversarialExplainer:
         self.class_names = tuple(class_names) if class_names is not None else None
         self.sanity_check = bool(sanity_check)
 
-    def explain(self, images, targets):
+    def explain(self, images, targets, strategy=None):
         """Explains every image toward its targets in one batched attack.
 
         Args:
             images: Float images in [0, 1], shape `(n, H, W, C)`.
             targets: Class indices or names: one per image `(n,)`, or several
                 per image `(n, t)`.
+            strategy: A `tf.distribute.Strategy` whose replicas share the
+                attacks (`keras_robust.replicated_attack`); defaults to the
+                active one. Every worker passes the same images.
 
         Returns:
             An `Explanation`.
@@ -122,12 +126,15 @@ class AdversarialExplainer:
         unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         deltas, first_met = [], []
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start : start + self.batch_size]
-            result = attack_details(
+        strategy = strategy or tf.distribute.get_strategy()
+        chunk_size = self.batch_size * strategy.num_replicas_in_sync
+        for start in range(0, len(unique), chunk_size):
+            chunk = unique[start : start + chunk_size]
+            result = attack_on_replicas(
                 self.model,
                 images[chunk[:, 0]],
                 chunk[:, 1],
+                strategy=strategy,
                 rho=self.rho,
                 steps=self.steps,
                 overshoot=self.overshoot,
@@ -135,8 +142,8 @@ class AdversarialExplainer:
                 explain=True,
                 sanity_check=self.sanity_check,
             )
-            deltas.append(result.delta.numpy())
-            first_met.append(result.first_met_step.numpy())
+            deltas.append(result.delta)
+            first_met.append(result.first_met_step)
         unique_delta = np.concatenate(deltas).astype(images.dtype)
         logits_after = self._logits(images[unique[:, 0]] + unique_delta)[inverse]
         delta = unique_delta[inverse]
@@ -168,9 +175,9 @@ class AdversarialExplainer:
         every = np.tile(np.arange(logits.shape[1]), (len(images), 1))
         return np.concatenate([first[:, None], runner_up[:, None], every], axis=1)
 
-    def explain_standard(self, images, labels=None):
+    def explain_standard(self, images, labels=None, strategy=None):
         """Explains toward `standard_targets` in one batched attack."""
-        return self.explain(images, self.standard_targets(images, labels))
+        return self.explain(images, self.standard_targets(images, labels), strategy=strategy)
 
     def _logits(self, images):
         return predict_logits(self.model, images, self.batch_size)

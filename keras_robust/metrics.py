@@ -5,11 +5,14 @@ import hashlib
 import os
 
 import numpy as np
+import tensorflow as tf
 import tqdm
 
 from keras_robust.atomic import atomic_path
-from keras_robust.attacks import attack_details, validate_settings
+from keras_robust.attacks import validate_settings
 from keras_robust.model_calls import predict_logits
+from keras_robust.replicated_attack import attack_on_replicas
+from keras_robust.strategies import agree_on_progress, is_chief
 from keras_robust.imageio import check_images
 from keras_robust.validation import check_positive_int
 
@@ -108,7 +111,7 @@ class AraResult:
 
 
 def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=100, progress=True,
-        checkpoint=None):
+        checkpoint=None, strategy=None):
     """Attack ARA and BTR ARA of `model` on `images` (docs/method.md §6).
 
     Runs Algorithm 1 (docs/method.md §4) in L2,min and in BTR mode, in inference mode,
@@ -124,13 +127,18 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
         rho: Budget ρ (20); it must be large enough for every image to meet
             the criterion by step ⌊N/2⌋, else `AttackSanityError`.
         momentum: Momentum μ (0.9).
-        batch_size: Images attacked at once.
+        batch_size: Images attacked at once by each replica.
         progress: Show a progress bar.
         checkpoint: Optional path of an `.npz` file that holds the finished
             batches. It is rewritten atomically after every batch, and a
             rerun with the same images and settings continues after the
             last finished batch, so an interrupted evaluation loses at most
-            one batch.
+            one batch. Under a multi-worker strategy the chief writes it
+            and every worker must be able to read it.
+        strategy: A `tf.distribute.Strategy` whose replicas share each batch
+            (`keras_robust.replicated_attack`); defaults to the active one,
+            so `with strategy.scope(): ara(...)` spreads the work. Every
+            worker passes the same images and gets the same result.
 
     Returns:
         An `AraResult`.
@@ -145,18 +153,22 @@ def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=
             f"Received: {len(images)} images, {len(labels)} labels"
         )
     num_classes = predict_logits(model, images[:1]).shape[1]
+    strategy = strategy or tf.distribute.get_strategy()
     fingerprint = _fingerprint(images, labels, steps, rho, momentum, batch_size)
     found, correct = _read_checkpoint(checkpoint, fingerprint)
-    batches = range(len(found["l2min"]), len(images), batch_size)
-    bar = tqdm.tqdm(total=len(images), initial=len(found["l2min"]), desc="ARA", unit="image",
-                    disable=not progress)
-    for start in batches:
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+    done = agree_on_progress(strategy, len(found["l2min"]), checkpoint)
+    if not is_chief(strategy):
+        checkpoint = None
+    chunk = batch_size * strategy.num_replicas_in_sync
+    bar = tqdm.tqdm(total=len(images), initial=done, desc="ARA", unit="image", disable=not progress)
+    for start in range(done, len(images), chunk):
+        x, y = images[start : start + chunk], labels[start : start + chunk]
         for mode in found:
-            result = attack_details(model, x, y, rho=rho, steps=steps, mode=mode, momentum=momentum)
-            found[mode] = np.concatenate([found[mode], result.rmse.numpy().astype("float64")])
+            result = attack_on_replicas(model, x, y, strategy=strategy, rho=rho, steps=steps, mode=mode,
+                                        momentum=momentum)
+            found[mode] = np.concatenate([found[mode], result.rmse.astype("float64")])
             if mode == "l2min":
-                correct += int(np.sum(result.first_met_step.numpy() != 0))
+                correct += int(np.sum(result.first_met_step != 0))
         _write_checkpoint(checkpoint, fingerprint, found, correct)
         bar.update(len(x))
     bar.close()

@@ -65,3 +65,16 @@ def agreed_value(strategy, value):
         raise ValueError(f"the workers disagree: values from {low} to {high}; this one, "
                          f"{worker_description(strategy)}, has {value}")
     return value
+
+
+def agree_on_progress(strategy, done, path):
+    """`done` (how far a resumed run got, read from `path`) if every worker read
+    the same; otherwise every worker stops with an error saying why."""
+    try:
+        return agreed_value(strategy, done)
+    except ValueError as error:
+        raise ValueError(
+            f"The workers see different saved progress in {path} ({error}). Every worker must "
+            "read what the chief writes: give them one shared folder (a network file system or "
+            "a bucket)"
+        ) from None

@@ -15,7 +15,7 @@ from keras_robust.resnet import resnet, validate_depth
 from keras_robust.robust_model import RobustModel
 from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
 from keras_robust.precision import check_precision, precision_scope
-from keras_robust.strategies import STRATEGIES, agreed_value, is_chief, make_strategy, worker_description
+from keras_robust.strategies import STRATEGIES, agree_on_progress, is_chief, make_strategy, worker_description
 from keras_robust.validation import check_positive_int, check_range
 
 LR_DROP_EPOCHS_OF_200 = (170, 195)
@@ -187,7 +187,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     finished = finished_summary(out_dir, config)
     restored = None if finished else restore_latest(os.path.join(out_dir, BACKUP_DIR))
     start = config.epochs if finished else restored[1]["epoch"] if restored else 0
-    agree_on_start(strategy, start, out_dir)
+    agree_on_progress(strategy, start, out_dir)
     if finished is not None:
         return finished
     chief = is_chief(strategy)
@@ -271,18 +271,6 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
 
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
-
-
-def agree_on_start(strategy, epoch, out_dir):
-    """Stops every worker with a clear error unless all resume from the same epoch."""
-    try:
-        agreed_value(strategy, epoch)
-    except ValueError as error:
-        raise ValueError(
-            f"The workers see different checkpoints in {out_dir} (epochs to resume from: {error}). "
-            "Every worker must read the chief's run folder: give --out a folder they all share "
-            "(a network file system or a bucket)"
-        ) from None
 
 
 def run_identity(config, data):

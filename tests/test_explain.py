@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_robust
-from keras_robust import attacks, explain
+from keras_robust import attacks, replicated_attack
 from keras_robust.explain import AdversarialExplainer
 
 
@@ -54,13 +54,13 @@ def test_standard_targets_are_true_runner_up_and_every_class(model, rng):
 
 def test_all_targets_run_as_one_batched_attack_each_pair_once(model, rng, monkeypatch):
     calls = []
-    real = attacks.attack_details
+    real = replicated_attack.attack_details
 
     def counting(*args, **kwargs):
         calls.append(len(args[1]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(explain, "attack_details", counting)
+    monkeypatch.setattr(replicated_attack, "attack_details", counting)
     images = rng.random((2, 8, 8, 3)).astype("float32")
     result = AdversarialExplainer(model, class_names=list("abcde")).explain_standard(images)
     # Predicted and runner-up classes are also among "every class": 2 x 5 pairs.

@@ -139,7 +139,7 @@ def test_bad_images_are_refused_before_attacking(rng):
 
 
 def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypatch):
-    from keras_robust import metrics
+    from keras_robust import replicated_attack
 
     weights = rng.normal(size=(12, 3))
     model = linear_model(weights, np.zeros(3))
@@ -148,7 +148,7 @@ def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypat
     settings = dict(steps=40, progress=False, batch_size=8)
     whole = ara(model, images, labels, **settings)
     checkpoint = tmp_path / "ara.npz"
-    real_attack = metrics.attack_details
+    real_attack = replicated_attack.attack_details
     calls, kill_at = [], [3]
 
     class Killed(Exception):
@@ -160,7 +160,7 @@ def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypat
             raise Killed
         return real_attack(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(metrics, "attack_details", killed_in_the_second_batch)
+    monkeypatch.setattr(replicated_attack, "attack_details", killed_in_the_second_batch)
     with pytest.raises(Killed):
         ara(model, images, labels, checkpoint=checkpoint, **settings)
     assert len(np.load(checkpoint)["l2min"]) == 8  # the first batch, both modes
