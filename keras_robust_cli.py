@@ -116,13 +116,18 @@ def _train_parser(commands):
                        help="train on attacked batches (bounded, rho 0.01, 7 steps)")
     train.add_argument("--l2-min", action="store_true",
                        help="with --adversarial-training: the L2,min attack, rho 0.1")
-    train.add_argument("--depth", type=int, default=44, help="ResNet depth 6n+2 (default 44)")
-    train.add_argument("--epochs", type=int, default=200,
-                       help="epochs; the lr drops scale with it (default 200)")
-    train.add_argument("--batch-size", type=int, default=128,
-                       help="images per batch and replica (default 128)")
-    train.add_argument("--lr", type=float, default=0.1,
-                       help="SGD learning rate per replica, > 0 (default 0.1)")
+    train.add_argument("--recipe", choices=["cifar", "imagenet"], default="cifar",
+                       help="cifar: the paper's recipe, ResNet-(6n+2), images decoded once; imagenet: "
+                            "ResNet-50, 224x224 random-resized crops streamed from a folder of class "
+                            "folders or tfds:imagenet2012 (docs/imagenet.md) (default cifar)")
+    train.add_argument("--depth", type=int,
+                       help="ResNet depth: 6n+2 for cifar (default 44), 50 for imagenet")
+    train.add_argument("--epochs", type=int,
+                       help="epochs; the lr drops scale with it (default: cifar 200, imagenet 90)")
+    train.add_argument("--batch-size", type=int,
+                       help="images per batch and replica (default: cifar 128, imagenet 64)")
+    train.add_argument("--lr", type=float,
+                       help="SGD learning rate per replica, > 0 (default: cifar 0.1, imagenet 0.025)")
     train.add_argument("--weight-decay", type=float, default=1e-4,
                        help="coupled L2 weight decay on every parameter (default 0.0001)")
     _strategy_option(train)
@@ -272,6 +277,8 @@ def _data_options(parser):
     parser.add_argument("--download", action="store_true",
                         help="let a tfds:NAME source download and prepare the data set (needs a network)")
     parser.add_argument("--cache-dir", help="decoded-image cache (default ~/.cache/keras_robust)")
+    parser.add_argument("--manual-dir",
+                        help="where TFDS finds manually downloaded archives (tfds:imagenet2012's tar files)")
 
 
 def _output_options(parser, default_out):

@@ -12,6 +12,7 @@ from keras_robust.explain import AdversarialExplainer, Explanation
 from keras_robust.metrics import AraResult, ara
 from keras_robust.model_zoo import pretrained, pretrained_card, pretrained_names
 from keras_robust.resnet import resnet
+from keras_robust.resnet50 import resnet50
 from keras_robust.robust_model import RobustModel
 
 __version__ = "0.1.0"
@@ -34,4 +35,5 @@ __all__ = [
     "pretrained_card",
     "pretrained_names",
     "resnet",
+    "resnet50",
 ]

@@ -17,6 +17,7 @@ def _train(args):
     from keras_robust.training import TrainingConfig, train
 
     config = TrainingConfig(
+        recipe=args.recipe,
         depth=args.depth,
         robust=args.robust,
         adversarial_training=args.adversarial_training,
@@ -39,6 +40,7 @@ def _train(args):
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
         download=args.download,
+        manual_dir=args.manual_dir,
         verbose="auto" if sys.stdout.isatty() else 2,
     )
     psi = summary["psi"]

@@ -88,6 +88,11 @@ class LoadedData:
     image_shape: tuple
     steps_per_epoch: int = None
 
+    def distribute(self, strategy):
+        """`dataset` as `fit` takes it under `strategy`: Keras shares each
+        global batch out over the replicas itself (data-level sharding)."""
+        return self.dataset
+
 
 def load_dataset(
     source,
@@ -483,6 +488,29 @@ def _load_image_folders(
     )
     _write_cache(cache_file, images, labels, class_names)
     return images, labels, class_names
+
+
+def list_image_folders(path, split, *, holdout_fraction=0.1, seed=0):
+    """The image files of one split of a folder of class folders, for streaming.
+
+    The layouts are `load_dataset`'s; archives must be extracted first, since
+    a stream reads each file again every epoch.
+
+    Returns:
+        A tuple `(paths, labels, class_names)`: absolute paths sorted by
+        label then path, their int32 labels, and the sorted class names.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ValueError(
+            "A streamed data set must be a folder of class folders (extract archives first). "
+            f"Received: source={str(path)!r}"
+        )
+    if split not in _FOLDER_SPLITS:
+        raise ValueError(f"Expected `split` to be one of {_FOLDER_SPLITS}. Received: split={split!r}")
+    files = _list_directory(path)
+    names, labels, class_names = _resolve_layout(list(files), split, holdout_fraction, seed, path)
+    return [str(files[n]) for n in names], labels, class_names
 
 
 def _is_image_file(relative_path):

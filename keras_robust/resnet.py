@@ -48,6 +48,18 @@ def resnet(
         A functional `keras.Model`.
     """
     validate_depth(depth)
+    inputs, x = standardized_input(num_classes, input_shape, mean, std)
+    blocks_per_stage = (depth - 2) // 6
+    x = _conv(STAGE_WIDTHS[0], 1, "stem_conv")(x)
+    for stage, width in enumerate(STAGE_WIDTHS, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            x = _block(x, width, stride, activation, f"stage{stage}_block{block}")
+    return keras.Model(inputs, head(x, num_classes, activation), name=name or f"resnet{depth}")
+
+
+def standardized_input(num_classes, input_shape, mean, std):
+    """Checks the builder arguments; returns the `images` input and its standardised tensor."""
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
@@ -62,8 +74,6 @@ def resnet(
             "`mean` and `std` need one value per input channel "
             f"({input_shape[-1]}). Received: mean={mean}, std={std}"
         )
-    blocks_per_stage = (depth - 2) // 6
-
     inputs = keras.Input(shape=input_shape, name="images")
     # Under a mixed-precision policy the input standardisation and the logits
     # stay float32: a bfloat16 pixel has 8 bits of mantissa, coarser than the
@@ -71,22 +81,21 @@ def resnet(
     x = keras.layers.Normalization(
         mean=list(mean), variance=[s * s for s in std], name="standardize", dtype="float32"
     )(inputs)
-    x = _conv(STAGE_WIDTHS[0], 1, "stem_conv")(x)
-    for stage, width in enumerate(STAGE_WIDTHS, start=1):
-        for block in range(1, blocks_per_stage + 1):
-            stride = 2 if stage > 1 and block == 1 else 1
-            x = _block(x, width, stride, activation, f"stage{stage}_block{block}")
-    x = _batch_norm("head_bn")(x)
+    return inputs, x
+
+
+def head(x, num_classes, activation):
+    """The pre-activation head: BN, activation, global average pool, float32 logits."""
+    x = batch_norm("head_bn")(x)
     x = get_activation_layer(activation, name="head_act")(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    logits = keras.layers.Dense(
+    return keras.layers.Dense(
         num_classes,
         kernel_initializer=keras.initializers.HeUniform(),
         bias_initializer="zeros",
         name="logits",
         dtype="float32",
     )(x)
-    return keras.Model(inputs, logits, name=name or f"resnet{depth}")
 
 
 def validate_depth(depth):
@@ -100,10 +109,10 @@ def validate_depth(depth):
 
 def _block(x, width, stride, activation, prefix):
     """One pre-activation block: `main(act(BN(x))) + shortcut` (docs/method.md §2)."""
-    pre = _batch_norm(f"{prefix}_bn1")(x)
+    pre = batch_norm(f"{prefix}_bn1")(x)
     pre = get_activation_layer(activation, name=f"{prefix}_act1")(pre)
     main = _conv(width, stride, f"{prefix}_conv1")(_pad_for(stride, pre, f"{prefix}_pad1"))
-    main = _batch_norm(f"{prefix}_bn2")(main)
+    main = batch_norm(f"{prefix}_bn2")(main)
     main = get_activation_layer(activation, name=f"{prefix}_act2")(main)
     # A zero last conv makes an identity-shortcut block the identity at init.
     main = _conv(width, 1, f"{prefix}_conv2", kernel_initializer="zeros")(main)
@@ -140,7 +149,7 @@ def _conv(filters, stride, name, kernel_initializer=None):
     )
 
 
-def _batch_norm(name):
+def batch_norm(name):
     return keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
     )

@@ -10,32 +10,42 @@ import tensorflow as tf
 
 from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
+from keras_robust.image_stream import stream_images
 from keras_robust.jit_choice import choose_jit_compile
+from keras_robust.recipes import get_recipe
 from keras_robust.resnet import resnet, validate_depth
+from keras_robust.resnet50 import resnet50
 from keras_robust.robust_model import RobustModel
 from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
 from keras_robust.precision import check_precision, precision_scope
 from keras_robust.strategies import STRATEGIES, agree_on_progress, is_chief, make_strategy, worker_description
 from keras_robust.validation import check_positive_int, check_range
 
-LR_DROP_EPOCHS_OF_200 = (170, 195)
 # What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
 # may change between a run and its resumption.
-RUN_IDENTITY_FIELDS = ("depth", "robust", "adversarial_training", "l2_min")
+RUN_IDENTITY_FIELDS = ("recipe", "depth", "robust", "adversarial_training", "l2_min")
+IMAGENET_DEPTH = 50
 
 
 @dataclasses.dataclass
 class TrainingConfig:
-    """The reference recipe; `epochs` scales the learning-rate drops (docs/method.md §3).
+    """A training run's settings; `epochs` scales the learning-rate drops (docs/method.md §3).
+
+    Fields left at None take the recipe's value (`keras_robust.recipes`).
 
     Attributes:
-        depth: ResNet depth, 6n+2 (reference 44).
+        recipe: `"cifar"` (the paper's recipe, `resnet`, in-memory data) or
+            `"imagenet"` (`resnet50`, 224×224 crops streamed from files;
+            docs/imagenet.md).
+        depth: ResNet depth: 6n+2 for cifar (reference 44), 50 for imagenet.
         robust: Lipschitz regulariser, adaptive psi and half-Huber ReLU.
         adversarial_training: Train on attacked batches (7 steps).
         l2_min: Use the L2,min attack (rho 0.1) instead of bounded (rho 0.01).
-        epochs: Number of epochs (reference 200, drops at 170 and 195).
-        batch_size: Batch size per replica (reference 128).
-        learning_rate: SGD learning rate per replica (reference 0.1).
+        epochs: Number of epochs (cifar 200, drops at 170 and 195; imagenet
+            90, drops at 30, 60 and 80).
+        batch_size: Batch size per replica (cifar 128, imagenet 64).
+        learning_rate: SGD learning rate per replica (cifar 0.1, imagenet
+            0.025).
         momentum: SGD momentum (0.9).
         weight_decay: Coupled L2 weight decay on every parameter (1e-4).
         strategy: "default", "mirrored" or "multiworker".
@@ -48,13 +58,14 @@ class TrainingConfig:
         seed: Seed for weights, shuffling and augmentation.
     """
 
-    depth: int = 44
+    recipe: str = "cifar"
+    depth: int = None
     robust: bool = False
     adversarial_training: bool = False
     l2_min: bool = False
-    epochs: int = 200
-    batch_size: int = 128
-    learning_rate: float = 0.1
+    epochs: int = None
+    batch_size: int = None
+    learning_rate: float = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     strategy: str = "default"
@@ -63,7 +74,17 @@ class TrainingConfig:
     seed: int = 1776
 
     def __post_init__(self):
-        validate_depth(self.depth)
+        recipe = get_recipe(self.recipe)
+        for name in ("epochs", "batch_size", "learning_rate"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(recipe, name))
+        if not recipe.streamed:
+            self.depth = 44 if self.depth is None else self.depth
+            validate_depth(self.depth)
+        elif self.depth not in (None, IMAGENET_DEPTH):
+            raise ValueError(f"The {recipe.name} recipe trains ResNet-50 only. Received: depth={self.depth!r}")
+        else:
+            self.depth = IMAGENET_DEPTH
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}"
@@ -86,9 +107,11 @@ class TrainingConfig:
 
 
 def learning_rate_at(epoch, config, replicas=1):
-    """Reference schedule: lr × replicas, ÷10 at 170/200 and 195/200 of the epochs (docs/method.md §3)."""
+    """The recipe's schedule: lr × replicas, ÷10 after each drop epoch scaled to
+    `config.epochs` (cifar: 170/200 and 195/200 of the epochs, docs/method.md §3)."""
+    recipe = get_recipe(config.recipe)
     # Integer arithmetic: the drop comes at epoch ceil(170/200 · epochs).
-    drops = sum(epoch * 200 >= e * config.epochs for e in LR_DROP_EPOCHS_OF_200)
+    drops = sum(epoch * recipe.epochs >= e * config.epochs for e in recipe.lr_drop_epochs)
     return config.learning_rate * replicas * 0.1**drops
 
 
@@ -105,12 +128,12 @@ def use_xla(config, strategy, build_model, batch_size, input_shape, num_classes)
 
 def build_model(config, num_classes, input_shape):
     """The ResNet of `config` wrapped in `RobustModel` (not yet compiled)."""
-    classifier = resnet(
-        depth=config.depth,
-        num_classes=num_classes,
-        activation="half_huber_relu" if config.robust else "relu",
-        input_shape=input_shape,
-    )
+    activation = "half_huber_relu" if config.robust else "relu"
+    if get_recipe(config.recipe).streamed:
+        classifier = resnet50(num_classes=num_classes, activation=activation, input_shape=input_shape)
+    else:
+        classifier = resnet(depth=config.depth, num_classes=num_classes, activation=activation,
+                            input_shape=input_shape)
     mode = None
     if config.adversarial_training:
         mode = "l2min" if config.l2_min else "bounded"
@@ -153,7 +176,7 @@ class WorkerLostError(RuntimeError):
 
 
 def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=None,
-          cache_dir=None, download=False, verbose="auto"):
+          cache_dir=None, download=False, manual_dir=None, verbose="auto"):
     """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
 
     The batch size and learning rate scale with the number of replicas, as in
@@ -162,7 +185,9 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     Args:
         config: A `TrainingConfig`.
         data: Any source `keras_robust.data.load_dataset` takes: `"tfds:NAME"`,
-            a folder or `.tar.gz` of class folders, or `(images, labels)`.
+            a folder or `.tar.gz` of class folders, or `(images, labels)`;
+            for the imagenet recipe, a folder of class folders or
+            `"tfds:imagenet2012"` (`keras_robust.image_stream`).
         out_dir: Where checkpoints (`backup/`), `model.keras`, `log.csv`,
             TensorBoard logs and `summary.json` go.
         limit_train: Train on this many examples only (short runs).
@@ -170,6 +195,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         data_dir: TFDS data directory.
         cache_dir: Where decoded images are cached.
         download: Let a `"tfds:NAME"` source download and prepare the data.
+        manual_dir: Where TFDS finds manually downloaded archives (ImageNet).
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -179,9 +205,16 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
-    common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
-                  cache_dir=cache_dir, download=download, seed=config.seed)
-    test_data = load_dataset(data, "test", limit=limit_test, **common)
+    recipe = get_recipe(config.recipe)
+    if recipe.streamed:
+        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir, manual_dir=manual_dir,
+                      seed=config.seed, image_size=recipe.image_size)
+        load = stream_images
+    else:
+        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
+                      cache_dir=cache_dir, download=download, seed=config.seed)
+        load = load_dataset
+    test_data = load(data, "test", limit=limit_test, **common)
     identity = run_identity(config, test_data)
     check_same_run(out_dir, identity)
     finished = finished_summary(out_dir, config)
@@ -194,10 +227,9 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     # Epochs numbered from the resume point: a resumed run sees the batches an
     # uninterrupted one would. Equal per-replica batches keep the mean of
     # per-replica means exact.
-    train_data = load_dataset(
-        data, "train", limit=limit_train, drop_remainder=replicas > 1,
-        first_epoch=start, **common
-    )
+    if not recipe.streamed:
+        common["drop_remainder"] = replicas > 1
+    train_data = load(data, "train", limit=limit_train, first_epoch=start, **common)
     if chief:
         write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
     num_classes = len(train_data.class_names)
@@ -232,7 +264,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
     try:
         history = model.fit(
-            train_data.dataset,
+            train_data.distribute(strategy),
             epochs=config.epochs,
             steps_per_epoch=train_data.steps_per_epoch,
             callbacks=callbacks,
@@ -252,7 +284,8 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
             f"{out_dir}/backup (and model.keras); lower the learning rate or check "
             "the data, then rerun the same command to resume from it."
         )
-    test = model.evaluate(test_data.dataset, verbose=0, return_dict=True)
+    test = model.evaluate(test_data.distribute(strategy), steps=test_data.steps_per_epoch, verbose=0,
+                          return_dict=True)
     summary = {
         "config": dataclasses.asdict(config),
         "psi": model.psi if config.robust else None,

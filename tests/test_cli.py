@@ -212,6 +212,8 @@ def test_command_line_defaults_are_the_librarys():
     from keras_robust import demo, explain, metrics, pretrained_names, training
     from keras_robust.export import export_model
     from keras_robust.precision import PRECISIONS
+    from keras_robust.recipes import RECIPES
+    from keras_robust.strategies import STRATEGIES
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items()}
@@ -231,11 +233,14 @@ def test_command_line_defaults_are_the_librarys():
     assert {k: parsed["export"][k] for k in ("rho", "steps", "overshoot", "version")} == {
         k: exporter[k] for k in ("rho", "steps", "overshoot", "version")}
     config = training.TrainingConfig()
-    assert (parsed["train"]["depth"], parsed["train"]["epochs"], parsed["train"]["batch_size"],
-            parsed["train"]["lr"], parsed["train"]["weight_decay"], parsed["train"]["seed"]) == (
-        config.depth, config.epochs, config.batch_size, config.learning_rate, config.weight_decay, config.seed)
-    precision = next(a for a in commands["train"]._actions if a.dest == "precision")
-    assert (precision.default, list(precision.choices)) == (config.precision, list(PRECISIONS))
+    train = parsed["train"]
+    assert training.TrainingConfig(
+        recipe=train["recipe"], depth=train["depth"], epochs=train["epochs"], batch_size=train["batch_size"],
+        learning_rate=train["lr"], weight_decay=train["weight_decay"], seed=train["seed"]) == config
+    choices = {a.dest: a for a in commands["train"]._actions}
+    assert (choices["precision"].default, list(choices["precision"].choices)) == (config.precision, list(PRECISIONS))
+    assert (choices["strategy"].default, tuple(choices["strategy"].choices)) == (config.strategy, STRATEGIES)
+    assert (choices["recipe"].default, list(choices["recipe"].choices)) == (config.recipe, list(RECIPES))
     runner = defaults(demo.run_demo)
     assert parsed["demo"]["model"] == runner["model"] == demo.DEFAULT_MODEL
     assert (parsed["demo"]["steps"], parsed["demo"]["attack_steps"], parsed["demo"]["out"]) == (

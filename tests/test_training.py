@@ -27,6 +27,41 @@ def test_learning_rate_schedule_scales_with_epochs_and_replicas():
     assert learning_rate_at(0, reference, replicas=4) == pytest.approx(0.4)
 
 
+def test_the_imagenet_recipe_defaults_and_schedule():
+    config = TrainingConfig(recipe="imagenet")
+    assert (config.depth, config.epochs, config.batch_size, config.learning_rate) == (50, 90, 64, 0.025)
+    lrs = [learning_rate_at(e, config) for e in (29, 30, 59, 60, 79, 80)]
+    assert lrs == pytest.approx([0.025, 0.0025, 0.0025, 0.00025, 0.00025, 0.000025])
+    assert learning_rate_at(0, TrainingConfig(recipe="imagenet", epochs=9), replicas=8) == pytest.approx(0.2)
+    assert TrainingConfig().depth == 44 and TrainingConfig(recipe="cifar").epochs == 200
+    with pytest.raises(ValueError, match="trains ResNet-50 only. Received: depth=44"):
+        TrainingConfig(recipe="imagenet", depth=44)
+    with pytest.raises(ValueError, match="Received: recipe='coco'"):
+        TrainingConfig(recipe="coco")
+
+
+def test_the_imagenet_recipe_trains_resnet50_on_streamed_224_crops(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("val", 1)):
+        for name in ("ant", "bee"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (240, 260, 3), dtype="uint8")
+                Image.fromarray(pixels).save(tmp_path / "data" / split / name / f"{i}.JPEG", format="JPEG")
+    config = TrainingConfig(recipe="imagenet", robust=True, epochs=1, batch_size=2, jit_compile="off")
+    summary = train(config, str(tmp_path / "data"), tmp_path / "run", verbose=0)
+    assert summary["train_examples"] == 4 and summary["test"]["num_examples"] == 2
+    assert summary["psi"] > 220  # R moved: the regulariser ran on the 224x224 input gradient
+    row = next(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert 0 < float(row["l_adv"]) < float(row["loss"]) < 50
+    model = build_model(config, 2, (224, 224, 3))
+    assert model.classifier.name == "resnet50"
+    assert restore_latest(str(tmp_path / "run" / "backup"))[1]["epoch"] == 1
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
