@@ -40,7 +40,7 @@ setup(
         "uvicorn>=0.29",
     ],
     extras_require={
-        "dev": ["pytest>=7", "selenium>=4.10"],
+        "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
     entry_points={"console_scripts": ["keras-robust=keras_robust_cli:main"]},

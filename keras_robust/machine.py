@@ -18,6 +18,15 @@ def cpu_description():
     }
 
 
+def cpu_summary():
+    """One line naming the CPU for a printed figure, e.g. "AMD EPYC, 2 cores, AVX-512 BF16"."""
+    cpu = cpu_description()
+    flags = set(cpu["flags"])
+    simd = ("AMX" if any(f.startswith("amx") for f in flags) else "AVX-512 BF16" if "avx512_bf16" in flags
+            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
+    return f"{cpu['model']}, {cpu['cores']} cores, {simd}"
+
+
 def _cpuinfo_field(name, default):
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as file:

@@ -1,10 +1,13 @@
 """The examples run against what they document."""
 
+import json
 import pathlib
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
@@ -24,3 +27,41 @@ def test_explain_over_http_prints_both_answers_and_saves_the_panel(tiny_server, 
     before, after = completed.stdout.split("confidence ")[1].split()[0:3:2]
     assert float(after) > float(before)
     assert Image.open(out).size == (3 * 32 * 4, 32 * 4)
+
+
+K8S = EXAMPLES / "k8s"
+
+
+@pytest.mark.parametrize("job_file", ["train-job.yaml", "evaluate-job.yaml"])
+def test_kubernetes_job_gives_every_worker_a_tf_config_naming_the_others(job_file):
+    """The manifests are valid YAML, the Service's DNS names are the hosts TF_CONFIG
+    lists, and the TF_CONFIG each pod builds from its completion index is right."""
+    import yaml
+
+    service = yaml.safe_load((K8S / "workers-service.yaml").read_text())
+    volume = yaml.safe_load((K8S / "runs-volume.yaml").read_text())
+    job = yaml.safe_load((K8S / job_file).read_text())
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    workers = int(env["WORKERS"])
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
+    assert env["JOB_NAME"] == job["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    port = service["spec"]["ports"][0]["port"]
+    assert container["ports"][0]["containerPort"] == port
+    script = container["args"][0]
+    assert "--strategy multiworker" in script and "--out /runs/" in script
+    assert volume["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == volume["metadata"]["name"]
+    assert container["volumeMounts"][0]["mountPath"] == "/runs"
+
+    snippet = re.search(r"python -c '([^']*)'", script).group(1)
+    hosts = [f"{env['JOB_NAME']}-{i}.{service['metadata']['name']}:{port}" for i in range(workers)]
+    for index in range(workers):
+        out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True,
+                             env={**env, "JOB_COMPLETION_INDEX": str(index)}).stdout
+        assert json.loads(out) == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
