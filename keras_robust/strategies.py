@@ -18,15 +18,25 @@ def make_strategy(name):
         name: `"default"` (one device), `"mirrored"`
             (`tf.distribute.MirroredStrategy` over this machine's devices) or
             `"multiworker"` (`tf.distribute.MultiWorkerMirroredStrategy`
-            over the cluster in the `TF_CONFIG` environment variable).
+            over the cluster in the `TF_CONFIG` environment variable, NCCL
+            between GPUs, `collective_implementation`).
     """
     if name not in STRATEGIES:
         raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        implementation = collective_implementation(bool(tf.config.list_physical_devices("GPU")))
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
     return tf.distribute.get_strategy()
+
+
+def collective_implementation(have_gpus):
+    """NCCL for the gradient all-reduce between GPUs of several workers, else
+    TensorFlow's ring algorithms (which also carry NCCL's other collectives)."""
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    return implementation.NCCL if have_gpus else implementation.RING
 
 
 def is_multi_worker(strategy):

@@ -5,16 +5,30 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_robust import checkpoint
-from keras_robust.strategies import STRATEGIES, agreed_value, is_chief, is_multi_worker, make_strategy
-from tests.multiworker_harness import fit_on_workers, kill_all, train_on_workers
+from keras_robust.strategies import (
+    STRATEGIES,
+    agreed_value,
+    collective_implementation,
+    is_chief,
+    is_multi_worker,
+    make_strategy,
+)
+from tests.multiworker_harness import fit_on_workers, kill_all, start_workers, train_on_workers
 
 
 def test_make_strategy_names_the_choices():
     with pytest.raises(ValueError, match=r"one of \('default', 'mirrored', 'multiworker'\). Received: strategy='tpu'"):
         make_strategy("tpu")
     assert STRATEGIES == ("default", "mirrored", "multiworker")
+
+
+def test_gpus_talk_over_nccl_and_cpus_over_rings():
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    assert collective_implementation(True) == implementation.NCCL
+    assert collective_implementation(False) == implementation.RING
 
 
 def test_one_process_is_its_own_chief():
@@ -80,3 +94,25 @@ def test_killed_worker_run_resumes_from_the_last_checkpoint_with_nothing_lost(tm
     final, reference = (keras.saving.load_model(folder / "model.keras") for folder in (interrupted, whole))
     for a, b in zip(final.weights, reference.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_workers_that_read_different_progress_all_stop_and_say_why(tmp_path):
+    """Worker i claims i finished epochs (as if each read its own, unshared run folder)."""
+    script = tmp_path / "disagree.py"
+    script.write_text(
+        "import sys\n"
+        "from keras_robust.strategies import agree_on_progress, make_strategy\n"
+        "strategy = make_strategy('multiworker')\n"
+        "index = strategy.cluster_resolver.task_id\n"
+        "try:\n"
+        "    agree_on_progress(strategy, index, '/runs/r1')\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+        "    sys.exit(3)\n")
+    processes = start_workers(lambda index: [script], 2, tmp_path, tag="disagree")
+    codes = [process.wait(timeout=120) for process, _ in processes]
+    assert codes == [3, 3]
+    for index, (_, log) in enumerate(processes):
+        text = open(log).read()
+        assert "The workers see different saved progress in /runs/r1 (the workers disagree: values from 0 to 1" in text
+        assert f"worker {index} of 2, has {index}" in text and "one shared folder" in text
