@@ -54,6 +54,15 @@ def write_atomically(path, data):
     return os.fspath(path)
 
 
+def save_npz_atomically(path, **arrays):
+    """`np.savez(path, **arrays)` through `atomic_path`: a kill leaves the old file or none."""
+    import numpy as np
+
+    with atomic_path(path) as partial, open(partial, "wb") as file:
+        np.savez(file, **arrays)
+    return os.fspath(path)
+
+
 def fsync_file(path):
     """Flushes `path`'s content to disk, so a rename after it never exposes an empty file."""
     with open(path, "rb") as file:

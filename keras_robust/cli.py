@@ -126,6 +126,7 @@ def _explain(args):
     import numpy as np
 
     from keras_robust import plots, report
+    from keras_robust.atomic import save_npz_atomically
     from keras_robust.explain import AdversarialExplainer
     from keras_robust.imageio import load_images
 
@@ -154,9 +155,9 @@ def _explain(args):
     result = explainer.explain(images, targets)
     out = _out_dir(args)
     grid = plots.explanation_grid(result, os.path.join(out, "explanations.png"), max_images=len(images))
-    np.savez(os.path.join(out, "explanations.npz"), images=result.images, delta=result.delta,
-             targets=result.targets, confidence_before=result.confidence_before,
-             confidence_after=result.confidence_after, original=result.original)
+    save_npz_atomically(os.path.join(out, "explanations.npz"), images=result.images, delta=result.delta,
+                        targets=result.targets, confidence_before=result.confidence_before,
+                        confidence_after=result.confidence_after, original=result.original)
     roles = _target_roles(standard, labels is not None, result.targets.shape[1])
     rows = [
         {"image": image_names[i], "target": result.target_name(i, j), "role": roles[j],
@@ -216,7 +217,7 @@ def _evaluate(args):
     import numpy as np
 
     from keras_robust import plots, report
-    from keras_robust.atomic import write_atomically
+    from keras_robust.atomic import save_npz_atomically, write_atomically
     from keras_robust.metrics import ara
     from keras_robust.strategies import is_chief, make_strategy
 
@@ -240,7 +241,7 @@ def _evaluate(args):
               f"BTR ARA {result.btr_ara:.4f} (written by the chief)")
         return 0
     curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"))
-    np.savez(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
+    save_npz_atomically(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
     write_atomically(os.path.join(out, "evaluation.json"), json.dumps(summary, indent=2))
     report.write_report(os.path.join(out, "report.html"), "Accuracy-Robustness Area", [
         {"heading": "Summary", "table": [summary], "figures": [curve],

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_robust.atomic import atomic_path
+from keras_robust.atomic import save_npz_atomically
 from keras_robust.cache import cache_dir
 from keras_robust.validation import check_positive_int
 from tqdm import tqdm
@@ -770,13 +770,8 @@ def _write_cache(cache_file, images, labels, class_names):
     The cache only saves time, so a failure to write it is a warning.
     """
     try:
-        with atomic_path(cache_file) as partial, open(partial, "wb") as f:
-            np.savez(
-                f,
-                images=images,
-                labels=labels,
-                class_names=np.array(class_names, dtype=str),
-            )
+        save_npz_atomically(cache_file, images=images, labels=labels,
+                            class_names=np.array(class_names, dtype=str))
     except OSError as e:
         warnings.warn(f"Not caching decoded images: {e}", stacklevel=4)
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from keras_robust.atomic import atomic_path
+from keras_robust.atomic import save_npz_atomically
 from keras_robust.attacks import validate_settings
 from keras_robust.model_calls import predict_logits
 from keras_robust.replicated_attack import attack_on_replicas
@@ -214,5 +214,4 @@ def _read_checkpoint(path, fingerprint):
 def _write_checkpoint(path, fingerprint, found, correct):
     if path is None:
         return
-    with atomic_path(path) as partial, open(partial, "wb") as file:
-        np.savez(file, fingerprint=fingerprint, correct=correct, **found)
+    save_npz_atomically(path, fingerprint=fingerprint, correct=correct, **found)
