@@ -161,8 +161,6 @@ def _tfds_stream(name, split, batch_size, image_size, training, seed, limit, dat
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     # ImageNet's TFDS test split has no labels: "val" and "test" mean its validation split.
     tfds_split = split if split in builder.info.splits and split != "test" else "validation"
-    if split == "train":
-        tfds_split = "train"
     count = builder.info.splits[tfds_split].num_examples
     count = min(count, limit) if limit else count
     steps = count // batch_size
