@@ -82,14 +82,14 @@ def export_model(
             f"another version or pass overwrite=True (--overwrite). Received: version={version}"
         )
     os.makedirs(model_dir, exist_ok=True)
+    defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
     paths = {}
     if "savedmodel" in formats:
         paths["saved_model"] = _write_saved_model(classifier, saved_model_dir, image_shape, overshoot)
     if "onnx" in formats:
-        onnx_paths = write_onnx(classifier, model_dir, f"{name}-{version}", image_shape, overshoot)
+        onnx_paths = write_onnx(classifier, model_dir, f"{name}-{version}", image_shape, overshoot, defaults)
         paths.update({f"onnx_{k}": v for k, v in onnx_paths.items()})
     files = {k: os.path.relpath(v, model_dir) for k, v in paths.items()}
-    defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
     paths["card"] = card.write_card(
         model_dir, card.build_card(name, version, classifier, class_names, defaults, files, training, ara)
     )

@@ -12,11 +12,14 @@ from keras_robust.export.gradients import input_gradient
 OPSET = 17
 
 
-def write_onnx(classifier, directory, prefix, image_shape, overshoot, opset=OPSET):
+def write_onnx(classifier, directory, prefix, image_shape, overshoot, defaults, opset=OPSET):
     """Writes `{prefix}-predict.onnx` and `{prefix}-explain.onnx`; returns their paths.
 
     Inputs and outputs carry the SavedModel signatures' names, inputs in the
-    same order, and a dynamic batch dimension.
+    same order, and a dynamic batch dimension. The explain graph's `rho` and
+    `steps` are optional: each is also an initializer holding one entry, its
+    value in `defaults` (`{"rho": ..., "steps": ...}`), which ONNX Runtime
+    uses when a caller leaves the input out and replaces when one feeds it.
     """
     specs = signatures.input_specs(image_shape)
     functions = {
@@ -28,6 +31,8 @@ def write_onnx(classifier, directory, prefix, image_shape, overshoot, opset=OPSE
     paths = {}
     for endpoint, function in functions.items():
         model = _convert(function, specs[endpoint], opset)
+        if endpoint == "explain":
+            _add_defaults(model.graph, defaults)
         paths[endpoint] = os.path.join(directory, f"{prefix}-{endpoint}.onnx")
         write_atomically(paths[endpoint], model.SerializeToString())
     return paths
@@ -60,6 +65,14 @@ def _convert(function, input_signature, opset):
     renames.update({t.name: name for t, name in zip(frozen.outputs, outputs)})
     _rename(model.graph, renames)
     return model
+
+
+def _add_defaults(graph, defaults):
+    """Makes `rho` and `steps` optional inputs: graph inputs with a default initializer."""
+    import onnx
+
+    for name, dtype in (("rho", onnx.TensorProto.FLOAT), ("steps", onnx.TensorProto.INT32)):
+        graph.initializer.append(onnx.helper.make_tensor(name, dtype, [1], [defaults[name]]))
 
 
 def _rename(graph, renames):

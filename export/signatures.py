@@ -47,6 +47,8 @@ def predict_function(classifier):
 def explain_function(classifier, overshoot, gradient=None, checks=True):
     """`(images, targets, rho, steps) → {explanations, delta, target_confidence}`.
 
+    `rho` and `steps` hold one entry per image, or one entry for all of them.
+
     Runs the one attack routine (`keras_robust.attacks.attack_loop`) in the
     explanation mode of docs/method.md §5: bounded, targeted, with overshoot, per-example
     budget `rho` and step count `steps`.
@@ -65,6 +67,10 @@ def explain_function(classifier, overshoot, gradient=None, checks=True):
             num_classes = classifier.output_shape[-1]
             with tf.control_dependencies(_assertions(images, targets, rho, steps, num_classes)):
                 images = tf.identity(images)
+        # One rho or steps entry serves the whole batch: that is how the ONNX
+        # graph's default values (one entry each) reach every image.
+        batch = tf.shape(images)[:1]
+        rho, steps = tf.broadcast_to(rho, batch), tf.broadcast_to(steps, batch)
         result = attack_loop(
             classifier, images, targets, rho, tf.constant(overshoot, tf.float32),
             tf.ones_like(rho), steps=steps, mode="bounded", explain=True,
@@ -85,8 +91,8 @@ def _assertions(images, targets, rho, steps, num_classes):
     batch = tf.shape(images)[0]
     return [
         tf.debugging.assert_equal(tf.shape(targets)[0], batch, message="targets needs one entry per image"),
-        tf.debugging.assert_equal(tf.shape(rho)[0], batch, message="rho needs one entry per image"),
-        tf.debugging.assert_equal(tf.shape(steps)[0], batch, message="steps needs one entry per image"),
+        _assert_one_or_per_image(rho, batch, "rho"),
+        _assert_one_or_per_image(steps, batch, "steps"),
         tf.debugging.assert_non_negative(targets, message="targets must be class indices >= 0"),
         tf.debugging.assert_less(targets, num_classes, message="targets must be < the number of classes"),
         tf.debugging.assert_positive(rho, message="rho must be > 0"),
@@ -94,3 +100,11 @@ def _assertions(images, targets, rho, steps, num_classes):
         tf.debugging.assert_positive(steps, message="steps must be >= 1"),
         tf.debugging.assert_less_equal(steps, MAX_STEPS, message=f"steps must be <= {MAX_STEPS}"),
     ]
+
+
+def _assert_one_or_per_image(values, batch, name):
+    entries = tf.shape(values)[0]
+    return tf.debugging.Assert(
+        tf.logical_or(tf.equal(entries, 1), tf.equal(entries, batch)),
+        [f"{name} needs one entry per image, or one entry for all"],
+    )

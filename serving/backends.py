@@ -114,7 +114,8 @@ class OnnxBackend(_Backend):
         """`{signature: {"inputs"|"outputs": {name: (dtype, shape)}}}`, shapes with -1."""
         return {
             signature: {
-                "inputs": _onnx_specs(session.get_inputs()),
+                # onnxruntime lists optional inputs (rho, steps) apart from the required ones.
+                "inputs": _onnx_specs(session.get_inputs() + session.get_overridable_initializers()),
                 "outputs": _onnx_specs(session.get_outputs()),
             }
             for signature, session in self._sessions.items()

@@ -132,7 +132,8 @@ def test_onnx_predict_matches_keras(exported, batch):
 def test_onnx_explain_matches_tensorflow_explanation(exported, batch):
     model_dir, _, model = exported
     session = _session(model_dir, "onnx_explain")
-    assert [i.name for i in session.get_inputs()] == ["images", "targets", "rho", "steps"]
+    assert [i.name for i in session.get_inputs()] == ["images", "targets"]
+    assert [i.name for i in session.get_overridable_initializers()] == ["rho", "steps"]
     relu = isinstance(model.get_layer("head_act"), keras.layers.ReLU)
     inputs = _explain_inputs(batch, ONNX_STEPS["relu" if relu else "half_huber_relu"])
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
@@ -159,6 +160,32 @@ def test_onnx_explain_takes_rho_and_steps_per_example(tiny_export):
             overshoot=5.0, explain=True, sanity_check=False,
         )
         np.testing.assert_allclose(delta[b], alone.delta[0], atol=1e-4)
+
+
+def test_onnx_explain_defaults_rho_and_steps_to_the_card(tiny_export):
+    base, name, _ = tiny_export
+    session = _session(base / name, "onnx_explain")
+    defaults = read_card(str(base / name))["explain_defaults"]
+    inputs = _explain_inputs(3, steps=defaults["steps"])
+    inputs["rho"][:] = defaults["rho"]
+    given = session.run(None, inputs)
+    left_out = session.run(None, {"images": inputs["images"], "targets": inputs["targets"]})
+    for a, b in zip(given, left_out):
+        np.testing.assert_array_equal(a, b)
+    one_rho = session.run(["delta"], {**inputs, "rho": np.array([0.05], np.float32)})[0]
+    per_image = session.run(["delta"], {**inputs, "rho": np.full(3, 0.05, np.float32)})[0]
+    np.testing.assert_array_equal(one_rho, per_image)
+    assert not np.allclose(one_rho, given[[o.name for o in session.get_outputs()].index("delta")])
+
+
+def test_saved_model_explain_takes_one_rho_and_steps_for_all_images(tiny_export):
+    base, name, _ = tiny_export
+    explain = tf.saved_model.load(str(base / name / "1")).signatures["explain"]
+    inputs = _explain_inputs(2, steps=5)
+    shared = explain(**{**inputs, "rho": inputs["rho"][:1], "steps": inputs["steps"][:1]})
+    np.testing.assert_array_equal(shared["delta"], explain(**inputs)["delta"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rho needs one entry per image, or one"):
+        explain(**{**inputs, "rho": np.full(3, RHO, np.float32)})
 
 
 def test_saved_model_explain_rejects_bad_targets(tiny_export):
