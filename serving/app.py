@@ -8,6 +8,16 @@ Routes (`[/versions/<v>]` optional; without it, the latest loaded version):
 - `POST /v1/models/<name>[/versions/<v>]:explain`: the explain signature.
 - `GET  /v1/models`: the served models and limits (for the page).
 - `GET  /`: the page (upload an image, see the prediction and explanations).
+
+The Open Inference Protocol (V2; `serving.open_inference`):
+- `GET  /v2/health/live`, `/v2/health/ready`; `GET /v2`: server metadata.
+- `GET  /v2/models/<name>[/versions/<v>]`: model metadata; `.../ready`.
+- `POST /v2/models/<name>[/versions/<v>]/infer`: predict; `.../explain`: explain.
+- The explain endpoint is also the model `<name>-explainer`, so clients that
+  know only `/infer` can call it.
+
+Predict requests that arrive within `batch_window_ms` of each other run as
+one batch (`serving.batching`).
 """
 
 import asyncio
@@ -29,6 +39,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from keras_robust import __version__
+from keras_robust.serving import open_inference
+from keras_robust.serving.batching import PredictBatcher
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.requests import ServingError, encode_json, format_response, parse_request
 
@@ -36,6 +49,8 @@ logger = logging.getLogger("keras_robust.serving")
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 VERBS = ("predict", "explain")
+EXPLAINER_SUFFIX = "-explainer"
+V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain")
 # Error messages quote the request's path up to this many characters, so a huge
 # URL cannot make a huge answer.
 PATH_ECHO_CHARS = 200
@@ -66,6 +81,10 @@ class Limits:
             moment a body starts to arrive until its answer is ready (more:
             503). Bounds the memory of large requests, and how long their
             parsing can keep Python busy. At least `max_request_bytes`.
+        batch_window_ms: How long a predict request waits for others to
+            run with it as one batch (TF Serving's `batch_timeout_micros`);
+            0 runs each request alone. Answers are the same either way.
+        max_batch_size: Most images in one batched predict run.
     """
 
     max_request_bytes: int = 32 * 2**20
@@ -78,12 +97,16 @@ class Limits:
     max_concurrent: int = 4
     max_queue: int = 32
     max_inflight_bytes: int = 64 * 2**20
+    batch_window_ms: float = 2.0
+    max_batch_size: int = 64
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name == "timeout_s":
                 valid, wanted = isinstance(value, (int, float)) and value > 0, "a number > 0"
+            elif field.name == "batch_window_ms":
+                valid, wanted = isinstance(value, (int, float)) and 0 <= value <= 1000, "a number in [0, 1000]"
             else:
                 lowest = 0 if field.name == "max_queue" else 1
                 valid, wanted = isinstance(value, int) and value >= lowest, f"an integer >= {lowest}"
@@ -114,8 +137,9 @@ class Gate:
             limits.max_concurrent, thread_name_prefix="keras-robust-serving"
         )
 
-    async def run(self, function):
-        """Runs `function(cancellation)` in a worker thread; 503 when full, 504 on timeout."""
+    async def run(self, function, deadline):
+        """Runs `function(cancellation)` in a worker thread by `deadline` (the event
+        loop's clock); 503 when full, 504 past the deadline."""
         capacity = self._limits.max_concurrent + self._limits.max_queue
         if self._admitted >= capacity:
             raise ServingError(
@@ -124,15 +148,19 @@ class Gate:
             )
         self._admitted += 1
         cancellation = Cancellation()
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0)
         try:
-            return await asyncio.wait_for(self._run(functools.partial(function, cancellation)),
-                                          self._limits.timeout_s)
+            return await asyncio.wait_for(self._run(functools.partial(function, cancellation)), remaining)
         except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on
             cancellation.cancel()
-            raise ServingError(
-                504, f"The request took longer than timeout_s={self._limits.timeout_s:g} s; "
-                     "send fewer images or steps. Received: a request still waiting or running"
-            ) from None
+            raise self.timed_out() from None
+
+    def timed_out(self):
+        """The 504 of a request past its deadline."""
+        return ServingError(
+            504, f"The request took longer than timeout_s={self._limits.timeout_s:g} s; "
+                 "send fewer images or steps. Received: a request still waiting or running"
+        )
 
     async def _run(self, function):
         acquired = False
@@ -211,7 +239,9 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
     limits = limits or Limits()
     models = load_models(export_dir, backend, device)
     _check_default_steps(models, limits)
+    _check_explainer_names(models)
     gate = Gate(limits)
+    batcher = PredictBatcher(gate, limits.batch_window_ms / 1000, limits.max_batch_size, gate.timed_out)
     inflight = InflightBytes(limits)
 
     @contextlib.asynccontextmanager
@@ -230,11 +260,42 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
                 raise ServingError(405, f":{verb} takes POST. Received: {_received(request)}")
             raise ServingError(404, f"Unknown verb {verb[:40]!r}; verbs: {', '.join(VERBS)}. "
                                     f"Received: {_received(request)}")
-        if name not in models:
-            raise ServingError(
-                404, f"No model {name[:80]!r} is served; served: {', '.join(models)}. Received: {_received(request)}"
-            )
-        return models[name]
+        return _served(models, name, request)
+
+    async def run(request, backend_, parse, encode):
+        """Reads the body, then parses, runs and encodes it, all within timeout_s.
+
+        `parse(body)` gives `(signature, inputs, details)` and `encode(signature,
+        outputs, details)` the `Response`; both run in the gate's threads, as
+        they cost CPU.
+        """
+        with inflight.reserve(request):
+            try:
+                body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
+            except asyncio.TimeoutError:
+                raise ServingError(
+                    408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
+                         f"Received: {_received(request)} with a body still incomplete"
+                ) from None
+            deadline = asyncio.get_running_loop().time() + limits.timeout_s
+            signature, inputs, details = await gate.run(lambda _: parse(body), deadline)
+            if signature == "serving_default":
+                outputs = await batcher.predict(backend_, inputs["images"], deadline)
+            else:
+                outputs = await gate.run(functools.partial(_explain, backend_, inputs), deadline)
+            return await gate.run(lambda _: encode(signature, outputs, details), deadline)
+
+    async def infer_v1(request, verb):
+        backend_ = model(request).backend(request.path_params.get("version"))
+
+        def parse(body):
+            return parse_request(body, backend_.card, limits, verb)
+
+        def encode(signature, outputs, columnar):
+            names = backend_.card["signatures"][signature]["outputs"]
+            return Response(encode_json(format_response(outputs, names, columnar)), media_type="application/json")
+
+        return await run(request, backend_, parse, encode)
 
     async def status(request: Request):
         served = model(request)
@@ -245,24 +306,11 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
     async def metadata(request: Request):
         return JSONResponse(model(request).metadata(request.path_params.get("version")))
 
-    async def infer(request, verb):
-        backend_ = model(request).backend(request.path_params.get("version"))
-        with inflight.reserve(request):
-            try:
-                body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
-            except asyncio.TimeoutError:
-                raise ServingError(
-                    408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
-                         f"Received: {_received(request)} with a body still incomplete"
-                ) from None
-            answer = functools.partial(_answer, backend_, body, verb, limits)
-            return Response(await gate.run(answer), media_type="application/json")
-
     async def predict(request: Request):
-        return await infer(request, "predict")
+        return await infer_v1(request, "predict")
 
     async def explain(request: Request):
-        return await infer(request, "explain")
+        return await infer_v1(request, "explain")
 
     async def listing(_: Request):
         return JSONResponse({
@@ -281,10 +329,103 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
         # After the verbs, and with POST, so that an unknown verb is a 404 and a
         # missing one a 405, both in JSON.
         app.add_api_route(prefix, status, methods=["GET", "POST"])
+    _add_v2_routes(app, models, limits, run)
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     return app
+
+
+def _add_v2_routes(app, models, limits, run):
+    """The Open Inference Protocol's routes; `run` is `create_app`'s inference path."""
+
+    def endpoint(request, verb=None):
+        """`(served model, signature, name in the URL)`; `<name>-explainer` is explain."""
+        name = request.path_params["name"]
+        if name not in models and name.endswith(EXPLAINER_SUFFIX) and verb != "explain":
+            return _served(models, name[:-len(EXPLAINER_SUFFIX)], request), "explain", name
+        signature = "explain" if verb == "explain" else "serving_default"
+        return _served(models, name, request), signature, name
+
+    async def live(_: Request):
+        return JSONResponse({"live": True})
+
+    async def ready(_: Request):
+        return JSONResponse({"ready": any(served.backends for served in models.values())})
+
+    async def server_metadata(_: Request):
+        return JSONResponse({"name": "keras-robust", "version": __version__, "extensions": list(V2_EXTENSIONS)})
+
+    async def model_metadata(request: Request):
+        served, signature, name = endpoint(request)
+        backend_ = served.backend(request.path_params.get("version"))
+        platform = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}[backend_.kind]
+        return JSONResponse(open_inference.model_metadata(
+            name, sorted(served.backends), platform, backend_.signature_defs()[signature],
+            backend_.card["signatures"][signature],
+        ))
+
+    async def model_ready(request: Request):
+        served, _, name = endpoint(request)
+        served.backend(request.path_params.get("version"))  # 404 or 503 unless loaded
+        return JSONResponse({"name": name, "ready": True})
+
+    async def infer(request: Request, verb=None):
+        served, signature, name = endpoint(request, verb)
+        backend_ = served.backend(request.path_params.get("version"))
+        header_length = request.headers.get(open_inference.HEADER_LENGTH)
+
+        def parse(body):
+            inputs, requested, request_id = open_inference.parse_infer_request(
+                body, header_length, backend_.card, limits, signature
+            )
+            return signature, inputs, (requested, request_id)
+
+        def encode(_, outputs, details):
+            requested, request_id = details
+            body, header = open_inference.encode_infer_response(
+                name, backend_.card["version"], outputs, requested, request_id
+            )
+            if header is None:
+                return Response(body, media_type="application/json")
+            return Response(body, media_type="application/octet-stream",
+                            headers={open_inference.HEADER_LENGTH: str(header)})
+
+        return await run(request, backend_, parse, encode)
+
+    async def explain(request: Request):
+        return await infer(request, "explain")
+
+    app.add_api_route("/v2/health/live", live, methods=["GET"])
+    app.add_api_route("/v2/health/ready", ready, methods=["GET"])
+    app.add_api_route("/v2", server_metadata, methods=["GET"])
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.add_api_route(prefix, model_metadata, methods=["GET"])
+        app.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
+        app.add_api_route(prefix + "/infer", infer, methods=["POST"])
+        app.add_api_route(prefix + "/explain", explain, methods=["POST"])
+
+
+def _served(models, name, request):
+    if name not in models:
+        raise ServingError(
+            404, f"No model {name[:80]!r} is served; served: {', '.join(models)}. Received: {_received(request)}"
+        )
+    return models[name]
+
+
+def _check_explainer_names(models):
+    """`<name>-explainer` is the explain endpoint of `<name>`; no model may take that name."""
+    for name in models:
+        if name.endswith(EXPLAINER_SUFFIX) and name[:-len(EXPLAINER_SUFFIX)] in models:
+            raise ValueError(
+                f"Model {name!r} would hide the explain endpoint of model {name[:-len(EXPLAINER_SUFFIX)]!r} "
+                f"over the Open Inference Protocol; export it under another name. Received: {name!r}"
+            )
+
+
+def _explain(backend, inputs, cancellation):
+    return backend.explain(**inputs, run_options=cancellation.run_options)
 
 
 def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu", log_level="info", **limits):
@@ -313,15 +454,6 @@ class JsonErrorH11Protocol(H11Protocol):
                       h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
-
-
-def _answer(backend, body, verb, limits, cancellation):
-    """Parse, run, encode: all in a worker thread, as all of it costs CPU."""
-    signature, inputs, columnar = parse_request(body, backend.card, limits, verb)
-    run = backend.explain if signature == "explain" else backend.predict
-    names = backend.card["signatures"][signature]["outputs"]
-    outputs = run(**inputs, run_options=cancellation.run_options)
-    return encode_json(format_response(outputs, names, columnar))
 
 
 async def _read_body(request, limit):

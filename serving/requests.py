@@ -53,7 +53,7 @@ def parse_request(body, card, limits, verb="predict"):
         np.ndarray}` in the signature's input order, and whether the request
         used the columnar format (the response uses the same format).
     """
-    payload = _parse_json(body)
+    payload = parse_json(body)
     signature = _signature(payload, card, verb)
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
@@ -73,9 +73,9 @@ def parse_request(body, card, limits, verb="predict"):
         columns = _rows(payload["instances"], names, defaults, limits, shape)
     else:
         columns = _columns(payload["inputs"], names, defaults, limits, shape)
-    inputs = _convert(columns, card, limits)
+    inputs = convert_columns(columns, card, limits)
     if "steps" in inputs:
-        _check_work(inputs["steps"], limits)
+        check_work(inputs["steps"], limits)
     return signature, inputs, "inputs" in payload
 
 
@@ -92,7 +92,8 @@ def encode_json(payload):
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _parse_json(body):
+def parse_json(body):
+    """The request body as a JSON object (a dict), or a 400 naming what is wrong."""
     try:
         payload = json.loads(body)
     except ValueError as error:  # JSONDecodeError and invalid UTF-8 are both ValueErrors
@@ -109,7 +110,7 @@ def _signature(payload, card, verb):
     if not isinstance(signature, str) or signature not in card["signatures"]:
         raise bad_request(
             f"Model {card['name']!r} has the signatures {', '.join(card['signatures'])}. "
-            f"Received: signature_name={_show(signature)}"
+            f"Received: signature_name={show(signature)}"
         )
     if verb == "explain" and signature != "explain":
         raise bad_request(
@@ -130,7 +131,7 @@ def _rows(instances, names, defaults, limits, shape):
     if not isinstance(instances, list) or not instances:
         raise bad_request(
             "'instances' must be a non-empty list, one entry per example. "
-            f"Received: {_show(instances)}"
+            f"Received: {show(instances)}"
         )
     _check_batch(instances, limits, shape, "'instances'")
     columns = {name: [] for name in names}
@@ -153,7 +154,7 @@ def _named(instance, names, where):
     if not isinstance(instance, dict):
         raise bad_request(
             f"{where}: the signature has several inputs, so an instance is an object "
-            f"{{{', '.join(names)}}}. Received: {_show(instance)}"
+            f"{{{', '.join(names)}}}. Received: {show(instance)}"
         )
     _check_names(instance, names, where)
     return instance
@@ -169,12 +170,12 @@ def _columns(inputs, names, defaults, limits, shape):
     if not isinstance(inputs, dict):
         raise bad_request(
             f"For a signature with several inputs, 'inputs' is an object {{{', '.join(names)}}}. "
-            f"Received: {_show(inputs)}"
+            f"Received: {show(inputs)}"
         )
     _check_names(inputs, names, "inputs")
     images = inputs["images"]
     if not isinstance(images, list) or not images:
-        raise bad_request(f"inputs.images must be a non-empty list of images. Received: {_show(images)}")
+        raise bad_request(f"inputs.images must be a non-empty list of images. Received: {show(images)}")
     _check_batch(images, limits, shape, "inputs.images")
     batch = len(images)
     columns = {"images": [(f"inputs.images[{i}]", image) for i, image in enumerate(images)]}
@@ -218,7 +219,7 @@ def _check_batch(values, limits, shape, where):
         )
 
 
-def _check_work(steps, limits):
+def check_work(steps, limits):
     """The cap on a request's explanation work: its examples' steps, summed."""
     total = int(np.sum(steps))
     if total > limits.max_image_steps:
@@ -229,8 +230,9 @@ def _check_work(steps, limits):
         )
 
 
-def _convert(columns, card, limits):
-    """Validates each column into the array the backends take."""
+def convert_columns(columns, card, limits):
+    """Validates each column, `{name: [(where, value), ...]}`, into the array the
+    backends take; every protocol checks its values here."""
     shape = tuple(card["input"]["shape"][1:])
     names = {name: i for i, name in enumerate(card["class_names"])}
     cap = min(limits.max_steps, card["explain_defaults"]["max_steps"])
@@ -259,7 +261,7 @@ def _image(where, value, shape, limits):
     if array.dtype.kind not in "iuf":
         raise bad_request(
             f"{where}: images must hold numbers (pixels in [0, 1]) or be {{\"b64\": ...}}. "
-            f"Received: {_show(value)}"
+            f"Received: {show(value)}"
         )
     if array.shape != shape:
         raise bad_request(f"{where}: images must have shape {list(shape)}. Received: shape {list(array.shape)}")
@@ -279,7 +281,7 @@ def _decode_b64(where, value, shape, limits):
     """Decodes a PNG/JPEG/... image and resizes it (bilinear) to the model's input."""
     text = value.get("b64")
     if set(value) != {"b64"} or not isinstance(text, str):
-        raise bad_request(f"{where}: an encoded image is {{\"b64\": \"<base64>\"}}. Received: {_show(value)}")
+        raise bad_request(f"{where}: an encoded image is {{\"b64\": \"<base64>\"}}. Received: {show(value)}")
     if len(text) * 3 // 4 > limits.max_image_bytes:
         raise ServingError(
             413, f"{where}: an encoded image has at most max_image_bytes={limits.max_image_bytes} bytes. "
@@ -288,7 +290,7 @@ def _decode_b64(where, value, shape, limits):
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise bad_request(f"{where}: images.b64 is not valid base64. Received: {_show(text)}") from None
+        raise bad_request(f"{where}: images.b64 is not valid base64. Received: {show(text)}") from None
     height, width, channels = shape
     if channels not in IMAGE_MODES:
         raise bad_request(f"{where}: encoded images need a model with 1 or 3 channels. Received: {channels}")
@@ -328,7 +330,7 @@ def _target(where, value, names):
     if not valid:
         raise bad_request(
             f"{where}: targets must be a class index in [0, {len(names)}) or a class name "
-            f"({_list(names)}). Received: {_show(value)}"
+            f"({_list(names)}). Received: {show(value)}"
         )
     return np.int32(index)
 
@@ -338,7 +340,7 @@ def _rho(where, value):
     if not (number and 0 < value <= MAX_RHO):
         raise bad_request(
             f"{where}: rho must be a number in (0, {MAX_RHO:g}] (an RMSE in [0, 1] pixel units, "
-            f"docs/method.md §5). Received: {_show(value)}"
+            f"docs/method.md §5). Received: {show(value)}"
         )
     return np.float32(value)
 
@@ -347,7 +349,7 @@ def _steps(where, value, cap):
     if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= cap):
         raise bad_request(
             f"{where}: steps must be an integer in [1, {cap}] (the server's max_steps). "
-            f"Received: {_show(value)}"
+            f"Received: {show(value)}"
         )
     return np.int32(value)
 
@@ -357,7 +359,7 @@ def _list(names, limit=12):
     return shown + (", ..." if len(names) > limit else "")
 
 
-def _show(value, limit=80):
+def show(value, limit=80):
     """A short repr: error messages must not echo a whole request."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -2,14 +2,18 @@
 initialises, so `tf.distribute.MirroredStrategy` can be tested on one CPU."""
 
 import contextlib
+import json
 import os
 import pathlib
 import threading
 import time
+import urllib.error
+import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -110,6 +114,36 @@ def running_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def call(url, body=None, method=None, headers=None):
+    """`(status, JSON answer)` of one request; a dict or list body is sent as JSON."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def run_onnx(session, **feeds):
+    """`{output name: array}` of one onnxruntime run."""
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+@pytest.fixture(scope="session")
+def sessions(tiny_export):
+    """onnxruntime sessions on `tiny_export`'s two graphs, as the server runs them."""
+    base, name, _ = tiny_export
+    return {
+        endpoint: onnxruntime.InferenceSession(
+            str(base / name / f"{name}-1-{endpoint}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        for endpoint in ("predict", "explain")
+    }
 
 
 # Caps small enough that the 413 tests send little data.

@@ -28,21 +28,10 @@ import keras_robust
 from keras_robust.export import read_card
 from keras_robust.serving import Limits, create_app, load_backend
 from keras_robust.serving import backends as serving_backends
+from tests.conftest import call, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)
 IMAGE = np.full((32, 32, 3), 0.5).tolist()
-
-
-def call(url, body=None, method=None, headers=None):
-    """`(status, JSON answer)` of one request; a dict or list body is sent as JSON."""
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def call_announcing(url, length):
@@ -75,11 +64,6 @@ def png_b64(array, format="PNG"):
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def run_onnx(session, **feeds):
-    names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
-
-
 def explain_feeds(images, targets, rho=RHO, steps=STEPS):
     n = len(images)
     return dict(
@@ -93,17 +77,6 @@ def explain_feeds(images, targets, rho=RHO, steps=STEPS):
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(7).random((3, 32, 32, 3), dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def sessions(tiny_export):
-    base, name, _ = tiny_export
-    return {
-        endpoint: onnxruntime.InferenceSession(
-            str(base / name / f"{name}-1-{endpoint}.onnx"), providers=["CPUExecutionProvider"]
-        )
-        for endpoint in ("predict", "explain")
-    }
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +392,7 @@ def test_bad_requests_get_json_errors(tiny_server, path, body, status, message):
 
 
 def test_unknown_routes_and_methods_get_json_errors(tiny_server):
-    assert call(f"{tiny_server}/v2/models/tiny")[0] == 404
+    assert call(f"{tiny_server}/v3/models/tiny")[0] == 404
     status, answer = call(f"{tiny_server}/v1/models/tiny", method="PUT", body=b"{}")
     assert status == 405 and "error" in answer
     status, answer = call(f"{tiny_server}/v1/models/tiny:predict")  # GET

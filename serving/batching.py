@@ -1,0 +1,105 @@
+"""Dynamic batching: concurrent predict requests to one model version run as one batch.
+
+The scheme is TF Serving's (`batch_timeout_micros`, `max_batch_size`): the
+first request of a batch waits at most a short window for others, a batch
+closes early once it holds `max_batch_size` images, and each request gets its
+own rows of the batch's outputs back. One run over B images costs less than B
+runs over one (larger matrix products, one dispatch), which is the gain.
+"""
+
+import asyncio
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The requests gathered so far: their images, row counts, deadlines and futures."""
+
+    parts: list = dataclasses.field(default_factory=list)
+    futures: list = dataclasses.field(default_factory=list)
+    deadlines: list = dataclasses.field(default_factory=list)
+    rows: int = 0
+    timer: asyncio.TimerHandle = None
+
+
+class PredictBatcher:
+    """Runs predict requests that arrive within `window_s` of each other as one batch.
+
+    Only the event loop's thread calls it. Requests holding `max_rows` images
+    or more run alone, at once.
+
+    Args:
+        gate: The server's `Gate`: a batch takes one inference slot.
+        window_s: How long the first request of a batch waits for others;
+            0 runs every request alone.
+        max_rows: Most images in one batch.
+        timed_out: `ServingError` factory for a request past its deadline.
+    """
+
+    def __init__(self, gate, window_s, max_rows, timed_out):
+        self._gate = gate
+        self._window_s = window_s
+        self._max_rows = max_rows
+        self._timed_out = timed_out
+        self._open = {}  # backend -> the _Batch still taking requests
+        self._running = set()  # keeps the batches' tasks referenced until they end
+
+    async def predict(self, backend, images, deadline):
+        """`backend.predict(images)`'s outputs, run in a batch with whatever else arrives."""
+        if self._window_s == 0 or len(images) >= self._max_rows:
+            return await self._gate.run(_predictor(backend, [images]), deadline)
+        batch = self._open.get(backend)
+        if batch is not None and batch.rows + len(images) > self._max_rows:
+            self._close(backend)
+            batch = None
+        if batch is None:
+            batch = self._open[backend] = _Batch()
+            batch.timer = asyncio.get_running_loop().call_later(self._window_s, self._close, backend)
+        future = asyncio.get_running_loop().create_future()
+        batch.parts.append(images)
+        batch.futures.append(future)
+        batch.deadlines.append(deadline)
+        batch.rows += len(images)
+        if batch.rows >= self._max_rows:
+            self._close(backend)
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            # shield: one request timing out must not cancel its batch-mates' answers.
+            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
+        except asyncio.TimeoutError:
+            raise self._timed_out() from None
+
+    def _close(self, backend):
+        batch = self._open.pop(backend)
+        batch.timer.cancel()
+        task = asyncio.ensure_future(self._run(backend, batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, backend, batch):
+        try:
+            outputs = await self._gate.run(_predictor(backend, batch.parts), max(batch.deadlines))
+        except BaseException as error:
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # marked retrieved: a timed-out request no longer awaits it
+            return
+        start = 0
+        for future, part in zip(batch.futures, batch.parts):
+            if not future.done():
+                future.set_result({name: value[start:start + len(part)] for name, value in outputs.items()})
+            start += len(part)
+
+
+def _predictor(backend, parts):
+    """The gate's work for one batch: join the requests' images (in the worker
+    thread, as it copies them all), then predict."""
+
+    def predict(cancellation):
+        images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return backend.predict(images=images, run_options=cancellation.run_options)
+
+    return predict

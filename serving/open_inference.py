@@ -1,0 +1,278 @@
+"""The Open Inference Protocol (V2: KServe, Triton, MLServer) request and response formats.
+
+A request is `{"id"?, "inputs": [tensor, ...], "outputs"?: [...],
+"parameters"?: {...}}`; a tensor is `{"name", "shape", "datatype", "data"}`
+with `data` in row-major order (flat or nested), or, with the binary tensor
+data extension, `"parameters": {"binary_data_size": n}` and its bytes after
+the JSON header, whose length the `Inference-Header-Content-Length` header
+gives. Tensors are turned into the same `(where, value)` columns as TF
+Serving's formats (`serving.requests`), so every value passes the same checks
+with the same messages.
+
+Explanations take `images` and `targets`, and `rho` and `steps` either as
+tensors (one entry per image, or one for all) or as request parameters (one
+value for all); whatever is left out comes from the model card.
+"""
+
+import numpy as np
+
+from keras_robust.serving.requests import (
+    bad_request,
+    check_work,
+    convert_columns,
+    encode_json,
+    parse_json,
+    show,
+)
+
+REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
+TENSOR_KEYS = ("name", "shape", "datatype", "data", "parameters")
+# The datatypes each input takes; outputs keep their own numpy type.
+INPUT_DATATYPES = {
+    "images": {"FP32": np.float32},
+    "targets": {"INT32": np.int32, "INT64": np.int64},
+    "rho": {"FP32": np.float32},
+    "steps": {"INT32": np.int32, "INT64": np.int64},
+}
+NUMPY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
+SIGNATURE_DATATYPES = {"DT_FLOAT": "FP32", "DT_INT32": "INT32", "DT_INT64": "INT64"}
+# Request parameters a V2 client may send that change nothing here.
+PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
+EXPLAIN_PARAMETERS = ("rho", "steps")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def parse_infer_request(body, header_length, card, limits, signature):
+    """Parses and validates an `/infer` (or `/explain`) request body.
+
+    Args:
+        body: The raw request body (bytes).
+        header_length: The `Inference-Header-Content-Length` header, or None
+            when the body is JSON alone.
+        card: The served version's model card.
+        limits: The server's `Limits`.
+        signature: `"serving_default"` or `"explain"`.
+
+    Returns:
+        `(inputs, outputs, request_id)`: `{input name: np.ndarray}` in the
+        signature's input order; `[(output name, binary), ...]` to answer; the
+        request's `id` or None.
+    """
+    header, binary = _split(body, header_length)
+    payload = parse_json(header)
+    unknown = sorted(set(payload) - set(REQUEST_KEYS))
+    if unknown:
+        raise bad_request(f"An inference request has the keys {', '.join(REQUEST_KEYS)}. Received: unknown keys {unknown}")
+    names = card["signatures"][signature]["inputs"]
+    parameters = _parameters(payload.get("parameters", {}), signature)
+    tensors = _tensors(payload.get("inputs"), names, binary)
+    inputs = convert_columns(_columns(tensors, parameters, names, card, limits), card, limits)
+    if "steps" in inputs:
+        check_work(inputs["steps"], limits)
+    outputs = _requested_outputs(payload.get("outputs"), card["signatures"][signature]["outputs"],
+                                 parameters.get("binary_data_output", False))
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise bad_request(f"A request's id is a string. Received: id={show(request_id)}")
+    return inputs, outputs, request_id
+
+
+def encode_infer_response(model_name, version, outputs, requested, request_id=None):
+    """The response body, and the JSON header's length when any output is binary (else None)."""
+    tensors, chunks = [], []
+    for name, binary in requested:
+        value = np.ascontiguousarray(outputs[name])
+        tensor = {"name": name, "datatype": NUMPY_DATATYPES[value.dtype], "shape": list(value.shape)}
+        if binary:
+            data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            tensor["data"] = value.reshape(-1).tolist()
+        tensors.append(tensor)
+    response = {"model_name": model_name, "model_version": str(version), "outputs": tensors}
+    if request_id is not None:
+        response["id"] = request_id
+    header = encode_json(response)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def model_metadata(name, versions, platform, signature_def, spec):
+    """V2 model metadata: `{name, versions, platform, inputs, outputs}`.
+
+    Args:
+        name: The name clients use in URLs.
+        versions: The loaded versions.
+        platform: The backend's platform name.
+        signature_def: The backend's `{"inputs"|"outputs": {name: (dtype, shape)}}`.
+        spec: The card's `{"inputs": [...], "outputs": [...]}`, for the order.
+    """
+    return {
+        "name": name,
+        "versions": [str(v) for v in versions],
+        "platform": platform,
+        "inputs": [_tensor_metadata(n, *signature_def["inputs"][n]) for n in spec["inputs"]],
+        "outputs": [_tensor_metadata(n, *signature_def["outputs"][n]) for n in spec["outputs"]],
+    }
+
+
+def _tensor_metadata(name, dtype, shape):
+    return {"name": name, "datatype": SIGNATURE_DATATYPES[dtype], "shape": list(shape)}
+
+
+def _split(body, header_length):
+    """`(JSON header, binary part)` of a body."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise bad_request(
+            f"{HEADER_LENGTH} is the JSON header's length in bytes, at most the body's "
+            f"{len(body)}. Received: {HEADER_LENGTH}: {show(header_length)}"
+        )
+    return body[:int(header_length)], body[int(header_length):]
+
+
+def _parameters(parameters, signature):
+    if not isinstance(parameters, dict):
+        raise bad_request(f"A request's parameters are an object. Received: parameters={show(parameters)}")
+    known = PROTOCOL_PARAMETERS + (EXPLAIN_PARAMETERS if signature == "explain" else ())
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise bad_request(
+            f"This endpoint takes the request parameters {', '.join(known)}. Received: unknown {unknown}"
+            + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
+        )
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise bad_request(
+            "binary_data_output is true or false. "
+            f"Received: binary_data_output={show(parameters['binary_data_output'])}"
+        )
+    return parameters
+
+
+def _tensors(inputs, names, binary):
+    """`{name: np.ndarray}` of the request's input tensors, JSON or binary."""
+    if not isinstance(inputs, list) or not inputs:
+        raise bad_request(f"'inputs' must be a non-empty list of tensors. Received: {show(inputs)}")
+    arrays, offset, binary = {}, 0, memoryview(binary)
+    for i, tensor in enumerate(inputs):
+        name, array, size = _tensor(i, tensor, names, binary[offset:])
+        if name in arrays:
+            raise bad_request(f"inputs[{i}]: each input is sent once. Received: a second {name!r}")
+        arrays[name], offset = array, offset + size
+    if offset != len(binary):
+        raise bad_request(
+            f"The binary part of the body holds the inputs' binary_data_size bytes, {offset}. "
+            f"Received: {len(binary)} bytes after the JSON header"
+        )
+    missing = [n for n in ("images", "targets") if n in names and n not in arrays]
+    if missing:
+        raise bad_request(f"This endpoint's inputs are {', '.join(names)}. Received: no {', '.join(missing)}")
+    return arrays
+
+
+def _tensor(i, tensor, names, binary):
+    """`(name, array, binary bytes used)` of `inputs[i]`."""
+    where = f"inputs[{i}]"
+    if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= set(tensor) or set(tensor) - set(TENSOR_KEYS):
+        raise bad_request(
+            f"{where}: a tensor is {{name, shape, datatype, data}}. Received: {show(tensor)}"
+        )
+    name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
+    if name not in names:
+        raise bad_request(f"{where}: this endpoint's inputs are {', '.join(names)}. Received: name={show(name)}")
+    where = f"inputs[{i}] ({name})"
+    types = INPUT_DATATYPES[name]
+    if datatype not in types:
+        raise bad_request(f"{where}: datatype must be {' or '.join(types)}. Received: datatype={show(datatype)}")
+    valid_shape = isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    if not valid_shape:
+        raise bad_request(f"{where}: shape is a list of sizes >= 0. Received: shape={show(shape)}")
+    dtype, count = np.dtype(types[datatype]), int(np.prod(shape))
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise bad_request(f"{where}: a tensor's parameters are an object. Received: {show(parameters)}")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or size != count * dtype.itemsize or size > len(binary):
+            raise bad_request(
+                f"{where}: binary_data_size must be {count * dtype.itemsize} ({count} {datatype} values), "
+                f"within the body's binary part ({len(binary)} bytes left). Received: binary_data_size={show(size)}"
+            )
+        return name, np.frombuffer(binary[:size], dtype.newbyteorder("<")).astype(dtype).reshape(shape), size
+    return name, _json_data(where, tensor.get("data"), dtype, shape, count), 0
+
+
+def _json_data(where, data, dtype, shape, count):
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise bad_request(f"{where}: data is a list of numbers, flat or nested. Received: a ragged list") from None
+    kinds = "iuf" if dtype.kind == "f" else "iu"
+    if not isinstance(data, list) or array.dtype.kind not in kinds:
+        raise bad_request(
+            f"{where}: data is a list of {'numbers' if dtype.kind == 'f' else 'integers'}, flat or nested. "
+            f"Received: {show(data)}"
+        )
+    if array.size != count:
+        raise bad_request(f"{where}: data must hold {count} values for shape {shape}. Received: {array.size}")
+    return array.astype(dtype).reshape(shape)
+
+
+def _columns(tensors, parameters, names, card, limits):
+    """The `(where, value)` columns of `serving.requests` from the tensors."""
+    shape = list(card["input"]["shape"][1:])
+    images = tensors["images"]
+    if images.ndim != 1 + len(shape) or list(images.shape[1:]) != shape or len(images) == 0:
+        raise bad_request(
+            f"images has shape [B, {', '.join(map(str, shape))}], B >= 1. Received: shape {list(images.shape)}"
+        )
+    batch = len(images)
+    if batch > limits.max_batch:
+        raise bad_request(f"A request holds at most max_batch={limits.max_batch} examples. Received: {batch}")
+    columns = {"images": [(f"images[{b}]", image) for b, image in enumerate(images)]}
+    for name in names[1:]:  # explain's targets (required), rho and steps
+        if name in tensors and name in parameters:
+            raise bad_request(f"Give {name} as an input tensor or a request parameter, not both. Received: both")
+        if name in tensors:
+            columns[name] = _per_image(name, tensors[name], batch, allow_one=name != "targets")
+        elif name in parameters:
+            columns[name] = [(f"parameters.{name}", parameters[name])] * batch
+        else:
+            columns[name] = [(f"{name} (the card's default)", card["explain_defaults"][name])] * batch
+    return columns
+
+
+def _per_image(name, array, batch, allow_one):
+    """`[(where, value)] * batch` from a `[B]`, `[B, 1]` (or, if allowed, `[1]`) tensor."""
+    values = array.reshape(-1).tolist()
+    shaped = array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
+    if not shaped or len(values) not in ((batch, 1) if allow_one else (batch,)):
+        one = " or [1] (one for all)" if allow_one else ""
+        raise bad_request(f"{name} has shape [B] or [B, 1] with B = {batch}{one}. Received: shape {list(array.shape)}")
+    if len(values) == 1:
+        values = values * batch
+    return [(f"{name}[{b}]", value) for b, value in enumerate(values)]
+
+
+def _requested_outputs(outputs, names, binary_default):
+    """`[(name, binary)]`: the outputs asked for (all by default), each JSON or binary."""
+    if outputs is None:
+        return [(name, binary_default) for name in names]
+    if not isinstance(outputs, list) or not outputs:
+        raise bad_request(f"'outputs' is a non-empty list of {{name, parameters}}. Received: {show(outputs)}")
+    requested = []
+    for i, output in enumerate(outputs):
+        name = output.get("name") if isinstance(output, dict) else None
+        if name not in names:
+            raise bad_request(
+                f"outputs[{i}]: this endpoint's outputs are {', '.join(names)}. Received: {show(output)}"
+            )
+        parameters = output.get("parameters", {})
+        binary = parameters.get("binary_data", binary_default) if isinstance(parameters, dict) else None
+        if not isinstance(binary, bool):
+            raise bad_request(f"outputs[{i}]: binary_data is true or false. Received: {show(binary)}")
+        requested.append((name, binary))
+    return requested
