@@ -248,6 +248,9 @@ def _serve_parser(commands, with_limits):
                        help="cpu, or cuda: ONNX Runtime's CUDA provider (pip install onnxruntime-gpu) (default cpu)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                        help="server log level (default info)")
+    serve.add_argument("--grpc-port", type=_port,
+                       help="also serve TF Serving's gRPC PredictionService on this port (TF Serving uses 8500) "
+                            "(default: no gRPC)")
     if not with_limits:
         return
     import dataclasses

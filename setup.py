@@ -38,9 +38,12 @@ setup(
         "onnxruntime",
         "fastapi>=0.110",
         "uvicorn>=0.29",
+        # TF Serving's gRPC protos and service stubs; it adds only itself, as
+        # TensorFlow (its one dependency, with grpcio) is already required.
+        "tensorflow-serving-api",
     ],
     extras_require={
-        "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6"],
+        "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6", "tritonclient[http]"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
     entry_points={"console_scripts": ["keras-robust=keras_robust_cli:main"]},

@@ -316,7 +316,7 @@ def _serve(args):
 
     limits = {field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)}
     serve(args.export_dir, host=args.host, port=args.port, backend=args.backend,
-          device=args.device, log_level=args.log_level, **limits)
+          device=args.device, log_level=args.log_level, grpc_port=args.grpc_port, **limits)
     return 0
 
 

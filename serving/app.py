@@ -16,6 +16,8 @@ The Open Inference Protocol (V2; `serving.open_inference`):
 - The explain endpoint is also the model `<name>-explainer`, so clients that
   know only `/infer` can call it.
 
+With `grpc_port`, TF Serving's gRPC `PredictionService` too (`serving.grpc_service`).
+
 Predict requests that arrive within `batch_window_ms` of each other run as
 one batch (`serving.batching`).
 """
@@ -223,7 +225,7 @@ class Cancellation:
         self.run_options.terminate = True
 
 
-def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
+def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=None, grpc_host="127.0.0.1"):
     """The FastAPI app serving every model exported under `export_dir`.
 
     Args:
@@ -232,6 +234,10 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
         backend: `"onnx"` (onnxruntime, default) or `"savedmodel"`.
         limits: A `Limits`; None for the defaults.
         device: `"cpu"` or `"cuda"` (see `load_backend`).
+        grpc_port: Also serve TF Serving's gRPC `PredictionService` on this
+            port (0: any free one, then `app.state.grpc_port`) while the app
+            runs; None (default) for HTTP only.
+        grpc_host: The gRPC interface.
 
     Returns:
         A `fastapi.FastAPI` app; every version is loaded before it returns.
@@ -245,8 +251,15 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
     inflight = InflightBytes(limits)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_):
+    async def lifespan(app_):
+        grpc_server = None
+        if grpc_port is not None:
+            from keras_robust.serving.grpc_service import start_grpc_server
+
+            grpc_server, app_.state.grpc_port = await start_grpc_server(grpc_port, grpc_host, models, infer, limits)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop(grace=1)
         gate.close()
 
     # Only the documented routes: no generated OpenAPI pages.
@@ -262,13 +275,22 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
                                     f"Received: {_received(request)}")
         return _served(models, name, request)
 
-    async def run(request, backend_, parse, encode):
-        """Reads the body, then parses, runs and encodes it, all within timeout_s.
+    async def infer(backend_, parse, encode, deadline):
+        """Parses, runs and encodes one request by `deadline`, whatever its protocol.
 
-        `parse(body)` gives `(signature, inputs, details)` and `encode(signature,
-        outputs, details)` the `Response`; both run in the gate's threads, as
-        they cost CPU.
+        `parse()` gives `(signature, inputs, details)` and `encode(signature,
+        outputs, details)` the answer; both run in the gate's threads, as they
+        cost CPU.
         """
+        signature, inputs, details = await gate.run(lambda _: parse(), deadline)
+        if signature == "serving_default":
+            outputs = await batcher.predict(backend_, inputs["images"], deadline)
+        else:
+            outputs = await gate.run(functools.partial(_explain, backend_, inputs), deadline)
+        return await gate.run(lambda _: encode(signature, outputs, details), deadline)
+
+    async def run(request, backend_, parse, encode):
+        """Reads an HTTP body, then `infer`s with `parse(body)`, all within timeout_s."""
         with inflight.reserve(request):
             try:
                 body = await asyncio.wait_for(_read_body(request, limits.max_request_bytes), limits.timeout_s)
@@ -278,12 +300,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu"):
                          f"Received: {_received(request)} with a body still incomplete"
                 ) from None
             deadline = asyncio.get_running_loop().time() + limits.timeout_s
-            signature, inputs, details = await gate.run(lambda _: parse(body), deadline)
-            if signature == "serving_default":
-                outputs = await batcher.predict(backend_, inputs["images"], deadline)
-            else:
-                outputs = await gate.run(functools.partial(_explain, backend_, inputs), deadline)
-            return await gate.run(lambda _: encode(signature, outputs, details), deadline)
+            return await infer(backend_, lambda: parse(body), encode, deadline)
 
     async def infer_v1(request, verb):
         backend_ = model(request).backend(request.path_params.get("version"))
@@ -428,18 +445,25 @@ def _explain(backend, inputs, cancellation):
     return backend.explain(**inputs, run_options=cancellation.run_options)
 
 
-def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu", log_level="info", **limits):
+def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu", log_level="info",
+          grpc_port=None, **limits):
     """Serves `export_dir` with uvicorn until interrupted (TF Serving's REST port, 8501).
 
+    `grpc_port` adds TF Serving's gRPC API on that port (TF Serving's is 8500).
     `limits` are `Limits` fields, e.g. `max_steps=500, timeout_s=120`.
     """
-    app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device)
+    app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device,
+                     grpc_port=grpc_port, grpc_host=host)
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def server_config(app, **options):
-    """uvicorn's configuration for `app`, with errors below the app answered in JSON too."""
-    return uvicorn.Config(app, http=JsonErrorH11Protocol, **options)
+    """uvicorn's configuration for `app`, with errors below the app answered in JSON too.
+
+    The event loop is asyncio's own, which the gRPC server shares (grpc.aio
+    is built for it), not uvloop, which uvicorn would pick when installed.
+    """
+    return uvicorn.Config(app, http=JsonErrorH11Protocol, loop="asyncio", **options)
 
 
 class JsonErrorH11Protocol(H11Protocol):

@@ -66,7 +66,7 @@ def parse_infer_request(body, header_length, card, limits, signature):
     names = card["signatures"][signature]["inputs"]
     parameters = _parameters(payload.get("parameters", {}), signature)
     tensors = _tensors(payload.get("inputs"), names, binary)
-    inputs = convert_columns(_columns(tensors, parameters, names, card, limits), card, limits)
+    inputs = convert_columns(tensor_columns(tensors, parameters, names, card, limits), card, limits)
     if "steps" in inputs:
         check_work(inputs["steps"], limits)
     outputs = _requested_outputs(payload.get("outputs"), card["signatures"][signature]["outputs"],
@@ -221,8 +221,9 @@ def _json_data(where, data, dtype, shape, count):
     return array.astype(dtype).reshape(shape)
 
 
-def _columns(tensors, parameters, names, card, limits):
-    """The `(where, value)` columns of `serving.requests` from the tensors."""
+def tensor_columns(tensors, parameters, names, card, limits):
+    """The `(where, value)` columns of `serving.requests` from `{name: array}`
+    tensors (V2's or gRPC's) and request parameters."""
     shape = list(card["input"]["shape"][1:])
     images = tensors["images"]
     if images.ndim != 1 + len(shape) or list(images.shape[1:]) != shape or len(images) == 0:

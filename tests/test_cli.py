@@ -120,14 +120,22 @@ def test_export_writes_both_formats_and_a_card_from_the_training_summary(workspa
     assert code == 1 and "class_names" in err and "Traceback" not in err
 
 
-def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):
-    base, name, model = tiny_export
+def _free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    base, name, model = tiny_export
+    port, grpc_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "keras_robust.cli", "serve", str(base), "--port", str(port),
-         "--max-batch", "2", "--log-level", "warning"],
+         "--max-batch", "2", "--log-level", "warning", "--grpc-port", str(grpc_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1/models/{name}"
@@ -141,6 +149,12 @@ def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, 
         with pytest.raises(urllib.error.HTTPError) as refused:
             _post(url + ":predict", {"instances": images.tolist()})
         assert refused.value.code == 400 and "max_batch=2" in json.loads(refused.value.read())["error"]
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = name
+        message.inputs["images"].CopyFrom(tf.make_tensor_proto(images[:1].astype("float32")))
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(message, timeout=60)
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["logits"]), logits[:1], atol=1e-6)
     finally:
         server.terminate()
         server.wait(30)
