@@ -29,6 +29,8 @@ REPO = os.path.dirname(HERE)
 HISTORY = os.path.join(REPO, "docs", "benchmarks", "history.jsonl")
 PLOT = os.path.join(REPO, "docs", "benchmarks", "history.png")
 PERFORMANCE = os.path.join(REPO, "docs", "performance.md")
+SERVING = os.path.join(REPO, "docs", "serving.md")
+SERVE_RUN = "serve resnet20"
 DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 MODES = ("standard", "robust", "adversarial", "robust+adversarial")
@@ -49,7 +51,7 @@ def plan(quick):
     runs += [("ara resnet44-cifar10-standard fp32", ["ara_pretrained", "resnet44-cifar10-standard",
                                                      "20" if quick else "100", "30" if quick else "450"])]
     runs += [("export resnet20", ["export", "5" if quick else "20"])]
-    runs += [("serve resnet20", ["serve", "80" if quick else "400"])]
+    runs += [(SERVE_RUN, ["serve", "80" if quick else "400"])]
     return runs
 
 
@@ -176,23 +178,27 @@ def part_export(repeats):
 
 
 def part_serve(requests):
-    """Predict and explain requests/s and latency at 8 concurrent clients (ONNX backend)."""
+    """Predict (batching off and on, per protocol) and explain requests/s and latency at 8
+    concurrent clients (ONNX backend); the tables of docs/serving.md ride along as `markdown`."""
     import keras_robust
 
     with tempfile.TemporaryDirectory() as folder:
         model_path = os.path.join(folder, "model.keras")
         keras_robust.resnet(20).save(model_path)
-        out = os.path.join(folder, "figures.json")
+        out, tables = os.path.join(folder, "figures.json"), os.path.join(folder, "tables.md")
         _run_script("serving_load.py", "--model", model_path, "--data", DATA, "--predict-requests", requests,
-                    "--explain-requests", str(max(8, int(requests) // 10)), "--out", out)
+                    "--explain-requests", str(max(8, int(requests) // 10)), "--out", out, "--markdown", tables)
         with open(out, encoding="utf-8") as file:
             figures = json.load(file)
-    result = {}
-    for kind in ("predict", "explain"):
-        load = figures[kind]
-        result[f"{kind} requests_per_s"] = _figure(load["requests_per_s"], load["requests_per_s"], "req/s")
-        result[f"{kind} p50"] = _figure(load["p50_ms"], load["p50_ms"], "ms")
-        result[f"{kind} p95"] = _figure(load["p95_ms"], load["p95_ms"], "ms")
+        with open(tables, encoding="utf-8") as file:
+            result = {"markdown": file.read()}
+    for setting in ("unbatched", "batched", "one client"):
+        for kind, load in figures[setting].items():
+            name = f"{kind} {setting}"
+            if setting != "one client":
+                result[f"{name} requests_per_s"] = _figure(load["requests_per_s"], load["requests_per_s"], "req/s")
+                result[f"{name} p95"] = _figure(load["p95_ms"], load["p95_ms"], "ms")
+            result[f"{name} p50"] = _figure(load["p50_ms"], load["p50_ms"], "ms")
     return result
 
 
@@ -254,6 +260,8 @@ def run(quick, only=None):
             record["figures"][name] = {"failed": output.stderr.strip().splitlines()[-1:]}
             continue
         figures = json.loads(output.stdout.strip().splitlines()[-1])
+        if "markdown" in figures:  # a doc's tables, not figures for the history
+            record.setdefault("tables", {})[name] = figures.pop("markdown")
         record["figures"][name] = figures
         print(f"{name:<40} {describe(figures)}", flush=True)
     return record
@@ -341,15 +349,30 @@ def performance_section(record):
 
 
 def update_performance_doc(record, path=PERFORMANCE):
+    replace_section(path, performance_section(record), "Every figure, latest run")
+
+
+def update_serving_doc(record, path=SERVING):
+    """The serving tables of docs/serving.md, when this run measured them."""
+    tables = record.get("tables", {}).get(SERVE_RUN)
+    if tables:
+        header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}` "
+                  f"({record['time']}, commit {record.get('commit')}), an untrained ResNet-20 "
+                  "(the cost of a request does not depend on the weights).\n\n")
+        replace_section(path, header + tables.rstrip(), "Measured under concurrent load")
+
+
+def replace_section(path, body, heading):
+    """Replaces the generated part of `path` (between BEGIN and END), or appends it under `heading`."""
     sys.path.insert(0, REPO)
     from keras_robust.atomic import write_atomically
 
     text = open(path, encoding="utf-8").read()
-    section = f"{BEGIN}\n{performance_section(record)}\n{END}"
+    section = f"{BEGIN}\n{body}\n{END}"
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
     else:
-        text = text.rstrip() + "\n\n## Every figure, latest run\n\n" + section + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + section + "\n"
     write_atomically(path, text)
 
 
@@ -370,8 +393,9 @@ def main():
     append_history(record)
     draw_history(read_history())
     update_performance_doc(record)
+    update_serving_doc(record)
     print(f"recorded in {os.path.relpath(HISTORY, REPO)}; plot {os.path.relpath(PLOT, REPO)}; "
-          f"{os.path.relpath(PERFORMANCE, REPO)} updated")
+          f"{os.path.relpath(PERFORMANCE, REPO)} and {os.path.relpath(SERVING, REPO)} updated")
 
 
 if __name__ == "__main__":

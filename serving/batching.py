@@ -15,20 +15,27 @@ import numpy as np
 
 @dataclasses.dataclass
 class _Batch:
-    """The requests gathered so far: their images, row counts, deadlines and futures."""
+    """The requests gathered so far: their images, futures and deadlines.
+
+    `due` once its window has passed or it is full; it runs when due and no
+    other batch of its backend is running.
+    """
 
     parts: list = dataclasses.field(default_factory=list)
     futures: list = dataclasses.field(default_factory=list)
     deadlines: list = dataclasses.field(default_factory=list)
     rows: int = 0
-    timer: asyncio.TimerHandle = None
+    due: bool = False
 
 
 class PredictBatcher:
     """Runs predict requests that arrive within `window_s` of each other as one batch.
 
-    Only the event loop's thread calls it. Requests holding `max_rows` images
-    or more run alone, at once.
+    One batch per backend runs at a time, and requests arriving meanwhile
+    join the next batch even after its window has passed: under load,
+    batches grow instead of runs competing for the cores. Only the event
+    loop's thread calls it. Requests holding `max_rows` images or more run
+    alone, at once.
 
     Args:
         gate: The server's `Gate`: a batch takes one inference slot.
@@ -43,45 +50,57 @@ class PredictBatcher:
         self._window_s = window_s
         self._max_rows = max_rows
         self._timed_out = timed_out
-        self._open = {}  # backend -> the _Batch still taking requests
-        self._running = set()  # keeps the batches' tasks referenced until they end
+        self._queues = {}  # backend -> its batches in arrival order, the last one open
+        self._running = {}  # backend -> the task running its batch
 
     async def predict(self, backend, images, deadline):
         """`backend.predict(images)`'s outputs, run in a batch with whatever else arrives."""
         if self._window_s == 0 or len(images) >= self._max_rows:
             return await self._gate.run(_predictor(backend, [images]), deadline)
-        batch = self._open.get(backend)
-        if batch is not None and batch.rows + len(images) > self._max_rows:
-            self._close(backend)
-            batch = None
-        if batch is None:
-            batch = self._open[backend] = _Batch()
-            batch.timer = asyncio.get_running_loop().call_later(self._window_s, self._close, backend)
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        queue = self._queues.setdefault(backend, [])
+        if not queue or queue[-1].rows + len(images) > self._max_rows:
+            if queue:
+                queue[-1].due = True  # as full as it gets
+            queue.append(_Batch())
+            loop.call_later(self._window_s, self._window_passed, backend, queue[-1])
+        batch = queue[-1]
+        future = loop.create_future()
         batch.parts.append(images)
         batch.futures.append(future)
         batch.deadlines.append(deadline)
         batch.rows += len(images)
-        if batch.rows >= self._max_rows:
-            self._close(backend)
-        remaining = deadline - asyncio.get_running_loop().time()
+        batch.due = batch.due or batch.rows >= self._max_rows
+        self._start_next(backend)
         try:
             # shield: one request timing out must not cancel its batch-mates' answers.
-            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
+            return await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0))
         except asyncio.TimeoutError:
             raise self._timed_out() from None
 
-    def _close(self, backend):
-        batch = self._open.pop(backend)
-        batch.timer.cancel()
+    def _window_passed(self, backend, batch):
+        batch.due = True
+        self._start_next(backend)
+
+    def _start_next(self, backend):
+        queue = self._queues.get(backend)
+        if backend in self._running or not queue or not queue[0].due:
+            return
+        batch = queue.pop(0)
+        if not queue:
+            del self._queues[backend]
         task = asyncio.ensure_future(self._run(backend, batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._running[backend] = task
+        task.add_done_callback(lambda _: self._finished(backend))
+
+    def _finished(self, backend):
+        del self._running[backend]
+        self._start_next(backend)
 
     async def _run(self, backend, batch):
         try:
             outputs = await self._gate.run(_predictor(backend, batch.parts), max(batch.deadlines))
-        except BaseException as error:
+        except Exception as error:
             for future in batch.futures:
                 if not future.done():
                     future.set_exception(error)

@@ -74,6 +74,29 @@ def test_a_full_batch_closes_early_and_large_requests_run_alone():
         np.testing.assert_array_equal(answer["twice"], request * 2)
 
 
+def test_requests_arriving_while_a_batch_runs_wait_for_it_and_run_together():
+    backend = RecordingBackend(hold=0.5)
+
+    async def main():
+        gate = Gate(Limits())
+        batcher = PredictBatcher(gate, 0.01, 8, gate.timed_out)
+        deadline = asyncio.get_running_loop().time() + 10
+
+        async def later(delay, value):
+            await asyncio.sleep(delay)
+            return await batcher.predict(backend, np.full((1, 2), value, np.float32), deadline)
+
+        try:
+            return await asyncio.gather(later(0, 0), later(0.1, 1), later(0.2, 2))
+        finally:
+            gate.close()
+
+    answers = asyncio.run(main())
+    # The second request's window passes while the first batch runs; the third joins it.
+    assert backend.sizes == [1, 2]
+    assert [a["twice"][0, 0] for a in answers] == [0, 2, 4]
+
+
 def test_window_zero_runs_every_request_alone():
     backend = RecordingBackend()
     run_requests(backend, [1, 1, 1], window_s=0)

@@ -47,6 +47,37 @@ def test_generated_section_is_replaced_and_the_rest_kept(run_all, tmp_path):
     assert "images_per_s 321 img/s (best 326)" in text
 
 
+def test_serving_tables_replace_their_section_only_when_measured(run_all, tmp_path):
+    page = tmp_path / "serving.md"
+    page.write_text("# Serving\n\nBy hand.\n")
+    record = _record(run_all, 400.0, "ccc")
+    run_all.update_serving_doc(record, str(page))
+    assert page.read_text() == "# Serving\n\nBy hand.\n"  # no serve run: untouched
+    record["tables"] = {run_all.SERVE_RUN: "| protocol | gain |\n|---|---|\n| grpc | 1.20× |\n"}
+    run_all.update_serving_doc(record, str(page))
+    text = page.read_text()
+    assert text.startswith("# Serving\n\nBy hand.\n") and "| grpc | 1.20× |" in text and "commit ccc" in text
+
+
+def test_serving_markdown_computes_the_batching_gain():
+    spec = importlib.util.spec_from_file_location("serving_load", REPO_ROOT / "benchmarks" / "serving_load.py")
+    serving_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serving_load)
+
+    def load(rate):
+        return {"requests_per_s": rate, "p50_ms": 10.0, "p95_ms": 20.0}
+
+    protocols = serving_load.PREDICT_PROTOCOLS
+    figures = {"machine": "CPU", "data": "JPEG", "backend": "onnx", "clients": 8,
+               "unbatched": {f"predict {p}": load(100.0) for p in protocols},
+               "batched": {**{f"predict {p}": load(150.0) for p in protocols},
+                           **{f"explain {p}": load(5.0) for p in serving_load.EXPLAIN_PROTOCOLS}},
+               "one client": {f"predict {p}": load(50.0) for p in protocols}}
+    table = serving_load.markdown(figures)
+    assert "| grpc | 100.0 | 10.0 / 20.0 | 150.0 | 10.0 / 20.0 | 1.50× | 10.0 |" in table
+    assert "| v2-binary | 5.0 | 10.0 | 20.0 |" in table
+
+
 def test_plan_quick_is_a_subset_and_every_part_exists(run_all):
     quick, full = run_all.plan(True), run_all.plan(False)
     assert {name for name, _ in quick} <= {name for name, _ in full}
