@@ -3,10 +3,32 @@
 `export_model(model, out_dir, name, version)` writes a SavedModel in TF
 Serving's versioned layout with `serving_default` and `explain` signatures,
 ONNX graphs of the same two endpoints, and a model card.
+
+`read_card` needs no TensorFlow, so the ONNX server can read cards without
+it; the other names load it on first use.
 """
 
+import importlib
+
 from keras_robust.export.card import read_card
-from keras_robust.export.exporter import FORMATS, export_model
-from keras_robust.export.gradients import describe_unsupported, input_gradient
+
+_LAZY = {
+    "FORMATS": "keras_robust.export.exporter",
+    "export_model": "keras_robust.export.exporter",
+    "describe_unsupported": "keras_robust.export.gradients",
+    "input_gradient": "keras_robust.export.gradients",
+}
 
 __all__ = ["FORMATS", "describe_unsupported", "export_model", "input_gradient", "read_card"]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_robust.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

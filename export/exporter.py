@@ -8,7 +8,7 @@ import shutil
 import keras
 
 from keras_robust.atomic import write_atomically
-from keras_robust.explain import MAX_RHO, MIN_STEPS
+from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
 from keras_robust.validation import check_range
 from keras_robust.export import card, signatures
 from keras_robust.export.gradients import check_supported
@@ -156,9 +156,9 @@ def _validate(classifier, name, version, rho, steps, overshoot, formats):
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
     check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= signatures.MAX_STEPS:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_EXPLAIN_STEPS <= steps <= signatures.MAX_STEPS:
         raise ValueError(
-            f"`steps` must be an integer in [{MIN_STEPS}, {signatures.MAX_STEPS}], as for "
+            f"`steps` must be an integer in [{MIN_EXPLAIN_STEPS}, {signatures.MAX_STEPS}], as for "
             f"AdversarialExplainer. Received: steps={steps!r}"
         )
     if not overshoot >= 1:

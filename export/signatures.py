@@ -7,7 +7,7 @@ and the ONNX graphs have the same inputs, in the same order, and outputs.
 import tensorflow as tf
 
 from keras_robust.attacks import attack_loop
-from keras_robust.explain import MAX_RHO
+from keras_robust.defaults import MAX_RHO
 
 PREDICT_INPUTS = ("images",)
 PREDICT_OUTPUTS = ("logits", "probabilities", "classes")

@@ -8,14 +8,9 @@ import tensorflow as tf
 from keras_robust.model_calls import predict_logits, probability_of
 from keras_robust.imageio import check_images
 from keras_robust.replicated_attack import attack_on_replicas
+from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
 from keras_robust.validation import check_range
 
-# One step cannot pass the budget check of docs/method.md §4 meaningfully (its
-# floor(N/2) is step 0, before any move), so explanations take at least two.
-MIN_STEPS = 2
-# An explanation's budget is an RMSE of [0, 1] pixels: 1 already allows turning
-# every pixel from black to white, and larger budgets only overflow.
-MAX_RHO = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +84,8 @@ class AdversarialExplainer:
                  class_names=None, sanity_check=True):
         check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
         check_range("overshoot", overshoot, low=1.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_STEPS:
-            raise ValueError(f"`steps` must be an integer >= {MIN_STEPS}. Received: steps={steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_EXPLAIN_STEPS:
+            raise ValueError(f"`steps` must be an integer >= {MIN_EXPLAIN_STEPS}. Received: steps={steps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
         self.model = model

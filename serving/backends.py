@@ -1,16 +1,15 @@
 """Inference backends: one loaded export version answers predict and explain.
 
 `OnnxBackend` runs the two ONNX graphs with onnxruntime (the default: no
-TensorFlow at inference, thread-safe `run`), `SavedModelBackend` the SavedModel
-signatures. Both are created once per version and shared by every request.
+TensorFlow at all, so the server starts fast and small; thread-safe `run`),
+`SavedModelBackend` the SavedModel signatures, importing TensorFlow when one
+is created. Both are created once per version and shared by every request.
 """
 
 import os
 
 import numpy as np
 import onnxruntime
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 
 from keras_robust.export import read_card
 
@@ -161,6 +160,8 @@ class SavedModelBackend(_Backend):
     kind = "savedmodel"
 
     def __init__(self, model_dir, card, device="cpu"):
+        import tensorflow as tf
+
         self.card = card
         self.device = device
         if device == "cuda" and not tf.config.list_physical_devices("GPU"):
@@ -181,12 +182,16 @@ class SavedModelBackend(_Backend):
         }
 
     def _run(self, signature, feeds, run_options=None):
+        import tensorflow as tf
+
         with tf.device(self._device_name):
             outputs = self._signatures[signature](**{k: tf.constant(v) for k, v in feeds.items()})
         return {name: value.numpy() for name, value in outputs.items()}
 
 
 def _tf_specs(specs):
+    from tensorflow.core.framework import types_pb2
+
     return {
         name: (
             types_pb2.DataType.Name(spec.dtype.as_datatype_enum),

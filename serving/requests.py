@@ -18,7 +18,7 @@ import json
 import numpy as np
 import PIL.Image
 
-from keras_robust.explain import MAX_RHO
+from keras_robust.defaults import MAX_RHO
 
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 REQUIRED = ("images", "targets")

@@ -74,3 +74,34 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
     assert location.startswith(str(site)) and paper_name == "N3" and cli_beside == "True"
     reference = np.load(pretrained_dir / "reference_logits_all.npy")[:20]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
+
+
+def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tmp_path):
+    script = (
+        "import sys\n"
+        "import keras_robust\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+        "import keras_robust.resnet\n"  # the submodule must not shadow the function of the same name
+        "print(callable(keras_robust.resnet), callable(keras_robust.resnet50), keras_robust.data.__name__)\n"
+        "print(sorted(set(keras_robust.__all__) - set(dir(keras_robust))))\n"
+    )
+    lines = run_python(script, tmp_path, PYTHONPATH=str(REPO_ROOT))
+    assert lines[-3:] == ["False False", "True True keras_robust.data", "[]"]
+
+
+def test_saved_models_load_whichever_is_imported_first(tmp_path):
+    """Keras finds the package's layers and RobustModel when Keras is imported before
+    the package, after it, or by one of its modules, without touching a public name."""
+    import keras_robust
+    from tests.conftest import tiny_resnet
+
+    path = str(tmp_path / "robust.keras")
+    keras_robust.RobustModel(tiny_resnet()).save(path)
+    load = f"model = keras.saving.load_model({path!r}, compile=False)\nprint(type(model).__name__)\n"
+    orders = {
+        "keras first": "import keras\nimport keras_robust\n",
+        "package first": "import keras_robust\nimport keras\n",
+        "by a module": "from keras_robust.attacks import attack\nimport keras\n",
+    }
+    for order, imports in orders.items():
+        assert run_python(imports + load, tmp_path, PYTHONPATH=str(REPO_ROOT))[-1] == "RobustModel", order

@@ -13,6 +13,8 @@ import json
 import logging
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -28,7 +30,7 @@ import keras_robust
 from keras_robust.export import read_card
 from keras_robust.serving import Limits, create_app, load_backend
 from keras_robust.serving import backends as serving_backends
-from tests.conftest import call, run_onnx
+from tests.conftest import REPO_ROOT, call, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)
 IMAGE = np.full((32, 32, 3), 0.5).tolist()
@@ -639,3 +641,34 @@ def test_malformed_http_gets_a_json_error(tiny_server, request_head):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
     assert "Received: a malformed HTTP request" in json.loads(body)["error"]
+
+
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+
+class Unavailable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "tensorflow_serving"):
+            raise ImportError(f"{name} is unavailable in this test")
+
+sys.meta_path.insert(0, Unavailable())
+"""
+
+
+def test_the_onnx_server_runs_without_tensorflow(tiny_export, sessions, images):
+    """The ONNX path must not import TensorFlow: it would cost the server seconds and
+    hundreds of MB at start-up. Here TensorFlow and Keras cannot be imported at all."""
+    base, name, _ = tiny_export
+    script = BLOCK_TENSORFLOW + f"""
+import json, numpy as np
+from keras_robust.serving import create_app, load_backend
+create_app({str(base)!r})
+backend = load_backend({str(base / name)!r})
+images = np.asarray(json.loads(sys.stdin.read()), np.float32)
+print(json.dumps(backend.predict(images)["logits"].tolist()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(images.tolist()), capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(json.loads(done.stdout), run_onnx(sessions["predict"], images=images)["logits"],
+                               atol=1e-6)

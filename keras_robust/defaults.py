@@ -1,0 +1,19 @@
+"""The defaults and bounds that the library, the exporters, the server and the
+command line share, each named once. Imports nothing heavy: the command line
+and the ONNX server read it without TensorFlow."""
+
+# Weights, shuffling, augmentation, the regulariser's draws and the ARA's
+# image subset all start from this seed.
+SEED = 1776
+
+# Adversarial explanations (docs/method.md §5): budget ρ (an RMSE of [0, 1]
+# pixels), steps N and overshoot o.
+EXPLAIN_RHO = 0.1
+EXPLAIN_STEPS = 35
+EXPLAIN_OVERSHOOT = 5.0
+# One step cannot pass the budget check of docs/method.md §4 meaningfully (its
+# floor(N/2) is step 0, before any move), so explanations take at least two.
+MIN_EXPLAIN_STEPS = 2
+# An explanation's budget is an RMSE of [0, 1] pixels: 1 already allows turning
+# every pixel from black to white, and larger budgets only overflow.
+MAX_RHO = 1.0
