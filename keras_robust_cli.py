@@ -4,8 +4,9 @@ This module sits outside the `keras_robust` package on purpose: importing the
 package loads TensorFlow (its layers must be registered with Keras the moment
 it is imported), which takes seconds and prints native log lines. Parsing,
 `--help` and argument errors happen here without either; the chosen command
-then runs in `keras_robust.cli`. Defaults shown here are the library's;
-`tests/test_cli.py` checks that they match.
+then runs in `keras_robust.cli`. Shared defaults come from
+`keras_robust.defaults`, which imports nothing heavy; `tests/test_cli.py`
+checks that every default shown here is the library's.
 """
 
 import argparse
@@ -14,6 +15,8 @@ import logging
 import os
 import sys
 import warnings
+
+from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS, SEED
 
 DEMO_MODEL = "resnet44-cifar10-all"
 PRETRAINED_NAMES = (
@@ -89,11 +92,11 @@ def _demo_parser(commands):
     demo.add_argument("--data", help="explain test images of this data source instead of photos "
                                      "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")
     demo.add_argument("--indices", type=int, nargs="+",
-                      help="with --data: test-split indices (default: the first 4 of the seed-1776 "
+                      help=f"with --data: test-split indices (default: the first 4 of the seed-{SEED} "
                            "permutation)")
     demo.add_argument("--all-networks", action="store_true",
                       help="also explain the images with all four shipped networks (paper's Figure 4)")
-    demo.add_argument("--steps", type=int, default=35, help="explanation steps N (default 35)")
+    demo.add_argument("--steps", type=int, default=EXPLAIN_STEPS, help=f"explanation steps N (default {EXPLAIN_STEPS})")
     demo.add_argument("--attack-steps", type=int, default=200,
                       help="steps of the smallest class-changing attack (default 200)")
     _data_options(demo)
@@ -138,8 +141,8 @@ def _train_parser(commands):
                             "recent GPUs), fp16 (GPUs, with loss scaling) (default: fp32)")
     train.add_argument("--limit-train", type=int, help="train on this many images only")
     train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
-    train.add_argument("--seed", type=int, default=1776,
-                       help="seed of weights, shuffling and augmentation (default 1776)")
+    train.add_argument("--seed", type=int, default=SEED,
+                       help=f"seed of weights, shuffling and augmentation (default {SEED})")
     _data_options(train)
 
 
@@ -159,9 +162,9 @@ def _explain_parser(commands):
     explain.add_argument("--targets", nargs="+", default=["standard"],
                          help="'standard': the true (or predicted) class, the runner-up and every "
                               "class (default); or class names / indices")
-    _attack_options(explain, rho=0.1, steps=35)
-    explain.add_argument("--overshoot", type=float, default=5.0,
-                         help="overshoot o >= 1: the steps sum to o*rho (default 5)")
+    _attack_options(explain, rho=EXPLAIN_RHO, steps=EXPLAIN_STEPS)
+    explain.add_argument("--overshoot", type=float, default=EXPLAIN_OVERSHOOT,
+                         help=f"overshoot o >= 1: the steps sum to o*rho (default {EXPLAIN_OVERSHOOT:g})")
     explain.add_argument("--no-sanity-check", action="store_true",
                          help="show explanations that miss the budget check (non-robust networks) "
                               "instead of stopping")
@@ -172,7 +175,7 @@ def _evaluate_parser(commands):
     evaluate = commands.add_parser(
         "evaluate",
         help="accuracy, attack ARA, BTR ARA and robust accuracy (resumable)",
-        description="Evaluate robustness on a fixed random subset (seed 1776) of the test split. "
+        description=f"Evaluate robustness on a fixed random subset (seed {SEED}) of the test split. "
         "Rerunning the same command continues an interrupted evaluation.",
     )
     evaluate.add_argument("model", help="a .keras model, or the name of a shipped network")
@@ -222,9 +225,9 @@ def _export_parser(commands):
     export.add_argument("--formats", nargs="+", choices=["savedmodel", "onnx"],
                         default=["savedmodel", "onnx"],
                         help="what to write (default: savedmodel onnx)")
-    _attack_options(export, rho=0.1, steps=35)
-    export.add_argument("--overshoot", type=float, default=5.0,
-                        help="explanation overshoot, fixed in the graphs (default 5)")
+    _attack_options(export, rho=EXPLAIN_RHO, steps=EXPLAIN_STEPS)
+    export.add_argument("--overshoot", type=float, default=EXPLAIN_OVERSHOOT,
+                        help=f"explanation overshoot, fixed in the graphs (default {EXPLAIN_OVERSHOOT:g})")
     export.add_argument("--class-names", nargs="+",
                         help="one per class (default: summary.json beside the model, else 0..K-1)")
     export.add_argument("--evaluation", help="evaluation.json from `keras-robust evaluate` for the card's ARA")

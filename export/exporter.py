@@ -8,7 +8,13 @@ import shutil
 import keras
 
 from keras_robust.atomic import write_atomically
-from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
+from keras_robust.defaults import (
+    EXPLAIN_OVERSHOOT,
+    EXPLAIN_RHO,
+    EXPLAIN_STEPS,
+    MAX_RHO,
+    MIN_EXPLAIN_STEPS,
+)
 from keras_robust.validation import check_range
 from keras_robust.export import card, signatures
 from keras_robust.export.gradients import check_supported
@@ -25,9 +31,9 @@ def export_model(
     version=1,
     *,
     class_names=None,
-    rho=0.1,
-    steps=35,
-    overshoot=5.0,
+    rho=EXPLAIN_RHO,
+    steps=EXPLAIN_STEPS,
+    overshoot=EXPLAIN_OVERSHOOT,
     formats=FORMATS,
     training=None,
     ara=None,

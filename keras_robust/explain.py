@@ -8,7 +8,13 @@ import tensorflow as tf
 from keras_robust.model_calls import predict_logits, probability_of
 from keras_robust.imageio import check_images
 from keras_robust.replicated_attack import attack_on_replicas
-from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
+from keras_robust.defaults import (
+    EXPLAIN_OVERSHOOT,
+    EXPLAIN_RHO,
+    EXPLAIN_STEPS,
+    MAX_RHO,
+    MIN_EXPLAIN_STEPS,
+)
 from keras_robust.validation import check_range
 
 
@@ -80,7 +86,7 @@ class AdversarialExplainer:
             then tells which explanations fell short.
     """
 
-    def __init__(self, model, rho=0.1, overshoot=5.0, steps=35, batch_size=256,
+    def __init__(self, model, rho=EXPLAIN_RHO, overshoot=EXPLAIN_OVERSHOOT, steps=EXPLAIN_STEPS, batch_size=256,
                  class_names=None, sanity_check=True):
         check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
         check_range("overshoot", overshoot, low=1.0)

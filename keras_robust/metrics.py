@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from keras_robust.defaults import SEED
 from keras_robust.atomic import save_npz_atomically
 from keras_robust.attacks import validate_settings
 from keras_robust.model_calls import predict_logits
@@ -16,7 +17,7 @@ from keras_robust.strategies import agree_on_progress, is_chief
 from keras_robust.imageio import check_images
 from keras_robust.validation import check_positive_int
 
-ARA_SEED = 1776
+ARA_SEED = SEED
 HISTOGRAM_BINS = 1000
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust import regularizer
+from keras_robust.defaults import SEED
 from keras_robust.attacks import attack_details
 from keras_robust.strategies import is_multi_worker
 from keras_robust.validation import check_range
@@ -150,7 +151,7 @@ class RobustModel(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
-        self.seed_generator = keras.random.SeedGenerator(1776, name="robust_seed")
+        self.seed_generator = keras.random.SeedGenerator(SEED, name="robust_seed")
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.l_adv_tracker = keras.metrics.Mean(name="l_adv")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
+from keras_robust.defaults import SEED
 from keras_robust.image_stream import stream_images
 from keras_robust.jit_choice import choose_jit_compile
 from keras_robust.recipes import get_recipe
@@ -71,7 +72,7 @@ class TrainingConfig:
     strategy: str = "default"
     jit_compile: str = "auto"
     precision: str = "fp32"
-    seed: int = 1776
+    seed: int = SEED
 
     def __post_init__(self):
         recipe = get_recipe(self.recipe)
