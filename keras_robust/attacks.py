@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.model_calls import call_model
+from keras_robust.validation import check_tensorflow_backend
 
 MODES = ("bounded", "l2min", "btr")
 MAX_UNROLLED_STEPS = 16
@@ -289,6 +290,7 @@ def _expand(per_example, rank):
 
 def validate_settings(rho, steps, overshoot, mode, momentum, clip_range=None):
     """Clear errors for attack settings, before any work is done."""
+    check_tensorflow_backend("The attack (keras_robust.attacks)")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:

@@ -15,7 +15,7 @@ from keras_robust.defaults import (
     MAX_RHO,
     MIN_EXPLAIN_STEPS,
 )
-from keras_robust.validation import check_range
+from keras_robust.validation import check_range, check_tensorflow_backend
 
 
 
@@ -88,6 +88,7 @@ class AdversarialExplainer:
 
     def __init__(self, model, rho=EXPLAIN_RHO, overshoot=EXPLAIN_OVERSHOOT, steps=EXPLAIN_STEPS, batch_size=256,
                  class_names=None, sanity_check=True):
+        check_tensorflow_backend("AdversarialExplainer")
         check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
         check_range("overshoot", overshoot, low=1.0)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_EXPLAIN_STEPS:

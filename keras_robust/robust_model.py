@@ -10,7 +10,7 @@ from keras_robust import regularizer
 from keras_robust.defaults import SEED
 from keras_robust.attacks import attack_details
 from keras_robust.strategies import is_multi_worker
-from keras_robust.validation import check_range
+from keras_robust.validation import check_range, check_tensorflow_backend
 
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 
@@ -91,6 +91,7 @@ class RobustModel(keras.Model):
         initial_psi_accumulator=None,
         **kwargs,
     ):
+        check_tensorflow_backend("RobustModel")
         super().__init__(**kwargs)
         check_range("z", z, low=1.0)
         check_range("zeta", zeta, low=0.0, high=1.0)

@@ -28,3 +28,17 @@ def check_positive_int(name, value):
     """Raises unless `value` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+
+
+def check_tensorflow_backend(what):
+    """Raises unless Keras runs on TensorFlow: training, the attacks and the
+    regulariser differentiate with `tf.GradientTape`, so on another backend
+    they would fail deep inside a step instead of at construction."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{what} needs Keras' TensorFlow backend (it differentiates with tf.GradientTape); "
+            f"set KERAS_BACKEND=tensorflow before Keras is imported. Received: backend={backend!r}"
+        )
