@@ -1,7 +1,5 @@
 """`RobustModel`: robust training around any Keras classifier (docs/method.md §3)."""
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -170,9 +168,9 @@ class RobustModel(keras.Model):
 
     @property
     def psi(self):
-        """The current adaptive weight ψ = ψ0 · exp(k_ψ · R) (docs/method.md §3), a float."""
-        accumulator = float(keras.ops.convert_to_numpy(self.psi_accumulator))
-        return self.psi_initial * math.exp(self.psi_rate * accumulator)
+        """The current adaptive weight ψ (`regularizer.psi_from_accumulator`), a float."""
+        accumulator = tf.cast(keras.ops.convert_to_tensor(self.psi_accumulator), tf.float64)
+        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate))
 
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
