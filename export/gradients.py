@@ -67,97 +67,144 @@ def check_supported(model):
 
 def describe_unsupported(model):
     """Names each layer `input_gradient` cannot differentiate, with the reason."""
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if not (isinstance(model, keras.Model) and hasattr(model, "operations")):
         return [f"{type(model).__name__} is not a functional keras.Model"]
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         return ["models with several inputs or outputs"]
     problems = []
-    for layer in model.layers:
+    for layer in model.operations:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        reason = _unsupported_reason(layer)
-        if reason is None and len(layer._inbound_nodes) != 1:
+        rule = RULES.get(type(layer))
+        reason = rule.unsupported(layer) if rule else "no derivative rule for this layer type"
+        if reason is None and _times_called(layer) != 1:
             reason = "a layer called more than once"
         if reason:
             problems.append(f"layer {layer.name!r} ({type(layer).__name__}): {reason}")
     return problems
 
 
-def _unsupported_reason(layer):
-    if isinstance(layer, (HalfHuberReLU, keras.layers.Add, keras.layers.ZeroPadding2D)):
-        return None
-    if isinstance(layer, keras.layers.Normalization):
-        return "invert=True" if layer.invert else None
-    if isinstance(layer, keras.layers.ReLU):
-        plain = layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0
-        return None if plain else "only the plain ReLU (no max_value, slope or threshold)"
-    if isinstance(layer, keras.layers.Activation):
-        return None if layer.activation in (keras.activations.relu, LINEAR) else "only relu or linear"
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return None if layer.axis in (-1, 3) else "only channels-last batch norm"
-    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        plain = layer.data_format == "channels_last" and not layer.keepdims
-        return None if plain else "only channels-last pooling without keepdims"
-    if isinstance(layer, keras.layers.Dense):
-        return None if layer.activation is LINEAR else "only a linear Dense (logits)"
-    if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
-        plain = (
-            layer.activation is LINEAR and layer.groups == 1
-            and tuple(layer.dilation_rate) == (1, 1) and layer.data_format == "channels_last"
-        )
-        return None if plain else "only linear, ungrouped, undilated channels-last convolutions"
-    return "no derivative rule for this layer type"
+def _times_called(layer):
+    # Keras has no public count of a layer's calls (`layer.output` silently
+    # answers the first), so this one place reads its inbound nodes.
+    return len(layer._inbound_nodes)
 
 
 def _plan(model):
-    """`(layer, input tensor ids, output tensor id)` in topological order."""
+    """`(layer, input tensor ids, output tensor id)` in topological order
+    (`operations` is sorted so; each layer is called once, `describe_unsupported`)."""
     plan = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.operation
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            (output,) = node.output_tensors
-            plan.append((layer, [id(t) for t in node.input_tensors], id(output)))
+    for layer in model.operations:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        plan.append((layer, [id(t) for t in inputs], id(layer.output)))
     return plan
 
 
 def _backward(layer, inputs, upstream):
     """The gradient with respect to each input, given the output's gradient."""
-    (x,) = inputs if len(inputs) == 1 else (None,)
-    if isinstance(layer, keras.layers.Add):
-        return [upstream] * len(inputs)
-    if isinstance(layer, keras.layers.Dense):
-        return [tf.matmul(upstream, layer.kernel, transpose_b=True)]
-    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        height, width = x.shape[1], x.shape[2]
-        return [tf.ones_like(x) * upstream[:, None, None, :] / float(height * width)]
-    if isinstance(layer, HalfHuberReLU):
-        return [upstream * tf.clip_by_value(x, 0.0, layer.delta) / layer.delta]
-    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-        if isinstance(layer, keras.layers.Activation) and layer.activation is LINEAR:
-            return [upstream]
-        return [upstream * tf.cast(x > 0, upstream.dtype)]
-    if isinstance(layer, keras.layers.BatchNormalization):
-        scale = tf.math.rsqrt(layer.moving_variance + layer.epsilon)
-        if layer.scale:
-            scale *= layer.gamma
-        return [upstream * scale]
-    if isinstance(layer, keras.layers.Normalization):
-        return [upstream / tf.maximum(tf.sqrt(layer.variance), keras.config.epsilon())]
-    if isinstance(layer, keras.layers.ZeroPadding2D):
-        (top, bottom), (left, right) = layer.padding
-        height, width = upstream.shape[1], upstream.shape[2]
-        return [upstream[:, top:height - bottom, left:width - right, :]]
-    return [_conv_backward(layer, x, upstream)]
+    return RULES[type(layer)].backward(layer, inputs, upstream)
 
 
-def _conv_backward(layer, x, upstream):
+class Rule:
+    """A layer type's derivative: when it applies, and the backward step.
+
+    Attributes:
+        unsupported: `layer -> reason or None`: why this configuration has
+            no rule here (None: it has).
+        backward: `(layer, inputs, upstream) -> [gradient per input]`.
+    """
+
+    def __init__(self, unsupported, backward):
+        self.unsupported = unsupported
+        self.backward = backward
+
+
+def _always(_):
+    return None
+
+
+def _plain_relu(layer):
+    plain = layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0
+    return None if plain else "only the plain ReLU (no max_value, slope or threshold)"
+
+
+def _plain_pooling(layer):
+    plain = layer.data_format == "channels_last" and not layer.keepdims
+    return None if plain else "only channels-last pooling without keepdims"
+
+
+def _plain_conv(layer):
+    plain = (
+        layer.activation is LINEAR and layer.groups == 1
+        and tuple(layer.dilation_rate) == (1, 1) and layer.data_format == "channels_last"
+    )
+    return None if plain else "only linear, ungrouped, undilated channels-last convolutions"
+
+
+def _relu_backward(_, inputs, upstream):
+    return [upstream * tf.cast(inputs[0] > 0, upstream.dtype)]
+
+
+def _activation_backward(layer, inputs, upstream):
+    return [upstream] if layer.activation is LINEAR else _relu_backward(layer, inputs, upstream)
+
+
+def _pooling_backward(_, inputs, upstream):
+    (x,) = inputs
+    height, width = x.shape[1], x.shape[2]
+    return [tf.ones_like(x) * upstream[:, None, None, :] / float(height * width)]
+
+
+def _batch_norm_backward(layer, _, upstream):
+    scale = tf.math.rsqrt(layer.moving_variance + layer.epsilon)
+    if layer.scale:
+        scale *= layer.gamma
+    return [upstream * scale]
+
+
+def _padding_backward(layer, _, upstream):
+    (top, bottom), (left, right) = layer.padding
+    height, width = upstream.shape[1], upstream.shape[2]
+    return [upstream[:, top:height - bottom, left:width - right, :]]
+
+
+def _conv_backward(layer, inputs, upstream):
     """The transposed convolution: `conv2d`'s derivative with respect to its input."""
-    return tf.nn.conv2d_transpose(
+    return [tf.nn.conv2d_transpose(
         upstream,
         layer.kernel,
-        output_shape=tf.shape(x),
+        output_shape=tf.shape(inputs[0]),
         strides=[1, *layer.strides, 1],
         padding=layer.padding.upper(),
-    )
+    )]
+
+
+# Exact layer types: a subclass may change `call`, so it gets no rule by inheritance.
+RULES = {
+    keras.layers.Add: Rule(_always, lambda _, inputs, upstream: [upstream] * len(inputs)),
+    keras.layers.Dense: Rule(
+        lambda layer: None if layer.activation is LINEAR else "only a linear Dense (logits)",
+        lambda layer, _, upstream: [tf.matmul(upstream, layer.kernel, transpose_b=True)],
+    ),
+    keras.layers.GlobalAveragePooling2D: Rule(_plain_pooling, _pooling_backward),
+    HalfHuberReLU: Rule(
+        _always,
+        lambda layer, inputs, upstream: [upstream * tf.clip_by_value(inputs[0], 0.0, layer.delta) / layer.delta],
+    ),
+    keras.layers.ReLU: Rule(_plain_relu, _relu_backward),
+    keras.layers.Activation: Rule(
+        lambda layer: None if layer.activation in (keras.activations.relu, LINEAR) else "only relu or linear",
+        _activation_backward,
+    ),
+    keras.layers.BatchNormalization: Rule(
+        lambda layer: None if layer.axis in (-1, 3) else "only channels-last batch norm", _batch_norm_backward,
+    ),
+    keras.layers.Normalization: Rule(
+        lambda layer: "invert=True" if layer.invert else None,
+        lambda layer, _, upstream: [upstream / tf.maximum(tf.sqrt(layer.variance), keras.config.epsilon())],
+    ),
+    keras.layers.ZeroPadding2D: Rule(_always, _padding_backward),
+    keras.layers.Conv2D: Rule(_plain_conv, _conv_backward),
+}

@@ -69,3 +69,18 @@ def test_names_unsupported_layers():
     assert "Flatten" in problems and "'logits'" not in problems
     with pytest.raises(ValueError, match="MaxPooling2D"):
         input_gradient(model)
+
+
+def test_subclasses_and_repeated_layers_get_no_rule_by_inheritance():
+    class ScaledConv(keras.layers.Conv2D):  # overrides call: the Conv2D rule would be wrong
+        def call(self, x):
+            return 2.0 * super().call(x)
+
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(3, 3, padding="same", name="shared")
+    x = ScaledConv(3, 3, padding="same", name="scaled")(shared(shared(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    problems = describe_unsupported(model)
+    assert "layer 'scaled' (ScaledConv): no derivative rule for this layer type" in problems
+    assert "layer 'shared' (Conv2D): a layer called more than once" in problems
+    assert len(problems) == 2
