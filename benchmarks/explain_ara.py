@@ -35,7 +35,7 @@ def main():
     from keras_robust import plots
     from keras_robust.data import load_dataset
     from keras_robust.explain import AdversarialExplainer
-    from keras_robust.metrics import ara, evaluation_indices
+    from keras_robust.robustness import ara, evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))

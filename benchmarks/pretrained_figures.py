@@ -60,7 +60,7 @@ def main():
     from keras_robust import plots
     from keras_robust.atomic import write_atomically
     from keras_robust.data import load_dataset
-    from keras_robust.metrics import accuracy_robustness_area, ara, evaluation_indices
+    from keras_robust.robustness import accuracy_robustness_area, ara, evaluation_indices
     from keras_robust.model_zoo.catalog import card_path
 
     data = load_dataset(args.data, "test", batch_size=1000)

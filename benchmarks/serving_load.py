@@ -51,7 +51,7 @@ def main():
     from keras_robust.data import load_dataset
     from keras_robust.export import export_model
     from keras_robust.machine import cpu_summary
-    from keras_robust.metrics import evaluation_indices
+    from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images = np.concatenate([x.numpy() for x, _ in data.dataset])

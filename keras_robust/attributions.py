@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.imageio import check_images
+from keras_robust.images import check_images
 
 
 def saliency(model, images, targets):

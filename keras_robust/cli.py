@@ -89,7 +89,7 @@ def _test_split(args, n_images=None, indices=None):
     import numpy as np
 
     from keras_robust.data import load_dataset
-    from keras_robust.metrics import evaluation_indices
+    from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1024, data_dir=args.data_dir,
                         cache_dir=args.cache_dir, download=args.download)
@@ -128,7 +128,7 @@ def _explain(args):
     from keras_robust import plots, report
     from keras_robust.atomic import save_npz_atomically
     from keras_robust.explain import AdversarialExplainer
-    from keras_robust.imageio import load_images
+    from keras_robust.images import load_images
 
     model = _load_model(args.model)
     if args.images and args.data:
@@ -218,7 +218,7 @@ def _evaluate(args):
 
     from keras_robust import plots, report
     from keras_robust.atomic import save_npz_atomically, write_atomically
-    from keras_robust.metrics import ara
+    from keras_robust.robustness import ara
     from keras_robust.strategies import is_chief, make_strategy
 
     # First: a multi-worker strategy must exist before other TensorFlow work.

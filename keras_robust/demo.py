@@ -25,7 +25,7 @@ from keras_robust.defaults import EXPLAIN_STEPS
 from keras_robust.model_calls import predict_logits
 from keras_robust.experiments import compare_explanations
 from keras_robust.explain import AdversarialExplainer
-from keras_robust.imageio import load_image
+from keras_robust.images import load_image
 from keras_robust.model_zoo import pretrained, pretrained_card, pretrained_names
 
 SAMPLE_IMAGES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_images")

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.model_calls import predict_logits, probability_of
-from keras_robust.imageio import check_images
+from keras_robust.images import check_images
 from keras_robust.replicated_attack import attack_on_replicas
 from keras_robust.defaults import (
     EXPLAIN_OVERSHOOT,

@@ -111,7 +111,7 @@ def ara_curve(result, path=None):
     shaded area above the random-guess line 1/K is the ARA in the legend.
 
     Args:
-        result: A `keras_robust.metrics.AraResult`.
+        result: A `keras_robust.robustness.AraResult`.
         path: Optional path of a PNG file to write.
 
     Returns:

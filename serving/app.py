@@ -45,7 +45,7 @@ from keras_robust import __version__
 from keras_robust.serving import open_inference
 from keras_robust.serving.batching import PredictBatcher
 from keras_robust.serving.registry import load_models
-from keras_robust.serving.requests import ServingError, encode_json, format_response, parse_request
+from keras_robust.serving.rest_requests import ServingError, encode_json, format_response, parse_request
 
 logger = logging.getLogger("keras_robust.serving")
 

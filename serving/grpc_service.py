@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 
 from keras_robust.serving.open_inference import tensor_columns
 from keras_robust.serving.registry import METHOD_NAME
-from keras_robust.serving.requests import ServingError, bad_request, check_work, convert_columns, show
+from keras_robust.serving.rest_requests import ServingError, bad_request, check_work, convert_columns, show
 
 logger = logging.getLogger("keras_robust.serving")
 

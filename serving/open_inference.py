@@ -6,7 +6,7 @@ with `data` in row-major order (flat or nested), or, with the binary tensor
 data extension, `"parameters": {"binary_data_size": n}` and its bytes after
 the JSON header, whose length the `Inference-Header-Content-Length` header
 gives. Tensors are turned into the same `(where, value)` columns as TF
-Serving's formats (`serving.requests`), so every value passes the same checks
+Serving's formats (`serving.rest_requests`), so every value passes the same checks
 with the same messages.
 
 Explanations take `images` and `targets`, and `rho` and `steps` either as
@@ -16,7 +16,7 @@ value for all); whatever is left out comes from the model card.
 
 import numpy as np
 
-from keras_robust.serving.requests import (
+from keras_robust.serving.rest_requests import (
     bad_request,
     check_work,
     convert_columns,
@@ -222,7 +222,7 @@ def _json_data(where, data, dtype, shape, count):
 
 
 def tensor_columns(tensors, parameters, names, card, limits):
-    """The `(where, value)` columns of `serving.requests` from `{name: array}`
+    """The `(where, value)` columns of `serving.rest_requests` from `{name: array}`
     tensors (V2's or gRPC's) and request parameters."""
     shape = list(card["input"]["shape"][1:])
     images = tensors["images"]

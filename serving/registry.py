@@ -11,7 +11,7 @@ import os
 from keras_robust.export import read_card
 from keras_robust.export.card import CARD_FILE
 from keras_robust.serving.backends import load_backend
-from keras_robust.serving.requests import ServingError
+from keras_robust.serving.rest_requests import ServingError
 
 logger = logging.getLogger("keras_robust.serving")
 

@@ -225,7 +225,7 @@ def test_command_line_defaults_are_the_librarys():
     import inspect
 
     import keras_robust_cli
-    from keras_robust import demo, explain, metrics, pretrained_names, training
+    from keras_robust import demo, explain, pretrained_names, robustness, training
     from keras_robust.export import export_model
     from keras_robust.precision import PRECISIONS
     from keras_robust.recipes import RECIPES
@@ -242,7 +242,7 @@ def test_command_line_defaults_are_the_librarys():
     explainer = defaults(explain.AdversarialExplainer.__init__)
     assert (parsed["explain"]["rho"], parsed["explain"]["steps"], parsed["explain"]["overshoot"]) == (
         explainer["rho"], explainer["steps"], explainer["overshoot"])
-    ara = defaults(metrics.ara)
+    ara = defaults(robustness.ara)
     assert {k: parsed["evaluate"][k] for k in ("rho", "steps", "momentum", "batch_size")} == {
         k: ara[k] for k in ("rho", "steps", "momentum", "batch_size")}
     exporter = defaults(export_model)

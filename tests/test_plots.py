@@ -10,7 +10,7 @@ from PIL import Image
 from keras_robust import plots
 from keras_robust.experiments import ExplanationComparison
 from keras_robust.explain import Explanation
-from keras_robust.metrics import AraResult, accuracy_robustness_area
+from keras_robust.robustness import AraResult, accuracy_robustness_area
 
 CLASS_NAMES = ("cat", "dog", "ship", "frog")
 

@@ -14,7 +14,7 @@ from keras_robust.attacks import validate_settings
 from keras_robust.model_calls import predict_logits
 from keras_robust.replicated_attack import attack_on_replicas
 from keras_robust.strategies import agree_on_progress, is_chief
-from keras_robust.imageio import check_images
+from keras_robust.images import check_images
 from keras_robust.validation import check_positive_int
 
 ARA_SEED = SEED

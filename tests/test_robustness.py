@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_robust import AttackSanityError
-from keras_robust.metrics import (
+from keras_robust.robustness import (
     accuracy_robustness_area,
     ara,
     evaluation_indices,
