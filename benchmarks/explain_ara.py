@@ -38,7 +38,7 @@ def main():
     from keras_robust.robustness import ara, evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
-    images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    images, labels = data.arrays()
     chosen = evaluation_indices(len(images), args.n_images)
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.pictures_out, exist_ok=True)

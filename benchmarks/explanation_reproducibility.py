@@ -31,7 +31,7 @@ def main():
     from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
-    images = np.concatenate([x.numpy() for x, _ in data.dataset])
+    images, _ = data.arrays()
     x = images[evaluation_indices(len(images), args.n_images)].astype("float32")
     targets = np.arange(args.n_images, dtype=np.int32) % 10
     settings = dict(rho=0.1, steps=35, overshoot=5.0, explain=True, sanity_check=False)

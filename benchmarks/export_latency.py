@@ -42,7 +42,7 @@ def main():
     from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
-    images = np.concatenate([x.numpy() for x, _ in data.dataset])
+    images, _ = data.arrays()
     images = images[evaluation_indices(len(images), 32)].astype("float32")
     figures = {}
     for path in args.models:

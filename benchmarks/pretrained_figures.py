@@ -64,7 +64,7 @@ def main():
     from keras_robust.model_zoo.catalog import card_path
 
     data = load_dataset(args.data, "test", batch_size=1000)
-    images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    images, labels = data.arrays()
     chosen = evaluation_indices(len(images), args.n_images)
     for name in args.models or keras_robust.pretrained_names():
         out = os.path.join(args.out, name)

@@ -142,14 +142,12 @@ def part_ara(depth, precision, steps):
 
 def part_ara_pretrained(name, count, steps):
     """`keras_robust.robustness.ara` itself on a shipped network and JPEG CIFAR-10 test images."""
-    import numpy as np
-
     import keras_robust
     from keras_robust.data import load_dataset
     from keras_robust.robustness import ara, evaluation_indices
 
     data = load_dataset(DATA, "test", batch_size=1000)
-    images, labels = (np.concatenate(parts) for parts in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    images, labels = data.arrays()
     chosen = evaluation_indices(len(images), int(count))
     model = keras_robust.pretrained(name)
     start = time.perf_counter()

@@ -54,7 +54,7 @@ def main():
     from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
-    images = np.concatenate([x.numpy() for x, _ in data.dataset])
+    images, _ = data.arrays()
     images = images[evaluation_indices(len(images), 64)].round(4)
     figures = {"machine": cpu_summary(), "data": "JPEG CIFAR-10 test split", "backend": args.backend,
                "clients": args.clients}

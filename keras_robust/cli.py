@@ -86,14 +86,12 @@ def _load_model(spec):
 
 def _test_split(args, n_images=None, indices=None):
     """Images and labels from the data source's test split, and its class names."""
-    import numpy as np
-
     from keras_robust.data import load_dataset
     from keras_robust.robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1024, data_dir=args.data_dir,
                         cache_dir=args.cache_dir, download=args.download)
-    images, labels = (np.concatenate(a) for a in zip(*[(x.numpy(), y.numpy()) for x, y in data.dataset]))
+    images, labels = data.arrays()
     if indices is None:
         indices = evaluation_indices(len(images), min(n_images, len(images)))
     bad = [i for i in indices if not 0 <= i < len(images)]

@@ -1,5 +1,6 @@
 """Tests for `keras_robust.data`."""
 
+import itertools
 import os
 import tarfile
 import time
@@ -11,6 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_robust import data
+from keras_robust.data import decoding
 
 CIFAR10_CLASSES = [
     "airplane",
@@ -304,7 +306,7 @@ def test_second_load_reads_cache_without_decoding(tmp_path, monkeypatch):
     def fail(*args):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(data, "_decode_image", fail)
+    monkeypatch.setattr(decoding, "_decode_image", fail)
     second = _load(tmp_path / "src", "train", cache_dir=cache_dir)
     assert second.class_names == ["x", "y"]
     for a, b in zip(first, _collect(second)):
@@ -430,6 +432,32 @@ def test_arrays_uint8_and_float():
     np.testing.assert_allclose(
         _collect(_load((floats, np.arange(5))))[0], floats, rtol=1e-6
     )
+
+
+def test_loaded_data_arrays_is_one_pass_in_order(rng):
+    images = rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    labels = np.arange(10) % 3
+    got_images, got_labels = _load((images, labels), batch_size=4).arrays()
+    assert got_images.dtype == np.float32 and got_labels.dtype == np.int32
+    np.testing.assert_array_equal(got_images, images.astype(np.float32) * np.float32(1 / 255))
+    np.testing.assert_array_equal(got_labels, labels)
+
+    # A shuffled, augmented split: the first pass of the same load, batch by batch.
+    train = dict(batch_size=4, seed=5)
+    shuffled = data.load_dataset((images, labels), "train", **train).arrays()
+    by_hand = _collect(data.load_dataset((images, labels), "train", **train))
+    for a, b in zip(shuffled, by_hand):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(shuffled[1]) == sorted(labels)
+
+    # An endless stream: its first epoch.
+    stream = dict(batch_size=4, seed=5, first_epoch=3)
+    first = data.load_dataset((images, labels), "train", **stream).arrays()
+    batches = itertools.islice(data.load_dataset((images, labels), "train", **stream).dataset, 3)
+    by_hand = [np.concatenate(parts) for parts in zip(*[(x.numpy(), y.numpy()) for x, y in batches])]
+    for a, b in zip(first, by_hand):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(first[1]) == sorted(labels)
 
 
 _GOOD = np.zeros((3, 4, 4, 3), np.float32)
