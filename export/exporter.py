@@ -8,14 +8,8 @@ import shutil
 import keras
 
 from keras_robust.atomic import write_atomically
-from keras_robust.defaults import (
-    EXPLAIN_OVERSHOOT,
-    EXPLAIN_RHO,
-    EXPLAIN_STEPS,
-    MAX_RHO,
-    MIN_EXPLAIN_STEPS,
-)
-from keras_robust.validation import check_range
+from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.validation import check_explanation_settings
 from keras_robust.export import card, signatures
 from keras_robust.export.gradients import check_supported
 from keras_robust.export.onnx_graphs import write_onnx
@@ -161,14 +155,7 @@ def _validate(classifier, name, version, rho, steps, overshoot, formats):
         )
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
-    check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_EXPLAIN_STEPS <= steps <= signatures.MAX_STEPS:
-        raise ValueError(
-            f"`steps` must be an integer in [{MIN_EXPLAIN_STEPS}, {signatures.MAX_STEPS}], as for "
-            f"AdversarialExplainer. Received: steps={steps!r}"
-        )
-    if not overshoot >= 1:
-        raise ValueError(f"`overshoot` must be >= 1. Received: overshoot={overshoot!r}")
+    check_explanation_settings(rho, steps, overshoot, max_steps=signatures.MAX_STEPS)
     unknown = set(formats) - set(FORMATS)
     if not formats or unknown:
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: formats={formats!r}")

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.model_calls import call_model
-from keras_robust.validation import check_tensorflow_backend
+from keras_robust.validation import check_range, check_steps, check_tensorflow_backend
 
 MODES = ("bounded", "l2min", "btr")
 MAX_UNROLLED_STEPS = 16
@@ -293,12 +293,12 @@ def validate_settings(rho, steps, overshoot, mode, momentum, clip_range=None):
     check_tensorflow_backend("The attack (keras_robust.attacks)")
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1. Received: steps={steps!r}")
-    if not isinstance(rho, tf.Tensor) and not rho > 0:
-        raise ValueError(f"`rho` must be > 0. Received: rho={rho!r}")
-    if not isinstance(overshoot, tf.Tensor) and not overshoot >= 1:
-        raise ValueError(f"`overshoot` must be >= 1. Received: overshoot={overshoot!r}")
+    check_steps(steps)
+    # Tensors (the training step's per-batch values) are checked where they are made.
+    if not isinstance(rho, tf.Tensor):
+        check_range("rho", rho, low=0.0, strict=True)
+    if not isinstance(overshoot, tf.Tensor):
+        check_range("overshoot", overshoot, low=1.0)
     if not 0 <= momentum < 1:
         raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum!r}")
     if clip_range is not None and not (len(clip_range) == 2 and clip_range[0] < clip_range[1]):

@@ -8,14 +8,8 @@ import tensorflow as tf
 from keras_robust.model_calls import predict_logits, probability_of
 from keras_robust.images import check_images
 from keras_robust.replicated_attack import attack_on_replicas
-from keras_robust.defaults import (
-    EXPLAIN_OVERSHOOT,
-    EXPLAIN_RHO,
-    EXPLAIN_STEPS,
-    MAX_RHO,
-    MIN_EXPLAIN_STEPS,
-)
-from keras_robust.validation import check_range, check_tensorflow_backend
+from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.validation import check_explanation_settings, check_tensorflow_backend
 
 
 
@@ -89,10 +83,7 @@ class AdversarialExplainer:
     def __init__(self, model, rho=EXPLAIN_RHO, overshoot=EXPLAIN_OVERSHOOT, steps=EXPLAIN_STEPS, batch_size=256,
                  class_names=None, sanity_check=True):
         check_tensorflow_backend("AdversarialExplainer")
-        check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
-        check_range("overshoot", overshoot, low=1.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < MIN_EXPLAIN_STEPS:
-            raise ValueError(f"`steps` must be an integer >= {MIN_EXPLAIN_STEPS}. Received: steps={steps!r}")
+        check_explanation_settings(rho, steps, overshoot)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
         self.model = model

@@ -3,6 +3,8 @@
 import math
 import numbers
 
+from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
+
 
 def check_range(name, value, low=None, high=None, strict=False):
     """Raises unless `value` is a finite real number in the range; `strict` excludes `low`."""
@@ -28,6 +30,21 @@ def check_positive_int(name, value):
     """Raises unless `value` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+
+
+def check_steps(steps, low=1, high=None):
+    """Raises unless `steps` is an integer (not a bool) in [low, high]."""
+    valid = isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= low
+    if not valid or (high is not None and steps > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"`steps` must be an integer {bound}. Received: steps={steps!r}")
+
+
+def check_explanation_settings(rho, steps, overshoot, max_steps=None):
+    """The checks of an explanation's budget ρ, steps N and overshoot o (docs/method.md §5)."""
+    check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
+    check_steps(steps, MIN_EXPLAIN_STEPS, max_steps)
+    check_range("overshoot", overshoot, low=1.0)
 
 
 def check_tensorflow_backend(what):
