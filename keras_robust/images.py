@@ -6,25 +6,16 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from keras_robust.validation import check_pixels
+
 
 def check_images(images, unit_range=True):
     """Float images `(n, H, W, C)`, with values in [0, 1] if `unit_range`, as float32;
     clear errors otherwise."""
     images = np.asarray(images)
-    if images.dtype.kind != "f":
-        raise ValueError(
-            "Images must be float in [0, 1] pixel units; divide integer images "
-            f"by 255 first. Received: images.dtype={images.dtype}"
-        )
     if images.ndim != 4:
         raise ValueError(f"Images must have shape (n, H, W, C). Received: images.shape={images.shape}")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("Images must be finite. Received: images with NaN or infinite values")
-    if unit_range and images.size and (images.min() < 0 or images.max() > 1):
-        raise ValueError(
-            "Images must be in [0, 1] pixel units; divide 0..255 images by 255 first. "
-            f"Received: images in [{images.min():g}, {images.max():g}]"
-        )
+    check_pixels(images, unit_range=unit_range)
     return images.astype("float32")
 
 

@@ -8,7 +8,7 @@ from keras_robust import regularizer
 from keras_robust.defaults import SEED
 from keras_robust.attacks import attack_details
 from keras_robust.strategies import is_multi_worker
-from keras_robust.validation import check_range, check_tensorflow_backend
+from keras_robust.validation import check_pixels, check_range, check_tensorflow_backend
 
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 
@@ -465,11 +465,6 @@ def _bad_batch_message(error):
 
 def _validate_batch(model, images, labels):
     """Clear errors for the mistakes that would otherwise fail deep in TensorFlow."""
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(
-            "RobustModel expects float images in [0, 1] pixel units; divide "
-            f"integer images by 255 first. Received: images.dtype={images.dtype}"
-        )
     expected = model.classifier.input_shape[1:] if _has_input_shape(model) else None
     if expected and (
         images.ndim != len(expected) + 1
@@ -479,17 +474,7 @@ def _validate_batch(model, images, labels):
             f"Images must have shape (batch, {', '.join(map(str, expected))}) for this "
             f"classifier. Received: images.shape={images.shape}"
         )
-    if not np.all(np.isfinite(images)):
-        raise ValueError(
-            f"Images contain {int(np.sum(~np.isfinite(images)))} NaN or infinite values. "
-            "Received: images with non-finite values"
-        )
-    low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 1:
-        raise ValueError(
-            "Images must be in [0, 1] pixel units (docs/method.md §2). "
-            f"Received: images in [{low:g}, {high:g}]"
-        )
+    check_pixels(images)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"Labels must be integer class indices. Received: labels.dtype={labels.dtype}"

@@ -3,6 +3,8 @@
 import math
 import numbers
 
+import numpy as np
+
 from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
 
 
@@ -30,6 +32,27 @@ def check_positive_int(name, value):
     """Raises unless `value` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+
+
+def check_pixels(images, what="Images", unit_range=True):
+    """Raises unless the NumPy array `images` holds finite floats, in [0, 1]
+    pixel units if `unit_range`: the one pixel check of the library, the data
+    loader, training and the server (which answers its message with 400)."""
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(
+            f"{what} must be float in [0, 1] pixel units; divide integer images by 255 first. "
+            f"Received: dtype {images.dtype}"
+        )
+    bad = images.size - np.count_nonzero(np.isfinite(images))
+    if bad:
+        raise ValueError(f"{what} must be finite. Received: {bad} NaN or infinite values")
+    if unit_range and images.size:
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{what} must hold pixel values in [0, 1]; divide 0..255 images by 255 first. "
+                f"Received: images in [{low:g}, {high:g}]"
+            )
 
 
 def check_steps(steps, low=1, high=None):

@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 
 from keras_robust.defaults import MAX_RHO
+from keras_robust.validation import check_pixels
 
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 REQUIRED = ("images", "targets")
@@ -269,11 +270,10 @@ def _image(where, value, shape, limits):
 
 
 def _check_pixels(where, array):
-    if not np.isfinite(array).all():
-        raise bad_request(f"{where}: images must be finite. Received: NaN or infinite pixel values")
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        raise bad_request(f"{where}: pixel values must lie in [0, 1]. Received: values in [{low}, {high}]")
+    try:
+        check_pixels(array, what=f"{where}: images")
+    except ValueError as error:
+        raise bad_request(str(error)) from None
     return array
 
 

@@ -469,8 +469,8 @@ _EYE = np.eye(4, dtype=bool)[None, :, :, None]
     [
         (np.zeros((3, 4, 4, 1)), [0, 1, 2], None, r"shape=\(3, 4, 4, 1\)"),
         (np.zeros((3, 4, 4)), [0, 1, 2], None, r"images.shape=\(3, 4, 4\)"),
-        (_GOOD + 1.5, [0, 1, 2], None, "min=1.5, max=1.5"),
-        (_GOOD - 0.25, [0, 1, 2], None, "min=-0.25"),
+        (_GOOD + 1.5, [0, 1, 2], None, r"Received: images in \[1.5, 1.5\]"),
+        (_GOOD - 0.25, [0, 1, 2], None, r"Received: images in \[-0.25, -0.25\]"),
         (np.where(_EYE, np.nan, _GOOD), [0, 1, 2], None, "NaN"),
         (_GOOD + np.inf, [0, 1, 2], None, "infinite"),
         (_GOOD.astype(np.int64), [0, 1, 2], None, "images.dtype=int64"),

@@ -76,7 +76,7 @@ def test_model_metadata_lists_both_signatures(stub):
         (lambda x: request(name="nothing", images=x), grpc.StatusCode.NOT_FOUND, "No model 'nothing'"),
         (lambda x: request(version=2, images=x), grpc.StatusCode.NOT_FOUND, "has no version 2"),
         (lambda x: request("classify", images=x), grpc.StatusCode.INVALID_ARGUMENT, "has the signatures"),
-        (lambda x: request(images=x * 4), grpc.StatusCode.INVALID_ARGUMENT, "pixel values must lie in [0, 1]"),
+        (lambda x: request(images=x * 4), grpc.StatusCode.INVALID_ARGUMENT, "images must hold pixel values in [0, 1]"),
         (lambda x: request(images=x.astype(np.float64)), grpc.StatusCode.INVALID_ARGUMENT, "dtype must be DT_FLOAT"),
         (lambda x: request(images=x[:, :16]), grpc.StatusCode.INVALID_ARGUMENT, "images has shape [B, 32, 32, 3]"),
         (lambda x: request("explain", images=x), grpc.StatusCode.INVALID_ARGUMENT, "missing ['targets']"),

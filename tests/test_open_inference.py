@@ -154,7 +154,7 @@ BAD_REQUESTS = [
     ("tiny/infer", {"inputs": [_images(datatype="FP64")]}, 400, "datatype must be FP32"),
     ("tiny/infer", {"inputs": [_images(shape=[1, 32, 32])]}, 400, "must hold 1024 values for shape [1, 32, 32]. Received: 3072"),
     ("tiny/infer", {"inputs": [_images(shape=[1, 16, 64, 3])]}, 400, "images has shape [B, 32, 32, 3]"),
-    ("tiny/infer", {"inputs": [_images(data=[2.0] * 3072)]}, 400, "pixel values must lie in [0, 1]"),
+    ("tiny/infer", {"inputs": [_images(data=[2.0] * 3072)]}, 400, "images must hold pixel values in [0, 1]"),
     ("tiny/infer", {"inputs": [_images(data=["a"] * 3072)]}, 400, "data is a list of numbers"),
     ("tiny/infer", {"inputs": [_images(shape=[17, 32, 32, 3], data=[0.5] * 3072 * 17)]}, 400, "max_batch=16"),
     ("tiny/infer", {"inputs": []}, 400, "non-empty list of tensors"),
@@ -188,7 +188,7 @@ def test_bad_requests_get_v2_error_bodies(tiny_server, route, body, status, mess
 
 
 def test_the_client_reports_server_errors(client):
-    with pytest.raises(InferenceServerException, match=r"pixel values must lie in \[0, 1\]") as error:
+    with pytest.raises(InferenceServerException, match=r"images must hold pixel values in \[0, 1\]") as error:
         client.infer("tiny", [tensor("images", np.full((1, 32, 32, 3), 3.0, np.float32), "FP32", True)])
     assert error.value.status() == "400"
 

@@ -308,6 +308,6 @@ def test_every_batch_of_a_generator_is_checked(rng):
             yield images[start : start + 16], labels[start : start + 16]
 
     model = _small_robust_model()
-    with pytest.raises(ValueError, match="Training batch 2: Images contain 1 NaN or infinite values"):
+    with pytest.raises(ValueError, match="Training batch 2: Images must be finite. Received: 1 NaN or infinite values"):
         model.fit(batches(), epochs=1, verbose=0)
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
