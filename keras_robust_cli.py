@@ -258,7 +258,7 @@ def _serve_parser(commands, with_limits):
         return
     import dataclasses
 
-    from keras_robust.serving.app import Limits
+    from keras_robust.serving.admission import Limits
 
     limits = serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)")
     for field in dataclasses.fields(Limits):

@@ -310,7 +310,7 @@ def _serve(args):
     import dataclasses
 
     from keras_robust.serving import serve
-    from keras_robust.serving.app import Limits
+    from keras_robust.serving.admission import Limits
 
     limits = {field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)}
     serve(args.export_dir, host=args.host, port=args.port, backend=args.backend,

@@ -6,7 +6,8 @@ KServe's `:explain` verb for adversarial explanations (docs/method.md §5), and 
 browser page at `/`. `serve(export_dir)` runs it with uvicorn.
 """
 
-from keras_robust.serving.app import Limits, create_app, serve
+from keras_robust.serving.admission import Limits
+from keras_robust.serving.app import create_app, serve
 from keras_robust.serving.backends import load_backend
 
 __all__ = ["Limits", "create_app", "load_backend", "serve"]

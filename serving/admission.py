@@ -1,0 +1,191 @@
+"""What the server admits: the `Limits`, the inference slots (`Gate`), request
+bytes in flight, and the cancellation of timed-out onnxruntime runs."""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+
+import onnxruntime
+
+from keras_robust.serving.rest_requests import ServingError
+
+# Error messages quote the request's path up to this many characters, so a huge
+# URL cannot make a huge answer.
+PATH_ECHO_CHARS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server, and how much runs at once.
+
+    Attributes:
+        max_request_bytes: Largest request body (larger: 413).
+        max_image_bytes: Largest encoded (`{"b64": ...}`) image (larger: 413).
+        max_image_pixels: Most pixels of an encoded image before resizing,
+            checked before decoding (more: 413).
+        max_batch: Most examples in one request (more: 400).
+        max_steps: Most explanation steps N per example (more: 400).
+        max_image_steps: Most explanation work per request, the sum of its
+            examples' steps (more: 400). The default lets a full batch of 64
+            take the default 35 steps, and keeps `max_concurrent` such
+            requests to a ResNet-44 within `timeout_s` on 2 CPU cores (about
+            200 image-steps per second with ONNX Runtime, docs/serving.md).
+        timeout_s: Seconds a request may wait and run (longer: 504).
+        max_concurrent: Inferences running at once, all sharing one loaded
+            model per version.
+        max_queue: Requests waiting for a free slot (more: 503).
+        max_inflight_bytes: Request bytes being received or parsed at once,
+            counted by Content-Length (else `max_request_bytes`) from the
+            moment a body starts to arrive until its answer is ready (more:
+            503). Bounds the memory of large requests, and how long their
+            parsing can keep Python busy. At least `max_request_bytes`.
+        batch_window_ms: How long a predict request waits for others to
+            run with it as one batch (TF Serving's `batch_timeout_micros`);
+            0 runs each request alone. Answers are the same either way.
+        max_batch_size: Most images in one batched predict run.
+    """
+
+    max_request_bytes: int = 32 * 2**20
+    max_image_bytes: int = 8 * 2**20
+    max_image_pixels: int = 4096 * 4096
+    max_batch: int = 64
+    max_steps: int = 200
+    max_image_steps: int = 2500
+    timeout_s: float = 60.0
+    max_concurrent: int = 4
+    max_queue: int = 32
+    max_inflight_bytes: int = 64 * 2**20
+    batch_window_ms: float = 2.0
+    max_batch_size: int = 64
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "timeout_s":
+                valid, wanted = isinstance(value, (int, float)) and value > 0, "a number > 0"
+            elif field.name == "batch_window_ms":
+                valid, wanted = isinstance(value, (int, float)) and 0 <= value <= 1000, "a number in [0, 1000]"
+            else:
+                lowest = 0 if field.name == "max_queue" else 1
+                valid, wanted = isinstance(value, int) and value >= lowest, f"an integer >= {lowest}"
+            if isinstance(value, bool) or not valid:
+                raise ValueError(f"`{field.name}` must be {wanted}. Received: {field.name}={value!r}")
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(
+                "`max_inflight_bytes` must be at least max_request_bytes, or a request of the allowed "
+                f"size could never be taken. Received: max_inflight_bytes={self.max_inflight_bytes}"
+            )
+
+
+class Gate:
+    """Bounded concurrency: `max_concurrent` inferences run, `max_queue` wait.
+
+    A timed-out request answers 504 at once and its inference is cancelled:
+    `function` receives a `Cancellation`, which stops an onnxruntime run
+    within a few operators. Work that cannot be stopped (the SavedModel
+    backend) keeps its slot until it really ends, so timed-out work never
+    piles up beyond `max_concurrent`.
+    """
+
+    def __init__(self, limits):
+        self._limits = limits
+        self._slots = asyncio.Semaphore(limits.max_concurrent)
+        self._admitted = 0  # waiting or running; only the event loop's thread touches it
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            limits.max_concurrent, thread_name_prefix="keras-robust-serving"
+        )
+
+    async def run(self, function, deadline):
+        """Runs `function(cancellation)` in a worker thread by `deadline` (the event
+        loop's clock); 503 when full, 504 past the deadline."""
+        capacity = self._limits.max_concurrent + self._limits.max_queue
+        if self._admitted >= capacity:
+            raise ServingError(
+                503, "The server is busy; retry later. Received: a request beyond "
+                     f"max_concurrent + max_queue = {capacity} running or waiting"
+            )
+        self._admitted += 1
+        cancellation = Cancellation()
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0)
+        try:
+            return await asyncio.wait_for(self._run(functools.partial(function, cancellation)), remaining)
+        except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on
+            cancellation.cancel()
+            raise self.timed_out() from None
+
+    def timed_out(self):
+        """The 504 of a request past its deadline."""
+        return ServingError(
+            504, f"The request took longer than timeout_s={self._limits.timeout_s:g} s; "
+                 "send fewer images or steps. Received: a request still waiting or running"
+        )
+
+    async def _run(self, function):
+        acquired = False
+        try:
+            await self._slots.acquire()
+            acquired = True
+            future = asyncio.get_running_loop().run_in_executor(self._executor, function)
+        except BaseException:  # timed out while waiting, or shutting down: no inference started
+            if acquired:
+                self._slots.release()
+            self._admitted -= 1
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.shield(future)  # a timeout must not cancel the running inference
+
+    def _release(self, future):
+        self._slots.release()
+        self._admitted -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: a cancelled run's error has no one left to answer
+
+    def close(self):
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class InflightBytes:
+    """Counts the request bytes being received or parsed; refuses (503) beyond the limit.
+
+    Used only from the event loop's thread, so a plain counter is enough.
+    """
+
+    def __init__(self, limits):
+        self._limits = limits
+        self._bytes = 0
+
+    @contextlib.contextmanager
+    def reserve(self, request):
+        length = request.headers.get("content-length", "")
+        size = min(int(length), self._limits.max_request_bytes) if length.isdigit() else self._limits.max_request_bytes
+        if self._bytes + size > self._limits.max_inflight_bytes:
+            raise ServingError(
+                503, f"The server is receiving or parsing {self._bytes} request bytes, and this request "
+                     f"would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry later. "
+                     f"Received: {received(request)} of {size} bytes"
+            )
+        self._bytes += size
+        try:
+            yield
+        finally:
+            self._bytes -= size
+
+
+class Cancellation:
+    """Lets the event loop stop a worker's onnxruntime run (`RunOptions.terminate`)."""
+
+    def __init__(self):
+        self.run_options = onnxruntime.RunOptions()
+
+    def cancel(self):
+        self.run_options.terminate = True
+
+
+def received(request):
+    """`METHOD path` for an error message, the path cut to PATH_ECHO_CHARS."""
+    path = request.url.path
+    if len(path) > PATH_ECHO_CHARS:
+        path = path[:PATH_ECHO_CHARS] + f"... ({len(path)} characters)"
+    return f"{request.method} {path}"
