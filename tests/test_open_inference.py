@@ -212,3 +212,12 @@ def test_a_model_named_like_another_models_explainer_is_refused(tiny_export, tmp
     (tmp_path / f"{name}-explainer" / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="would hide the explain endpoint"):
         create_app(str(tmp_path), limits=Limits())
+
+
+def test_size_and_malformed_body_errors_are_v2_error_bodies(tiny_server):
+    status, answer = call(f"{tiny_server}/v2/models/tiny/infer", b"x" * 1_000_001)
+    assert status == 413 and "max_request_bytes=1000000" in answer["error"] and set(answer) == {"error"}
+    status, answer = call(f"{tiny_server}/v2/models/tiny/infer", b"{not json")
+    assert status == 400 and "not valid JSON" in answer["error"]
+    status, answer = call(f"{tiny_server}/v2/models/tiny/infer", method="GET")
+    assert status == 405 and set(answer) == {"error"}
