@@ -52,6 +52,7 @@ def plan(quick):
                                                      "20" if quick else "100", "30" if quick else "450"])]
     runs += [("export resnet20", ["export", "5" if quick else "20"])]
     runs += [(SERVE_RUN, ["serve", "80" if quick else "400"])]
+    runs += [("startup", ["startup", "3" if quick else "5"])]
     return runs
 
 
@@ -200,9 +201,22 @@ def part_serve(requests):
     return result
 
 
+def part_startup(repeats):
+    """`keras-robust --help` time, and the ONNX server's start-up time and memory."""
+    output = subprocess.run([sys.executable, os.path.join(HERE, "startup.py"), "--repeats", str(repeats)],
+                            check=True, capture_output=True, text=True)
+    figures = json.loads(output.stdout.strip().splitlines()[-1])
+    return {
+        "help": _figure(figures["help_s"], figures["help_s"], "s"),
+        "serve ready": _figure(figures["serve_ready_s"], figures["serve_ready_s"], "s"),
+        "serve rss_mb": figures["serve_rss_mb"],
+        "serve loads tensorflow": int(figures["serve_loads_tensorflow"]),
+    }
+
+
 PARTS = {"train": part_train, "attack": part_attack, "explain": part_explain, "ara": part_ara,
          "ara_pretrained": part_ara_pretrained,
-         "export": part_export, "serve": part_serve}
+         "export": part_export, "serve": part_serve, "startup": part_startup}
 
 
 def _figure(median, worst, unit, best=None):
