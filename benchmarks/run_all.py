@@ -404,7 +404,8 @@ def main():
         return
     append_history(record)
     draw_history(read_history())
-    update_performance_doc(record)
+    if not args.only:  # the page's table is one whole run's; a partial run would cut it short
+        update_performance_doc(record)
     update_serving_doc(record)
     print(f"recorded in {os.path.relpath(HISTORY, REPO)}; plot {os.path.relpath(PLOT, REPO)}; "
           f"{os.path.relpath(PERFORMANCE, REPO)} and {os.path.relpath(SERVING, REPO)} updated")
