@@ -257,7 +257,7 @@ def machine_record():
 
 def run(quick, only=None):
     record = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "quick": quick, **machine_record(), "figures": {}}
+              "quick": quick, "only": only, **machine_record(), "figures": {}}
     print(f"{record['cpu']['model']}, {record['cpu']['cores']} cores, "
           f"{'AVX-512 BF16' if 'avx512_bf16' in record['cpu']['flags'] else 'no AVX-512 BF16'}; "
           f"TensorFlow {record['tensorflow']}, Keras {record['keras']}, onnxruntime {record['onnxruntime']}",
@@ -368,7 +368,8 @@ def update_serving_doc(record, path=SERVING):
     """The serving tables of docs/serving.md, when this run measured them."""
     tables = record.get("tables", {}).get(SERVE_RUN)
     if tables:
-        header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}` "
+        only = f" --only {' '.join(record['only'])}" if record.get("only") else ""
+        header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}{only}` "
                   f"({record['time']}, commit {record.get('commit')}), an untrained ResNet-20 "
                   "(the cost of a request does not depend on the weights).\n\n")
         replace_section(path, header + tables.rstrip(), "Measured under concurrent load")
