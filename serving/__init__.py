@@ -1,9 +1,11 @@
-"""An HTTP service answering TF Serving's REST API with predictions and explanations.
+"""A service answering predictions and explanations over HTTP and gRPC.
 
 `create_app(export_dir)` serves every model `keras_robust.export.export_model`
 wrote under `export_dir`: TF Serving's `:predict`, status and metadata routes,
-KServe's `:explain` verb for adversarial explanations (docs/method.md §5), and a
-browser page at `/`. `serve(export_dir)` runs it with uvicorn.
+KServe's `:explain` verb for adversarial explanations (docs/method.md §5), the
+Open Inference Protocol (V2) with an explain extension, optionally TF
+Serving's gRPC `PredictionService`, and a browser page at `/`.
+`serve(export_dir)` runs it with uvicorn.
 """
 
 from keras_robust.serving.admission import Limits

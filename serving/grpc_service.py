@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 
 from keras_robust.serving.open_inference import tensor_columns
 from keras_robust.serving.registry import METHOD_NAME
-from keras_robust.serving.rest_requests import ServingError, bad_request, check_work, convert_columns, show
+from keras_robust.serving.rest_requests import REQUIRED, ServingError, bad_request, check_work, convert_columns, show
 
 logger = logging.getLogger("keras_robust.serving")
 
@@ -139,7 +139,7 @@ def _inputs(tensors, signature, card, limits):
     """The request's `TensorProto`s, checked as every other protocol's inputs are."""
     names = card["signatures"][signature]["inputs"]
     unknown = sorted(set(tensors) - set(names))
-    missing = [n for n in ("images", "targets") if n in names and n not in tensors]
+    missing = [n for n in REQUIRED if n in names and n not in tensors]
     if unknown or missing:
         raise bad_request(f"The signature's inputs are {', '.join(names)}. Received: unknown {unknown}, "
                           f"missing {missing}")

@@ -17,6 +17,7 @@ value for all); whatever is left out comes from the model card.
 import numpy as np
 
 from keras_robust.serving.rest_requests import (
+    REQUIRED,
     bad_request,
     check_work,
     convert_columns,
@@ -167,7 +168,7 @@ def _tensors(inputs, names, binary):
             f"The binary part of the body holds the inputs' binary_data_size bytes, {offset}. "
             f"Received: {len(binary)} bytes after the JSON header"
         )
-    missing = [n for n in ("images", "targets") if n in names and n not in arrays]
+    missing = [n for n in REQUIRED if n in names and n not in arrays]
     if missing:
         raise bad_request(f"This endpoint's inputs are {', '.join(names)}. Received: no {', '.join(missing)}")
     return arrays
