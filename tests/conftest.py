@@ -2,12 +2,14 @@
 initialises, so `tf.distribute.MirroredStrategy` can be tested on one CPU."""
 
 import contextlib
+import http.client
 import json
 import os
 import pathlib
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -126,6 +128,25 @@ def call(url, body=None, method=None, headers=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def call_announcing(url, length):
+    """`(status, JSON answer)` of a POST that announces a `length`-byte body with
+    `Expect: 100-continue` and reads the answer before sending it, as curl does for
+    large bodies: a server refusing by Content-Length answers at once, and the
+    client never writes into a connection the server has closed (EPIPE)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.putrequest("POST", parts.path)
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(length))
+        connection.putheader("Expect", "100-continue")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def run_onnx(session, **feeds):

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from keras_robust import __version__
 from keras_robust.serving import Limits, create_app
-from tests.conftest import call, run_onnx
+from tests.conftest import call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults
 IMAGE = np.full((1, 32, 32, 3), 0.5, np.float32)
@@ -215,7 +215,7 @@ def test_a_model_named_like_another_models_explainer_is_refused(tiny_export, tmp
 
 
 def test_size_and_malformed_body_errors_are_v2_error_bodies(tiny_server):
-    status, answer = call(f"{tiny_server}/v2/models/tiny/infer", b"x" * 1_000_001)
+    status, answer = call_announcing(f"{tiny_server}/v2/models/tiny/infer", 1_000_001)
     assert status == 413 and "max_request_bytes=1000000" in answer["error"] and set(answer) == {"error"}
     status, answer = call(f"{tiny_server}/v2/models/tiny/infer", b"{not json")
     assert status == 400 and "not valid JSON" in answer["error"]

@@ -7,7 +7,6 @@ onnxruntime run directly on the exported graphs, the Keras model, and
 
 import base64
 import concurrent.futures
-import http.client
 import io
 import json
 import logging
@@ -30,29 +29,10 @@ import keras_robust
 from keras_robust.export import read_card
 from keras_robust.serving import Limits, create_app, load_backend
 from keras_robust.serving import backends as serving_backends
-from tests.conftest import REPO_ROOT, call, run_onnx
+from tests.conftest import REPO_ROOT, call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)
 IMAGE = np.full((32, 32, 3), 0.5).tolist()
-
-
-def call_announcing(url, length):
-    """`(status, JSON answer)` of a POST that announces a `length`-byte body with
-    `Expect: 100-continue` and reads the answer before sending it, as curl does for
-    large bodies: a server refusing by Content-Length answers at once, and the
-    client never writes into a connection the server has closed (EPIPE)."""
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        connection.putrequest("POST", parts.path)
-        connection.putheader("Content-Type", "application/json")
-        connection.putheader("Content-Length", str(length))
-        connection.putheader("Expect", "100-continue")
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 def columns(predictions):
