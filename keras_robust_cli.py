@@ -11,12 +11,16 @@ checks that every default shown here is the library's.
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
 import warnings
 
-from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS, SEED
+from keras_robust.defaults import (ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMENTUM, EXPLAIN_OVERSHOOT, EXPLAIN_RHO,
+                                   EXPLAIN_STEPS, SEED, SMALLEST_CHANGE_RHO, SMALLEST_CHANGE_STEPS)
+from keras_robust.recipes import RECIPES
+from keras_robust.training_config import TrainingConfig
 
 DEMO_MODEL = "resnet44-cifar10-all"
 PRETRAINED_NAMES = (
@@ -97,8 +101,8 @@ def _demo_parser(commands):
     demo.add_argument("--all-networks", action="store_true",
                       help="also explain the images with all four shipped networks (paper's Figure 4)")
     demo.add_argument("--steps", type=int, default=EXPLAIN_STEPS, help=f"explanation steps N (default {EXPLAIN_STEPS})")
-    demo.add_argument("--attack-steps", type=int, default=200,
-                      help="steps of the smallest class-changing attack (default 200)")
+    demo.add_argument("--attack-steps", type=int, default=SMALLEST_CHANGE_STEPS,
+                      help=f"steps of the smallest class-changing attack (default {SMALLEST_CHANGE_STEPS})")
     _data_options(demo)
 
 
@@ -113,36 +117,11 @@ def _train_parser(commands):
                        help="tfds:NAME, or a folder / .tar.gz of class folders "
                             "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")
     train.add_argument("--out", required=True, help="output folder (checkpoints, logs, model.keras)")
-    train.add_argument("--robust", action="store_true",
-                       help="Lipschitz regulariser + adaptive psi + half-Huber ReLU")
-    train.add_argument("--adversarial-training", action="store_true",
-                       help="train on attacked batches (bounded, rho 0.01, 7 steps)")
+    _add_dataclass_flags(train, TrainingConfig)
     train.add_argument("--l2-min", action="store_true",
-                       help="with --adversarial-training: the L2,min attack, rho 0.1")
-    train.add_argument("--recipe", choices=["cifar", "imagenet"], default="cifar",
-                       help="cifar: the paper's recipe, ResNet-(6n+2), images decoded once; imagenet: "
-                            "ResNet-50, 224x224 random-resized crops streamed from a folder of class "
-                            "folders or tfds:imagenet2012 (docs/imagenet.md) (default cifar)")
-    train.add_argument("--depth", type=int,
-                       help="ResNet depth: 6n+2 for cifar (default 44), 50 for imagenet")
-    train.add_argument("--epochs", type=int,
-                       help="epochs; the lr drops scale with it (default: cifar 200, imagenet 90)")
-    train.add_argument("--batch-size", type=int,
-                       help="images per batch and replica (default: cifar 128, imagenet 64)")
-    train.add_argument("--lr", type=float,
-                       help="SGD learning rate per replica, > 0 (default: cifar 0.1, imagenet 0.025)")
-    train.add_argument("--weight-decay", type=float, default=1e-4,
-                       help="coupled L2 weight decay on every parameter (default 0.0001)")
-    _strategy_option(train)
-    train.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
-                       help="XLA; auto = timed probe with and without XLA on one replica (cached per CPU), off with several replicas (default auto)")
-    train.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                       help="fp32, or mixed precision: bf16 (CPUs with AVX-512 BF16/AMX, TPUs, "
-                            "recent GPUs), fp16 (GPUs, with loss scaling) (default: fp32)")
+                       help="the same as --adversarial-training l2min")
     train.add_argument("--limit-train", type=int, help="train on this many images only")
     train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
-    train.add_argument("--seed", type=int, default=SEED,
-                       help=f"seed of weights, shuffling and augmentation (default {SEED})")
     _data_options(train)
 
 
@@ -181,14 +160,14 @@ def _evaluate_parser(commands):
     evaluate.add_argument("model", help="a .keras model, or the name of a shipped network")
     evaluate.add_argument("--data", required=True, help="data source (see train --data)")
     evaluate.add_argument("--n-images", type=int, default=1000, help="test images for ARA (default 1000)")
-    _attack_options(evaluate, rho=20.0, steps=450)
-    evaluate.add_argument("--momentum", type=float, default=0.9,
-                          help="attack momentum mu in [0, 1) (default 0.9)")
-    evaluate.add_argument("--batch-size", type=int, default=100,
-                          help="images attacked at once (default 100)")
+    _attack_options(evaluate, rho=SMALLEST_CHANGE_RHO, steps=ARA_STEPS)
+    evaluate.add_argument("--momentum", type=float, default=ATTACK_MOMENTUM,
+                          help=f"attack momentum mu in [0, 1) (default {ATTACK_MOMENTUM})")
+    evaluate.add_argument("--batch-size", type=int, default=ARA_BATCH_SIZE,
+                          help=f"images attacked at once (default {ARA_BATCH_SIZE})")
     evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                           help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
-    _strategy_option(evaluate)
+    _add_dataclass_flags(evaluate, TrainingConfig, names=("strategy",))
     _output_options(evaluate, "evaluation")
 
 
@@ -256,21 +235,37 @@ def _serve_parser(commands, with_limits):
                             "(default: no gRPC)")
     if not with_limits:
         return
-    import dataclasses
-
     from keras_robust.serving.admission import Limits
 
-    limits = serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)")
-    for field in dataclasses.fields(Limits):
-        limits.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
-                            default=field.default, help=f"default {field.default}")
+    _add_dataclass_flags(serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)"),
+                         Limits)
 
 
-def _strategy_option(parser):
-    parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
-                        help="tf.distribute strategy sharing the work: mirrored = this machine's devices, "
-                             "multiworker = the workers in TF_CONFIG, each running this same command "
-                             "(docs/distributed.md) (default: default, one device)")
+def _add_dataclass_flags(parser, settings, names=None):
+    """A flag for each field of the dataclass `settings` (or those in `names`), with its default.
+
+    A field's metadata may give its `help`, its `flag`, further `argparse`
+    options, and `recipe_default`: None, which takes each recipe's value.
+    """
+    for field in dataclasses.fields(settings):
+        if names is None or field.name in names:
+            parser.add_argument(field.metadata.get("flag") or f"--{field.name.replace('_', '-')}",
+                                **_flag_options(field))
+
+
+def _flag_options(field):
+    meta = field.metadata
+    help = meta.get("help", "")
+    if meta.get("recipe_default"):
+        help += f" (default: {', '.join(f'{r.name} {getattr(r, field.name)}' for r in RECIPES.values())})"
+    elif field.default not in (None, False):
+        help += f" (default: {field.default})" if help else f"default {field.default}"
+    options = dict(dest=field.name, default=field.default, help=help, **meta.get("argparse", {}))
+    if field.type is bool:
+        options["action"] = "store_true"
+    elif "nargs" not in options:
+        options["type"] = field.type
+    return options
 
 
 def _attack_options(parser, rho, steps):

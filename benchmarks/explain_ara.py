@@ -31,7 +31,6 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    import keras_robust  # noqa: F401
     from keras_robust import plots
     from keras_robust.data import load_dataset
     from keras_robust.explain import AdversarialExplainer

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.model_calls import call_model
-from keras_robust.validation import check_range, check_steps, check_tensorflow_backend
+from keras_robust.validation import check_choice, check_range, check_steps, check_tensorflow_backend
 
 MODES = ("bounded", "l2min", "btr")
 MAX_UNROLLED_STEPS = 16
@@ -291,8 +291,7 @@ def _expand(per_example, rank):
 def validate_settings(rho, steps, overshoot, mode, momentum, clip_range=None):
     """Clear errors for attack settings, before any work is done."""
     check_tensorflow_backend("The attack (keras_robust.attacks)")
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    check_choice("mode", mode, MODES)
     check_steps(steps)
     # Tensors (the training step's per-batch values) are checked where they are made.
     if not isinstance(rho, tf.Tensor):

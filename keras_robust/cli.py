@@ -5,6 +5,7 @@ answers `--help` without importing TensorFlow; each function here runs one
 parsed command and returns the exit code.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -13,24 +14,23 @@ import zipfile
 
 from keras_robust_cli import main  # noqa: F401  (the entry point, also as keras_robust.cli.main)
 
-def _train(args):
-    from keras_robust.training import TrainingConfig, train
+def training_config_from(args):
+    """The `TrainingConfig` that parsed `keras-robust train` arguments ask for."""
+    from keras_robust.training_config import TrainingConfig
 
-    config = TrainingConfig(
-        recipe=args.recipe,
-        depth=args.depth,
-        robust=args.robust,
-        adversarial_training=args.adversarial_training,
-        l2_min=args.l2_min,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        strategy=args.strategy,
-        jit_compile=args.jit_compile,
-        precision=args.precision,
-        seed=args.seed,
-    )
+    settings = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainingConfig)}
+    if args.l2_min:
+        if settings["adversarial_training"] not in (None, True, "l2min"):
+            raise ValueError(f"--l2-min asks for the l2min attack, --adversarial-training for "
+                             f"{settings['adversarial_training']}: give one of them")
+        settings["adversarial_training"] = "l2min"
+    return TrainingConfig(**settings)
+
+
+def _train(args):
+    from keras_robust.training import train
+
+    config = training_config_from(args)
     summary = train(
         config,
         args.data,

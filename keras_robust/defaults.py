@@ -17,3 +17,21 @@ MIN_EXPLAIN_STEPS = 2
 # An explanation's budget is an RMSE of [0, 1] pixels: 1 already allows turning
 # every pixel from black to white, and larger budgets only overflow.
 MAX_RHO = 1.0
+
+# The smallest class-changing attack (Algorithm 1 in L2,min mode, and BTR for
+# the ARA; docs/method.md §4 and §6): a budget ρ that never binds and the
+# momentum μ; the ARA's steps N and images attacked at once; the steps of the
+# Claim-1 comparison and the demo.
+SMALLEST_CHANGE_RHO = 20.0
+ATTACK_MOMENTUM = 0.9
+ARA_STEPS = 450
+ARA_BATCH_SIZE = 100
+SMALLEST_CHANGE_STEPS = 200
+
+# Adversarial training (docs/method.md §3): each mode's budget ρ, and the
+# attack's steps N.
+ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
+ADVERSARIAL_STEPS = 7
+
+# The tf.distribute strategies a run can use (keras_robust.strategies).
+STRATEGIES = ("default", "mirrored", "multiworker")

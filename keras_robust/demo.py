@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from keras_robust import plots, report
-from keras_robust.defaults import EXPLAIN_STEPS
+from keras_robust.defaults import EXPLAIN_STEPS, SMALLEST_CHANGE_STEPS
 from keras_robust.model_calls import predict_logits
 from keras_robust.experiments import compare_explanations
 from keras_robust.explain import AdversarialExplainer
@@ -96,7 +96,7 @@ def read_images(paths, size=(32, 32)):
 
 
 def run_demo(images, image_names, out_dir="demo", model=DEFAULT_MODEL, labels=None, steps=EXPLAIN_STEPS,
-             attack_steps=200, all_networks=False, log=print):
+             attack_steps=SMALLEST_CHANGE_STEPS, all_networks=False, log=print):
     """Explains `images` with a shipped robust network and the standard one.
 
     Args:

@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_robust import attributions
 from keras_robust.attacks import attack_details
+from keras_robust.defaults import ATTACK_MOMENTUM, SMALLEST_CHANGE_RHO, SMALLEST_CHANGE_STEPS
 from keras_robust.model_calls import predict_logits
 from keras_robust.explain import AdversarialExplainer
 
@@ -16,7 +17,8 @@ class ExplanationComparison:
 
     Attributes:
         images: The clean images `(n, H, W, C)`.
-        attacked: The smallest class-changing perturbation found, `(n, H, W, C)`.
+        attacked_images: The images moved by the smallest class-changing
+            perturbation found, `(n, H, W, C)`.
         attack_rmse: RMSE of each perturbation `(n,)`.
         predicted: Predicted class on the clean images `(n,)`.
         predicted_attacked: Predicted class on the attacked images `(n,)`.
@@ -30,7 +32,7 @@ class ExplanationComparison:
     """
 
     images: np.ndarray
-    attacked: np.ndarray
+    attacked_images: np.ndarray
     attack_rmse: np.ndarray
     predicted: np.ndarray
     predicted_attacked: np.ndarray
@@ -69,8 +71,8 @@ def compare_explanations(
     images,
     labels,
     methods=tuple(attributions.METHODS),
-    attack_rho=20.0,
-    attack_steps=200,
+    attack_rho=SMALLEST_CHANGE_RHO,
+    attack_steps=SMALLEST_CHANGE_STEPS,
     explainer=None,
     attack_sanity_check=True,
 ):
@@ -105,24 +107,24 @@ def compare_explanations(
     images = np.asarray(images, dtype="float32")
     labels = np.asarray(labels).reshape(-1).astype("int32")
     result = attack_details(
-        model, images, labels, rho=attack_rho, steps=attack_steps, mode="l2min", momentum=0.9,
+        model, images, labels, rho=attack_rho, steps=attack_steps, mode="l2min", momentum=ATTACK_MOMENTUM,
         sanity_check=attack_sanity_check,
     )
-    attacked = result.images.numpy()
+    attacked_images = result.images.numpy()
     predicted = np.argmax(predict_logits(model, images), axis=1)
-    predicted_attacked = np.argmax(predict_logits(model, attacked), axis=1)
+    predicted_attacked = np.argmax(predict_logits(model, attacked_images), axis=1)
     maps, correlation = {}, {}
     for name in methods:
         method = attributions.METHODS[name]
         clean = attributions.heatmap(method(model, images, predicted))
-        moved = attributions.heatmap(method(model, attacked, predicted_attacked))
+        moved = attributions.heatmap(method(model, attacked_images, predicted_attacked))
         maps[name] = (clean, moved)
         correlation[name] = spearman(clean, moved)
     explainer = explainer or AdversarialExplainer(model, sanity_check=False)
     explanation = explainer.explain(images, np.stack([predicted, predicted_attacked], axis=1))
     return ExplanationComparison(
         images=images,
-        attacked=attacked,
+        attacked_images=attacked_images,
         attack_rmse=result.rmse.numpy(),
         predicted=predicted,
         predicted_attacked=predicted_attacked,

@@ -254,17 +254,17 @@ def _draw_comparison_row(row, comparison, i, name):
     """Image `i`: clean and attacked inputs, each method's maps, then the AE."""
     _show_image(row[0], comparison.images[i])
     row[0].set_title(f"clean\n{name(comparison.predicted[i])}", fontsize=TITLE_SIZE)
-    _show_image(row[1], comparison.attacked[i])
+    _show_image(row[1], comparison.attacked_images[i])
     row[1].set_title(
         f"attacked: {name(comparison.predicted_attacked[i])}\nRMSE {comparison.attack_rmse[i]:.3g}",
         fontsize=TITLE_SIZE,
     )
-    for k, (method, (clean, attacked)) in enumerate(comparison.maps.items()):
+    for k, (method, (clean, after)) in enumerate(comparison.maps.items()):
         rho = comparison.rank_correlation[method][i]
         # Attribution maps have arbitrary units, so each gets its own scale.
         _show_heat(row[2 + 2 * k], clean[i], _positive(clean[i].max()), cmap="viridis")
         row[2 + 2 * k].set_title(f"{method}\nclean", fontsize=TITLE_SIZE)
-        _show_heat(row[3 + 2 * k], attacked[i], _positive(attacked[i].max()), cmap="viridis")
+        _show_heat(row[3 + 2 * k], after[i], _positive(after[i].max()), cmap="viridis")
         row[3 + 2 * k].set_title(f"{method}\nattacked ρs={rho:.2f}", fontsize=TITLE_SIZE)
     explanation = comparison.explanation
     _show_image(row[-2], explanation.images[i, 1])

@@ -17,17 +17,14 @@ the classifier, then `RobustModel(...)`, `compile` and `fit`.
 
 import contextlib
 
-import keras
+from keras_robust.validation import check_choice
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def check_precision(precision):
     """Raises unless `precision` is one of `PRECISIONS`."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}"
-        )
+    check_choice("precision", precision, PRECISIONS)
 
 
 @contextlib.contextmanager
@@ -41,6 +38,9 @@ def precision_scope(precision):
     >>> classifier.get_layer("stem_conv").compute_dtype
     'bfloat16'
     """
+    # Keras loads here, not at import: the command line reads PRECISIONS without it.
+    import keras
+
     check_precision(precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(PRECISIONS[precision])

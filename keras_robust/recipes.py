@@ -6,6 +6,8 @@ the schedule; `TrainingConfig` fields left at None take the recipe's values.
 
 import dataclasses
 
+from keras_robust.validation import check_choice
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -13,6 +15,7 @@ class Recipe:
 
     Attributes:
         name: `"cifar"` or `"imagenet"`.
+        depth: Default ResNet depth (cifar 6n+2; imagenet only 50, `resnet50`).
         epochs: Epochs of the full schedule.
         batch_size: Images per batch and replica.
         learning_rate: SGD learning rate per replica (it scales with the
@@ -25,6 +28,7 @@ class Recipe:
     """
 
     name: str
+    depth: int
     epochs: int
     batch_size: int
     learning_rate: float
@@ -35,16 +39,15 @@ class Recipe:
 
 RECIPES = {
     # docs/method.md §3: the paper's CIFAR-10 recipe (batch 128 and lr 0.1 per GPU).
-    "cifar": Recipe("cifar", epochs=200, batch_size=128, learning_rate=0.1, lr_drop_epochs=(170, 195)),
+    "cifar": Recipe("cifar", depth=44, epochs=200, batch_size=128, learning_rate=0.1, lr_drop_epochs=(170, 195)),
     # The paper gives no ImageNet schedule; this is the standard ResNet-50 one
     # (Goyal et al., 2017: lr 0.1 per 256 images, ÷10 at epochs 30, 60, 80 of 90).
-    "imagenet": Recipe("imagenet", epochs=90, batch_size=64, learning_rate=0.025,
+    "imagenet": Recipe("imagenet", depth=50, epochs=90, batch_size=64, learning_rate=0.025,
                        lr_drop_epochs=(30, 60, 80), streamed=True, image_size=224),
 }
 
 
 def get_recipe(name):
     """The `Recipe` called `name`."""
-    if name not in RECIPES:
-        raise ValueError(f"`recipe` must be one of {tuple(RECIPES)}. Received: recipe={name!r}")
+    check_choice("recipe", name, RECIPES)
     return RECIPES[name]

@@ -3,6 +3,7 @@
 import keras
 
 from keras_robust.activations import get_activation_layer
+from keras_robust.validation import validate_depth
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.247, 0.243, 0.261)
@@ -96,15 +97,6 @@ def head(x, num_classes, activation):
         name="logits",
         dtype="float32",
     )(x)
-
-
-def validate_depth(depth):
-    """Raises unless `depth` is 6n + 2 for some n >= 1 (docs/method.md §2)."""
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
-            "`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, "
-            f"110, ...). Received: depth={depth!r}"
-        )
 
 
 def _block(x, width, stride, activation, prefix):

@@ -5,12 +5,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust import regularizer
-from keras_robust.defaults import SEED
+from keras_robust.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED
 from keras_robust.attacks import attack_details
 from keras_robust.strategies import is_multi_worker
-from keras_robust.validation import check_pixels, check_range, check_tensorflow_backend
+from keras_robust.validation import (check_adversarial_mode, check_pixels, check_positive_int, check_range,
+                                     check_tensorflow_backend)
 
-ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 
 
 @keras.saving.register_keras_serializable(package="keras_robust")
@@ -83,7 +83,7 @@ class RobustModel(keras.Model):
         epsilon_worse=0.01,
         adversarial_training=None,
         adversarial_rho=None,
-        adversarial_steps=7,
+        adversarial_steps=ADVERSARIAL_STEPS,
         half_and_half=None,
         weight_decay=0.0,
         initial_psi_accumulator=None,
@@ -106,20 +106,12 @@ class RobustModel(keras.Model):
             card = getattr(classifier, "pretrained_card", None) or {}
             initial_psi_accumulator = card.get("psi_accumulator_R") or 0.0
         check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
-        if adversarial_training not in (None, *ADVERSARIAL_MODES):
-            raise ValueError(
-                "`adversarial_training` must be None, 'bounded' or 'l2min'. "
-                f"Received: adversarial_training={adversarial_training!r}"
-            )
+        check_adversarial_mode(adversarial_training)
         if adversarial_rho is None and adversarial_training:
             adversarial_rho = ADVERSARIAL_MODES[adversarial_training]
         if adversarial_rho is not None:
             check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
-        if not isinstance(adversarial_steps, int) or adversarial_steps < 1:
-            raise ValueError(
-                "`adversarial_steps` must be an integer >= 1. "
-                f"Received: adversarial_steps={adversarial_steps!r}"
-            )
+        check_positive_int("adversarial_steps", adversarial_steps)
         if not callable(classifier):
             raise ValueError(
                 "`classifier` must be a Keras model mapping images to logits. "

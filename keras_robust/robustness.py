@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from keras_robust.defaults import SEED
+from keras_robust.defaults import ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMENTUM, SEED, SMALLEST_CHANGE_RHO
 from keras_robust.atomic import save_npz_atomically
 from keras_robust.attacks import validate_settings
 from keras_robust.model_calls import predict_logits
@@ -111,8 +111,8 @@ class AraResult:
         }
 
 
-def ara(model, images, labels, *, steps=450, rho=20.0, momentum=0.9, batch_size=100, progress=True,
-        checkpoint=None, strategy=None):
+def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, momentum=ATTACK_MOMENTUM,
+        batch_size=ARA_BATCH_SIZE, progress=True, checkpoint=None, strategy=None):
     """Attack ARA and BTR ARA of `model` on `images` (docs/method.md §6).
 
     Runs Algorithm 1 (docs/method.md §4) in L2,min and in BTR mode, in inference mode,

@@ -8,7 +8,8 @@ describes (`docs/distributed.md`), each with its own devices.
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from keras_robust.defaults import STRATEGIES
+from keras_robust.validation import check_choice
 
 
 def make_strategy(name):
@@ -21,8 +22,7 @@ def make_strategy(name):
             over the cluster in the `TF_CONFIG` environment variable, NCCL
             between GPUs, `collective_implementation`).
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+    check_choice("strategy", name, STRATEGIES)
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":

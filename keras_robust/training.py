@@ -10,101 +10,20 @@ import tensorflow as tf
 
 from keras_robust.atomic import write_atomically
 from keras_robust.data import load_dataset
-from keras_robust.defaults import SEED
 from keras_robust.image_stream import stream_images
 from keras_robust.jit_choice import choose_jit_compile
 from keras_robust.recipes import get_recipe
-from keras_robust.resnet import resnet, validate_depth
+from keras_robust.resnet import resnet
 from keras_robust.resnet50 import resnet50
 from keras_robust.robust_model import RobustModel
 from keras_robust.checkpoint import BACKUP_DIR, RunState, restore_latest
-from keras_robust.precision import check_precision, precision_scope
-from keras_robust.strategies import STRATEGIES, agree_on_progress, is_chief, make_strategy, worker_description
-from keras_robust.validation import check_positive_int, check_range
+from keras_robust.precision import precision_scope
+from keras_robust.strategies import agree_on_progress, is_chief, make_strategy, worker_description
+from keras_robust.training_config import TrainingConfig
 
 # What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
 # may change between a run and its resumption.
-RUN_IDENTITY_FIELDS = ("recipe", "depth", "robust", "adversarial_training", "l2_min")
-IMAGENET_DEPTH = 50
-
-
-@dataclasses.dataclass
-class TrainingConfig:
-    """A training run's settings; `epochs` scales the learning-rate drops (docs/method.md §3).
-
-    Fields left at None take the recipe's value (`keras_robust.recipes`).
-
-    Attributes:
-        recipe: `"cifar"` (the paper's recipe, `resnet`, in-memory data) or
-            `"imagenet"` (`resnet50`, 224×224 crops streamed from files;
-            docs/imagenet.md).
-        depth: ResNet depth: 6n+2 for cifar (reference 44), 50 for imagenet.
-        robust: Lipschitz regulariser, adaptive psi and half-Huber ReLU.
-        adversarial_training: Train on attacked batches (7 steps).
-        l2_min: Use the L2,min attack (rho 0.1) instead of bounded (rho 0.01).
-        epochs: Number of epochs (cifar 200, drops at 170 and 195; imagenet
-            90, drops at 30, 60 and 80).
-        batch_size: Batch size per replica (cifar 128, imagenet 64).
-        learning_rate: SGD learning rate per replica (cifar 0.1, imagenet
-            0.025).
-        momentum: SGD momentum (0.9).
-        weight_decay: Coupled L2 weight decay on every parameter (1e-4).
-        strategy: "default", "mirrored" or "multiworker".
-        jit_compile: "auto" (on one device, XLA if a timed probe of this
-            step on this machine says it is faster; off under several
-            replicas), "on" or "off".
-        precision: "fp32", "bf16" (mixed bfloat16: CPUs with AVX-512 BF16
-            or AMX, TPUs, recent GPUs) or "fp16" (mixed float16 with loss
-            scaling: GPUs); see `keras_robust.precision`.
-        seed: Seed for weights, shuffling and augmentation.
-    """
-
-    recipe: str = "cifar"
-    depth: int = None
-    robust: bool = False
-    adversarial_training: bool = False
-    l2_min: bool = False
-    epochs: int = None
-    batch_size: int = None
-    learning_rate: float = None
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    strategy: str = "default"
-    jit_compile: str = "auto"
-    precision: str = "fp32"
-    seed: int = SEED
-
-    def __post_init__(self):
-        recipe = get_recipe(self.recipe)
-        for name in ("epochs", "batch_size", "learning_rate"):
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(recipe, name))
-        if not recipe.streamed:
-            self.depth = 44 if self.depth is None else self.depth
-            validate_depth(self.depth)
-        elif self.depth not in (None, IMAGENET_DEPTH):
-            raise ValueError(f"The {recipe.name} recipe trains ResNet-50 only. Received: depth={self.depth!r}")
-        else:
-            self.depth = IMAGENET_DEPTH
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"`strategy` must be one of {STRATEGIES}. Received: strategy={self.strategy!r}"
-            )
-        if self.jit_compile not in ("auto", "on", "off"):
-            raise ValueError(
-                f"`jit_compile` must be 'auto', 'on' or 'off'. Received: jit_compile={self.jit_compile!r}"
-            )
-        check_precision(self.precision)
-        for name in ("epochs", "batch_size"):
-            check_positive_int(name, getattr(self, name))
-        check_range("learning_rate", self.learning_rate, low=0.0, strict=True)
-        check_range("momentum", self.momentum, low=0.0, high=1.0)
-        check_range("weight_decay", self.weight_decay, low=0.0)
-        if self.l2_min and not self.adversarial_training:
-            raise ValueError(
-                "`l2_min` selects the adversarial-training attack; it needs "
-                "adversarial_training=True. Received: l2_min=True"
-            )
+RUN_IDENTITY_FIELDS = ("recipe", "depth", "robust", "adversarial_training")
 
 
 def learning_rate_at(epoch, config, replicas=1):
@@ -135,13 +54,10 @@ def build_model(config, num_classes, input_shape):
     else:
         classifier = resnet(depth=config.depth, num_classes=num_classes, activation=activation,
                             input_shape=input_shape)
-    mode = None
-    if config.adversarial_training:
-        mode = "l2min" if config.l2_min else "bounded"
     return RobustModel(
         classifier,
         robust=config.robust,
-        adversarial_training=mode,
+        adversarial_training=config.adversarial_training,
         weight_decay=config.weight_decay,
     )
 
@@ -202,6 +118,8 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     Returns:
         The summary dict also written to `summary.json`.
     """
+    if not isinstance(config, TrainingConfig):
+        raise ValueError(f"`config` must be a TrainingConfig. Received: config={config!r}")
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
@@ -322,6 +240,7 @@ def check_same_run(out_dir, identity):
         recorded = (_read_json(os.path.join(out_dir, SUMMARY_FILE)) or {}).get("config")
     if not recorded:
         return
+    recorded = upgraded_identity(recorded)
     differences = [
         f"{key}={recorded[key]!r} there, {value!r} now"
         for key, value in identity.items()
@@ -332,6 +251,17 @@ def check_same_run(out_dir, identity):
             f"{out_dir} holds a run of another network ({'; '.join(differences)}). "
             "Use another --out, or the run's own options to resume it"
         )
+
+
+def upgraded_identity(recorded):
+    """A recorded identity in today's terms: earlier runs wrote
+    `adversarial_training` as a bool and its attack as a separate `l2_min`."""
+    if not isinstance(recorded.get("adversarial_training"), bool):
+        return recorded
+    mode = None
+    if recorded["adversarial_training"]:
+        mode = "l2min" if recorded.get("l2_min") else "bounded"
+    return {**{k: v for k, v in recorded.items() if k != "l2_min"}, "adversarial_training": mode}
 
 
 def finished_summary(out_dir, config):

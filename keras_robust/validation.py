@@ -3,9 +3,7 @@
 import math
 import numbers
 
-import numpy as np
-
-from keras_robust.defaults import MAX_RHO, MIN_EXPLAIN_STEPS
+from keras_robust.defaults import ADVERSARIAL_MODES, MAX_RHO, MIN_EXPLAIN_STEPS
 
 
 def check_range(name, value, low=None, high=None, strict=False):
@@ -34,10 +32,38 @@ def check_positive_int(name, value):
         raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
 
 
+def check_choice(name, value, choices):
+    """Raises unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}")
+
+
+def validate_depth(depth):
+    """Raises unless `depth` is 6n + 2 for some n >= 1 (docs/method.md §2)."""
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            "`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, "
+            f"110, ...). Received: depth={depth!r}"
+        )
+
+
+def check_adversarial_mode(mode):
+    """Raises unless `mode` is None (no adversarial training) or one of `ADVERSARIAL_MODES`."""
+    if mode is not None and (not isinstance(mode, str) or mode not in ADVERSARIAL_MODES):
+        raise ValueError(
+            f"`adversarial_training` must be None, {' or '.join(repr(m) for m in ADVERSARIAL_MODES)}. "
+            f"Received: adversarial_training={mode!r}"
+        )
+
+
 def check_pixels(images, what="Images", unit_range=True):
     """Raises unless the NumPy array `images` holds finite floats, in [0, 1]
     pixel units if `unit_range`: the one pixel check of the library, the data
     loader, training and the server (which answers its message with 400)."""
+    # NumPy loads here: the command line builds its flags from this module's
+    # other checks, and `--help` should not wait for it.
+    import numpy as np
+
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(
             f"{what} must be float in [0, 1] pixel units; divide integer images by 255 first. "

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime
 
 from keras_robust.export import read_card
+from keras_robust.validation import check_choice
 
 KINDS = ("onnx", "savedmodel")
 DEVICES = ("cpu", "cuda")
@@ -33,10 +34,8 @@ def load_backend(model_dir, version=None, kind="onnx", device="cpu"):
     Returns:
         An `OnnxBackend` or `SavedModelBackend`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"`kind` must be one of {KINDS}. Received: kind={kind!r}")
-    if device not in DEVICES:
-        raise ValueError(f"`device` must be one of {DEVICES}. Received: device={device!r}")
+    check_choice("kind", kind, KINDS)
+    check_choice("device", device, DEVICES)
     card = version_card(read_card(model_dir), version)
     backend = OnnxBackend if kind == "onnx" else SavedModelBackend
     return backend(model_dir, card, device)

@@ -249,10 +249,6 @@ def test_command_line_defaults_are_the_librarys():
     assert {k: parsed["export"][k] for k in ("rho", "steps", "overshoot", "version")} == {
         k: exporter[k] for k in ("rho", "steps", "overshoot", "version")}
     config = training.TrainingConfig()
-    train = parsed["train"]
-    assert training.TrainingConfig(
-        recipe=train["recipe"], depth=train["depth"], epochs=train["epochs"], batch_size=train["batch_size"],
-        learning_rate=train["lr"], weight_decay=train["weight_decay"], seed=train["seed"]) == config
     choices = {a.dest: a for a in commands["train"]._actions}
     assert (choices["precision"].default, list(choices["precision"].choices)) == (config.precision, list(PRECISIONS))
     assert (choices["strategy"].default, tuple(choices["strategy"].choices)) == (config.strategy, STRATEGIES)

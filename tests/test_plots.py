@@ -49,7 +49,7 @@ def make_comparison(rng, num_images=3, methods=("saliency", "grad_cam")):
     maps = {m: (rng.uniform(size=images.shape[:3]), rng.uniform(size=images.shape[:3])) for m in methods}
     return ExplanationComparison(
         images=images,
-        attacked=np.clip(images + rng.normal(0.0, 0.02, images.shape), 0.0, 1.0),
+        attacked_images=np.clip(images + rng.normal(0.0, 0.02, images.shape), 0.0, 1.0),
         attack_rmse=rng.uniform(0.005, 0.02, num_images),
         predicted=explanation.targets[:, 0],
         predicted_attacked=explanation.targets[:, 1],

@@ -1,16 +1,21 @@
 import csv
 import json
 import os
+import re
+import types
 
 import pytest
 
 from keras_robust import cli
 from keras_robust.checkpoint import nonfinite_count, restore_latest
 from keras_robust.training import (
+    RUN_FILE,
     NonFiniteLossError,
     TrainingConfig,
     build_model,
+    check_same_run,
     learning_rate_at,
+    run_identity,
     train,
 )
 
@@ -60,24 +65,6 @@ def test_the_imagenet_recipe_trains_resnet50_on_streamed_224_crops(tmp_path):
     model = build_model(config, 2, (224, 224, 3))
     assert model.classifier.name == "resnet50"
     assert restore_latest(str(tmp_path / "run" / "backup"))[1]["epoch"] == 1
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"strategy": "tpu"}, "Received: strategy='tpu'"),
-        ({"epochs": 0}, "Received: epochs=0"),
-        ({"l2_min": True}, "Received: l2_min=True"),
-        ({"jit_compile": "yes"}, "Received: jit_compile='yes'"),
-        ({"learning_rate": -1.0}, "Received: learning_rate=-1.0"),
-        ({"learning_rate": float("nan")}, "`learning_rate` must be a finite number > 0"),
-        ({"momentum": 1.5}, "Received: momentum=1.5"),
-        ({"weight_decay": float("inf")}, "Received: weight_decay=inf"),
-    ],
-)
-def test_bad_config(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        TrainingConfig(**kwargs)
 
 
 def small_data(rng, n=48):
@@ -180,6 +167,31 @@ def test_rerun_with_another_network_names_what_differs(rng, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"another network \(depth=8 there, 14 now; robust=False there, True now\)"):
         train(TrainingConfig(depth=14, robust=True, epochs=1, batch_size=16, jit_compile="off"), data,
               tmp_path, verbose=0)
+
+
+def test_train_names_a_config_that_is_not_a_training_config(rng, tmp_path):
+    with pytest.raises(ValueError, match=r"`config` must be a TrainingConfig. Received: config=\{'depth': 8\}"):
+        train({"depth": 8}, small_data(rng), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("recorded, now, differs", [
+    ({"adversarial_training": True, "l2_min": True}, "l2min", None),
+    ({"adversarial_training": True, "l2_min": False}, "bounded", None),
+    ({"adversarial_training": False, "l2_min": False}, None, None),
+    ({"adversarial_training": True, "l2_min": True}, "bounded", "adversarial_training='l2min' there, 'bounded' now"),
+    ({"adversarial_training": False, "l2_min": False}, "l2min", "adversarial_training=None there, 'l2min' now"),
+])
+def test_runs_recorded_with_the_earlier_adversarial_fields_resume(tmp_path, recorded, now, differs):
+    config = TrainingConfig(depth=8, adversarial_training=now)
+    data = types.SimpleNamespace(class_names=["a", "b"], image_shape=(8, 8, 3))
+    earlier = {"recipe": "cifar", "depth": 8, "robust": False, **recorded, "num_classes": 2, "image_shape": [8, 8, 3]}
+    (tmp_path / RUN_FILE).write_text(json.dumps(earlier))
+    if differs is None:
+        check_same_run(str(tmp_path), run_identity(config, data))
+    else:
+        with pytest.raises(ValueError, match=re.escape(f"another network ({differs})")):
+            check_same_run(str(tmp_path), run_identity(config, data))
 
 
 def test_cli_says_a_finished_run_is_complete(cifar10_archive, tmp_path, capsys):
