@@ -33,9 +33,12 @@ def check_positive_int(name, value):
 
 
 def check_choice(name, value, choices):
-    """Raises unless `value` is one of `choices`."""
+    """Raises unless `value` is one of `choices` (any iterable; a dict's keys)."""
+    # A tuple compares by equality, so an unhashable value gets this message,
+    # not the TypeError a dict's `in` would raise.
+    choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}")
+        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
 
 
 def validate_depth(depth):
@@ -49,11 +52,7 @@ def validate_depth(depth):
 
 def check_adversarial_mode(mode):
     """Raises unless `mode` is None (no adversarial training) or one of `ADVERSARIAL_MODES`."""
-    if mode is not None and (not isinstance(mode, str) or mode not in ADVERSARIAL_MODES):
-        raise ValueError(
-            f"`adversarial_training` must be None, {' or '.join(repr(m) for m in ADVERSARIAL_MODES)}. "
-            f"Received: adversarial_training={mode!r}"
-        )
+    check_choice("adversarial_training", mode, (None, *ADVERSARIAL_MODES))
 
 
 def check_pixels(images, what="Images", unit_range=True):

@@ -13,6 +13,8 @@ from keras_robust.training_config import TrainingConfig
         ({"strategy": "tpu"}, "Received: strategy='tpu'"),
         ({"epochs": 0}, "Received: epochs=0"),
         ({"adversarial_training": "fgsm"}, "Received: adversarial_training='fgsm'"),
+        ({"adversarial_training": ["l2min"]}, r"Received: adversarial_training=\['l2min'\]"),
+        ({"precision": ["bf16"]}, r"must be one of \('fp32', 'bf16', 'fp16'\). Received: precision=\['bf16'\]"),
         ({"depth": 10}, "Received: depth=10"),
         ({"jit_compile": "yes"}, "Received: jit_compile='yes'"),
         ({"learning_rate": -1.0}, "Received: learning_rate=-1.0"),
