@@ -3,9 +3,13 @@
 `export_model(model, out_dir, name, version)` writes a SavedModel in TF
 Serving's versioned layout with `serving_default` and `explain` signatures,
 ONNX graphs of the same two endpoints, and a model card.
+`export_onnx_classifier(path, out_dir, ...)` writes the two ONNX endpoints
+and the card for an ONNX image classifier from any framework (PyTorch's
+`torch.onnx.export` included). `describe_unsupported` names the operators
+of an ONNX classifier that have no derivative rule.
 
 `read_card` needs no TensorFlow, so the ONNX server can read cards without
-it; the other names load it on first use.
+it; the other names load their modules on first use.
 """
 
 import importlib
@@ -15,11 +19,11 @@ from keras_robust.export.card import read_card
 _LAZY = {
     "FORMATS": "keras_robust.export.exporter",
     "export_model": "keras_robust.export.exporter",
-    "describe_unsupported": "keras_robust.export.gradients",
-    "input_gradient": "keras_robust.export.gradients",
+    "export_onnx_classifier": "keras_robust.export.onnx_classifier",
+    "describe_unsupported": "keras_robust.export.autodiff",
 }
 
-__all__ = ["FORMATS", "describe_unsupported", "export_model", "input_gradient", "read_card"]
+__all__ = ["FORMATS", "describe_unsupported", "export_model", "export_onnx_classifier", "read_card"]
 
 
 def __getattr__(name):

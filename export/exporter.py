@@ -11,8 +11,7 @@ from keras_robust.atomic import write_atomically
 from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.validation import check_explanation_settings
 from keras_robust.export import card, signatures
-from keras_robust.export.gradients import check_supported
-from keras_robust.export.onnx_graphs import write_onnx
+from keras_robust.export.onnx_graphs import endpoint_models, keras_to_onnx, write_models
 
 FORMATS = ("savedmodel", "onnx")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -81,13 +80,16 @@ def export_model(
             f"Version {version} of {name!r} is already exported in {model_dir}; pick "
             f"another version or pass overwrite=True (--overwrite). Received: version={version}"
         )
-    os.makedirs(model_dir, exist_ok=True)
     defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
+    onnx_models = None
+    if "onnx" in formats:  # first: an operator without a derivative rule stops the export here
+        onnx_models = endpoint_models(keras_to_onnx(classifier, image_shape), overshoot, defaults)
+    os.makedirs(model_dir, exist_ok=True)
     paths = {}
     if "savedmodel" in formats:
         paths["saved_model"] = _write_saved_model(classifier, saved_model_dir, image_shape, overshoot)
-    if "onnx" in formats:
-        onnx_paths = write_onnx(classifier, model_dir, f"{name}-{version}", image_shape, overshoot, defaults)
+    if onnx_models:
+        onnx_paths = write_models(onnx_models, model_dir, f"{name}-{version}")
         paths.update({f"onnx_{k}": v for k, v in onnx_paths.items()})
     files = {k: os.path.relpath(v, model_dir) for k, v in paths.items()}
     paths["card"] = card.write_card(
@@ -167,8 +169,6 @@ def _validate(classifier, name, version, rho, steps, overshoot, formats):
         )
     if not (isinstance(output_shape, tuple) and len(output_shape) == 2 and (output_shape[1] or 0) >= 2):
         raise ValueError(f"The model must output (batch, K >= 2) logits. Received: output shape {output_shape}")
-    if "onnx" in formats:
-        check_supported(classifier)
     return tuple(input_shape[1:]), output_shape[1]
 
 

@@ -1,90 +1,96 @@
-"""ONNX graphs of the predict and explain endpoints, converted by tf2onnx."""
+"""ONNX graphs of the predict and explain endpoints.
+
+A Keras classifier is converted once, images → logits, by tf2onnx; both
+endpoints are then built around that ONNX graph (`onnx_endpoints`), the
+explain graph's input gradient differentiated from it operator by operator
+(`autodiff`). An ONNX classifier from another framework enters at the same
+point (`write_endpoints`).
+"""
 
 import os
 import warnings
 
+import numpy as np
 import tensorflow as tf
 
-from keras_robust.export import signatures
 from keras_robust.atomic import write_atomically
-from keras_robust.export.gradients import input_gradient
+from keras_robust.export.autodiff.classifier import prepare_classifier
+from keras_robust.export.onnx_endpoints import explain_model, predict_model
 
 OPSET = 17
+# Keras runs grouped convolutions (depthwise ones included) in XLA-compiled
+# functions, which tf2onnx cannot read; without these attributes TensorFlow's
+# graph optimiser inlines them.
+_COMPILE_ATTRIBUTES = ("_XlaMustCompile", "_noinline")
 
 
-def write_onnx(classifier, directory, prefix, image_shape, overshoot, defaults, opset=OPSET):
-    """Writes `{prefix}-predict.onnx` and `{prefix}-explain.onnx`; returns their paths.
+def endpoint_models(classifier, overshoot, defaults):
+    """`{"predict": ModelProto, "explain": ModelProto}` of a prepared classifier.
 
-    Inputs and outputs carry the SavedModel signatures' names, inputs in the
-    same order, and a dynamic batch dimension. The explain graph's `rho` and
+    Inputs and outputs carry the SavedModel signatures' names, in the same
+    order, with a dynamic batch dimension. The explain graph's `rho` and
     `steps` are optional: each is also an initializer holding one entry, its
-    value in `defaults` (`{"rho": ..., "steps": ...}`), which ONNX Runtime
-    uses when a caller leaves the input out and replaces when one feeds it.
+    value in `defaults`, which ONNX Runtime uses when a caller leaves the
+    input out. Built in memory, so an unsupported operator stops an export
+    before it writes anything.
     """
-    specs = signatures.input_specs(image_shape)
-    functions = {
-        "predict": signatures.predict_function(classifier),
-        "explain": signatures.explain_function(
-            classifier, overshoot, gradient=input_gradient(classifier), checks=False
-        ),
-    }
+    return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
+
+
+def write_models(models, directory, prefix):
+    """Writes `{prefix}-{endpoint}.onnx` for each model, each atomically; returns the paths."""
     paths = {}
-    for endpoint, function in functions.items():
-        model = _convert(function, specs[endpoint], opset)
-        if endpoint == "explain":
-            _add_defaults(model.graph, defaults)
+    for endpoint, model in models.items():
         paths[endpoint] = os.path.join(directory, f"{prefix}-{endpoint}.onnx")
         write_atomically(paths[endpoint], model.SerializeToString())
     return paths
 
 
-def _convert(function, input_signature, opset):
-    """Freezes the traced function with TensorFlow, then converts the graph.
-
-    TensorFlow's own freezing is used because tf2onnx's `from_function` turns
-    tensors a while loop captures (the Normalization layer's mean and
-    variance) into stray graph inputs.
-    """
+def keras_to_onnx(classifier, image_shape, opset=OPSET):
+    """The Keras classifier's `images → logits` graph in ONNX, prepared for differentiation."""
     import tf2onnx
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tf2onnx.tf_loader import tf_optimize_grappler
 
-    concrete = tf.function(function, input_signature=input_signature).get_concrete_function()
+    spec = [tf.TensorSpec([None, *image_shape], tf.float32, name="images")]
+
+    def logits(images):
+        return tf.cast(classifier(images, training=False), tf.float32)
+
+    concrete = tf.function(logits, input_signature=spec).get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
-    outputs = sorted(concrete.structured_outputs)  # flattened dict outputs are key-sorted
-    with warnings.catch_warnings():
+    graph_def = _without_compile_attributes(frozen.graph.as_graph_def())
+    inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+    with warnings.catch_warnings(), tf.Graph().as_default():
         warnings.simplefilter("ignore")
+        graph_def = tf_optimize_grappler(inputs, outputs, graph_def)
         model, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(),
-            input_names=[t.name for t in frozen.inputs],
-            output_names=[t.name for t in frozen.outputs],
-            opset=opset,
+            graph_def, input_names=inputs, output_names=outputs, opset=opset,
+            custom_op_handlers={"Erfc": (_erfc, [])},
         )
-    renames = {t.name: spec.name for t, spec in zip(frozen.inputs, input_signature)}
-    renames.update({t.name: name for t, name in zip(frozen.outputs, outputs)})
-    _rename(model.graph, renames)
-    return model
+    return prepare_classifier(model, layout="NHWC")
 
 
-def _add_defaults(graph, defaults):
-    """Makes `rho` and `steps` optional inputs: graph inputs with a default initializer."""
-    import onnx
+def _without_compile_attributes(graph_def):
+    for nodes in [graph_def.node] + [function.node_def for function in graph_def.library.function]:
+        for node in nodes:
+            for key in _COMPILE_ATTRIBUTES:
+                if key in node.attr:
+                    del node.attr[key]
+    for function in graph_def.library.function:
+        for key in _COMPILE_ATTRIBUTES:
+            if key in function.attr:
+                del function.attr[key]
+    return graph_def
 
-    for name, dtype in (("rho", onnx.TensorProto.FLOAT), ("steps", onnx.TensorProto.INT32)):
-        graph.initializer.append(onnx.helper.make_tensor(name, dtype, [1], [defaults[name]]))
 
+def _erfc(ctx, node, name, args):
+    """tf2onnx has no Erfc (Keras' exact GELU): erfc(x) = 1 − erf(x)."""
+    from tf2onnx import utils
 
-def _rename(graph, renames):
-    """Renames value names everywhere they occur, subgraphs (the step Loop) included."""
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-        value.name = renames.get(value.name, value.name)
-    for node in graph.node:
-        node.input[:] = [renames.get(n, n) for n in node.input]
-        node.output[:] = [renames.get(n, n) for n in node.output]
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                _rename(attribute.g, renames)
-            for subgraph in attribute.graphs:
-                _rename(subgraph, renames)
-
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name("one"), np.array(1, dtype))
+    complement = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name))
+    ctx.replace_inputs(complement, [one.output[0], node.output[0]])
+    return complement

@@ -1,7 +1,7 @@
 """The two endpoints every export serves: predict and explain (docs/method.md §5).
 
-Both formats are traced from these functions, so the SavedModel signatures
-and the ONNX graphs have the same inputs, in the same order, and outputs.
+The SavedModel signatures are traced from these functions; the ONNX graphs
+(`onnx_endpoints`) have the same inputs and outputs, in the same order.
 """
 
 import tensorflow as tf
@@ -44,7 +44,7 @@ def predict_function(classifier):
     return predict
 
 
-def explain_function(classifier, overshoot, gradient=None, checks=True):
+def explain_function(classifier, overshoot):
     """`(images, targets, rho, steps) → {explanations, delta, target_confidence}`.
 
     `rho` and `steps` hold one entry per image, or one entry for all of them.
@@ -56,17 +56,15 @@ def explain_function(classifier, overshoot, gradient=None, checks=True):
     Args:
         classifier: Images in [0, 1] to logits.
         overshoot: Overshoot o >= 1, fixed at export time.
-        gradient: Optional forward-op gradient (`export.gradients`); the
-            default differentiates with a tape.
-        checks: Add graph assertions on the inputs (TF Serving answers a
-            failed one with 400); off for ONNX, which has no assertion op.
+
+    The graph asserts its inputs; TF Serving answers a failed assertion
+    with 400.
     """
 
     def explain(images, targets, rho, steps):
-        if checks:
-            num_classes = classifier.output_shape[-1]
-            with tf.control_dependencies(_assertions(images, targets, rho, steps, num_classes)):
-                images = tf.identity(images)
+        num_classes = classifier.output_shape[-1]
+        with tf.control_dependencies(_assertions(images, targets, rho, steps, num_classes)):
+            images = tf.identity(images)
         # One rho or steps entry serves the whole batch: that is how the ONNX
         # graph's default values (one entry each) reach every image.
         batch = tf.shape(images)[:1]
@@ -74,7 +72,7 @@ def explain_function(classifier, overshoot, gradient=None, checks=True):
         result = attack_loop(
             classifier, images, targets, rho, tf.constant(overshoot, tf.float32),
             tf.ones_like(rho), steps=steps, mode="bounded", explain=True,
-            momentum=0.0, training=False, clip_range=None, gradient=gradient,
+            momentum=0.0, training=False, clip_range=None,
         )
         logits = tf.cast(classifier(result.images, training=False), tf.float32)
         confidence = tf.gather(tf.nn.softmax(logits), targets, batch_dims=1)

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.defaults import RMSE_EPSILON
 from keras_robust.model_calls import call_model
 from keras_robust.validation import check_choice, check_range, check_steps, check_tensorflow_backend
 
@@ -176,7 +177,7 @@ def sanity_check_by_default(mode, explain, training):
 
 def attack_loop(
     model, x, y, rho, overshoot, attacked, *, steps, mode, explain, momentum,
-    training, clip_range, gradient=None,
+    training, clip_range,
 ):
     """The loop of Algorithm 1 (docs/method.md §4) as graph-friendly TensorFlow code.
 
@@ -184,8 +185,8 @@ def attack_loop(
     scalar or one N per example: a while loop then runs to the largest N and
     example `b` stops moving after its own N_b steps, each with the schedule
     of docs/method.md §4 for N_b. `rho` may likewise be a scalar or one per example.
-    `gradient(images, labels) -> (logits, ∂ΣCE/∂images)`, if given, replaces
-    the tape; the ONNX export passes one built from forward ops only.
+    The ONNX explain graph (`keras_robust.export.onnx_endpoints`) is this
+    loop's explanation mode in ONNX operators, held equal to it by the tests.
     """
     static_steps = isinstance(steps, (int, np.integer))
     steps_float = tf.cast(steps, x.dtype)
@@ -194,9 +195,6 @@ def attack_loop(
     best_tracking = mode != "bounded"
 
     def met_and_grad(delta, with_grad=True):
-        if gradient is not None and with_grad:
-            logits, grad = gradient(x + delta, y)
-            return _criterion_met(mode, logits, y, delta, rho), grad
         with tf.GradientTape() as tape:
             tape.watch(delta)
             logits = tf.cast(call_model(model, x + delta, training), x.dtype)
@@ -228,7 +226,7 @@ def attack_loop(
         if explain:
             grad = -grad
         direction = tf.where(_expand(met, rank), -delta, grad)
-        direction /= _expand(1e-8 + per_example_rmse(direction), rank)
+        direction /= _expand(RMSE_EPSILON + per_example_rmse(direction), rank)
         if momentum > 0:
             velocity = momentum * velocity + (1.0 - momentum) * direction
             direction = velocity

@@ -35,3 +35,7 @@ ADVERSARIAL_STEPS = 7
 
 # The tf.distribute strategies a run can use (keras_robust.strategies).
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+# Algorithm 1 divides each step's direction by 1e-8 + RMSE(direction)
+# (docs/method.md §4): the TensorFlow attack and the ONNX explain graph alike.
+RMSE_EPSILON = 1e-8

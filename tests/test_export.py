@@ -227,13 +227,15 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
         export_model(tiny_resnet(), str(tmp_path), **{"name": "m", **kwargs})
 
 
-def test_onnx_refuses_layers_without_a_derivative_rule(tmp_path):
+def test_onnx_refuses_operators_without_a_derivative_rule_and_writes_nothing(tmp_path):
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.MaxPooling2D(name="pool")(inputs)
+    x = keras.layers.Lambda(lambda v: keras.ops.cumsum(v, axis=1), name="running_total")(inputs)
+    x = keras.layers.Lambda(lambda v: keras.ops.sin(v * 4.0), name="wave")(x)
     logits = keras.layers.Dense(3)(keras.layers.Flatten()(x))
     model = keras.Model(inputs, logits)
-    with pytest.raises(ValueError, match="'pool' \\(MaxPooling2D\\)"):
+    with pytest.raises(ValueError, match=r"\(CumSum, Sin\).*CumSum node '.*running_total.*'.*Sin node"):
         export_model(model, str(tmp_path), name="m")
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the SavedModel
     paths = export_model(model, str(tmp_path), name="m", formats=("savedmodel",))
     assert json.load(open(paths["card"]))["files"] == {"saved_model": "1"}
 

@@ -1,0 +1,177 @@
+"""The predict and explain ONNX graphs of a prepared classifier, in standard operators only.
+
+The explain graph is the explanation mode of the one attack routine
+(`keras_robust.attacks.attack_loop`: bounded, targeted, overshoot o,
+docs/method.md §4–5) written as an ONNX `Loop`, because an ONNX runtime has
+no TensorFlow to run it. Its input gradient comes from
+`keras_robust.export.autodiff`, which differentiates the classifier's own
+ONNX graph. The tests hold it equal to `AdversarialExplainer`.
+"""
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from keras_robust.defaults import RMSE_EPSILON
+from keras_robust.export.autodiff.backprop import backpropagate
+from keras_robust.export.autodiff.classifier import IMAGES
+from keras_robust.export.autodiff.emitter import Emitter
+
+FLOAT, INT32, INT64, BOOL = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+                             onnx.TensorProto.BOOL)
+
+
+def predict_model(classifier):
+    """`images → logits, probabilities, classes` (that order)."""
+    nodes = list(classifier.nodes) + [
+        helper.make_node("Identity", [classifier.logits], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["classes"], axis=1, keepdims=0),
+    ]
+    k = classifier.num_classes
+    outputs = [_value("logits", FLOAT, ["batch", k]), _value("probabilities", FLOAT, ["batch", k]),
+               _value("classes", INT64, ["batch"])]
+    return _model(classifier, nodes, [_images(classifier)], outputs, classifier.initializers, "predict")
+
+
+def explain_model(classifier, overshoot, defaults):
+    """`images, targets[, rho, steps] → explanations, delta, target_confidence` (that order).
+
+    `rho` and `steps` are optional: initializers of one entry each hold
+    `defaults["rho"]` and `defaults["steps"]`, which a caller's feed
+    replaces. One entry serves the whole batch; otherwise one per image.
+    """
+    emit = Emitter("explain", opset=classifier.opset)
+    setup = _loop_inputs(emit, classifier, overshoot)
+    body, body_constants = _step_graph(classifier, setup)
+    delta = "explain/delta"
+    emit.nodes.append(helper.make_node(
+        "Loop", [setup["last_step"], emit.constant(True, np.bool_), setup["zeros"]], [delta], body=body,
+        name="explain/attack_loop",
+    ))
+    nodes = emit.nodes + [helper.make_node("Add", [IMAGES, delta], ["explanations"]),
+                          helper.make_node("Identity", [delta], ["delta"])]
+    final = _forward_copy(classifier, "final/", "explanations")
+    nodes += final.nodes
+    confidence = Emitter("explain/confidence")
+    probabilities = confidence("Softmax", final.logits, axis=1)
+    picked = confidence("GatherElements", probabilities, confidence("Unsqueeze", setup["targets"], confidence.ints([1])),
+                        axis=1)
+    nodes += confidence.nodes + [helper.make_node("Squeeze", [picked, confidence.ints([1])], ["target_confidence"])]
+    shape = ["batch", *classifier.image_shape]
+    inputs = [_images(classifier), _value("targets", INT32, ["batch"]), _value("rho", FLOAT, ["entries"]),
+              _value("steps", INT32, ["entries"])]
+    outputs = [_value("explanations", FLOAT, shape), _value("delta", FLOAT, shape),
+               _value("target_confidence", FLOAT, ["batch"])]
+    initializers = (list(classifier.initializers) + emit.initializers + body_constants + confidence.initializers
+                    + [helper.make_tensor("rho", FLOAT, [1], [float(defaults["rho"])]),
+                       helper.make_tensor("steps", INT32, [1], [int(defaults["steps"])])])
+    return _model(classifier, nodes, inputs, outputs, initializers, "explain")
+
+
+def _loop_inputs(emit, classifier, overshoot):
+    """What every step reads from the outer graph: per-image budgets, schedule, one-hot targets."""
+    batch = emit("Slice", emit("Shape", IMAGES), emit.ints([0]), emit.ints([1]))
+    steps = emit("Cast", emit("Expand", "steps", batch), to=FLOAT)
+    total = emit("Div", emit("Mul", steps, emit("Add", steps, emit.constant(1.0))), emit.constant(2.0))
+    rho = emit("Expand", "rho", batch)
+    targets = emit("Cast", "targets", to=INT64)
+    return {
+        "rho": rho,
+        "steps": steps,
+        # Step i moves ρ·o·(N − i)/(N(N + 1)/2): the steps sum to ρ·o (docs/method.md §4).
+        "step_scale": emit("Div", emit("Mul", rho, emit.constant(float(overshoot))), total),
+        "last_step": emit("Cast", emit("ReduceMax", "steps", keepdims=0), to=INT64),
+        "targets": targets,
+        "one_hot": emit("OneHot", targets, emit.constant(classifier.num_classes, np.int64),
+                        emit.constant([0.0, 1.0])),
+        "zeros": emit("ConstantOfShape", emit("Shape", IMAGES)),
+    }
+
+
+class _Forward:
+    def __init__(self, nodes, logits, rename):
+        self.nodes, self.logits, self.rename = nodes, logits, rename
+
+
+def _forward_copy(classifier, prefix, source):
+    """The classifier's nodes with their values under `prefix`, reading `source` for the images."""
+    weights = {tensor.name for tensor in classifier.initializers}
+
+    def rename(name):
+        if not name or name in weights:
+            return name
+        return source if name == IMAGES else prefix + name
+
+    nodes = []
+    for node in classifier.nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [rename(v) for v in node.input]
+        copy.output[:] = [rename(v) for v in node.output]
+        copy.name = prefix + node.name
+        nodes.append(copy)
+    return _Forward(nodes, rename(classifier.logits), rename)
+
+
+def _step_graph(classifier, setup):
+    """One step of the explanation attack: the Loop's body, and the constants it reads.
+
+    The constants go to the outer graph, which the body reads by name, so
+    each is stored once.
+    """
+    delta, x = "step/delta", "step/images"
+    forward = _forward_copy(classifier, "step/", x)
+    shapes = {forward.rename(name): value for name, value in classifier.shapes.items()}
+    shapes[x] = shapes[delta] = classifier.shapes[IMAGES]
+    emit = Emitter("step/grad", shapes=shapes, constants=classifier.constants(), opset=classifier.opset)
+    emit.nodes.append(helper.make_node("Add", [IMAGES, delta], [x]))
+    # ∂ΣCE/∂logits = softmax(logits) − one_hot(targets); the explanation descends it.
+    seed = emit("Sub", emit("Softmax", forward.logits, axis=1), setup["one_hot"])
+    gradient = backpropagate(emit, forward.nodes, x, forward.logits, seed)
+    ascent = emit("Neg", gradient)
+    met = emit("GreaterOrEqual", _rmse(emit, delta, classifier), setup["rho"])
+    direction = emit("Where", _per_image(emit, met), emit("Neg", delta), ascent)
+    norm = emit("Add", _rmse(emit, direction, classifier), emit.constant(RMSE_EPSILON))
+    direction = emit("Div", direction, _per_image(emit, norm))
+    remaining = emit("Max", emit("Sub", setup["steps"], emit("Cast", "step/i", to=FLOAT)), emit.constant(0.0))
+    size = emit("Mul", setup["step_scale"], remaining)
+    emit.nodes.append(helper.make_node("Add", [delta, emit("Mul", _per_image(emit, size), direction)], ["step/next"]))
+    emit.nodes.append(helper.make_node("Identity", ["step/go"], ["step/go_next"]))
+    image_shape = ["batch", *classifier.image_shape]
+    graph = helper.make_graph(
+        [emit.nodes[0]] + forward.nodes + emit.nodes[1:], "explain_step",
+        [_value("step/i", INT64, []), _value("step/go", BOOL, []), _value(delta, FLOAT, image_shape)],
+        [_value("step/go_next", BOOL, []), _value("step/next", FLOAT, image_shape)],
+    )
+    return graph, emit.initializers
+
+
+def _rmse(emit, value, classifier):
+    """Per-image RMSE over every axis but the batch (docs/method.md §4)."""
+    count = float(np.prod(classifier.image_shape))
+    squares = emit.reduce_sum(emit("Mul", value, value), [1, 2, 3], keepdims=0)
+    return emit("Sqrt", emit("Div", squares, emit.constant(count)))
+
+
+def _per_image(emit, value):
+    """A `(batch,)` value shaped to broadcast over `(batch, H, W, C)` images."""
+    return emit("Unsqueeze", value, emit.ints([1, 2, 3]))
+
+
+def _images(classifier):
+    return _value(IMAGES, FLOAT, ["batch", *classifier.image_shape])
+
+
+def _value(name, elem_type, shape):
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def _model(classifier, nodes, inputs, outputs, initializers, endpoint):
+    graph = helper.make_graph(nodes, endpoint, inputs, outputs, initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", classifier.opset)], producer_name="keras-robust",
+    )
+    model.ir_version = min(model.ir_version, 9)  # readable by onnxruntime releases of the last two years
+    onnx.checker.check_model(model, full_check=False)
+    return model
