@@ -65,6 +65,7 @@ def through_positions(emit, node, g, replace=None, extra_slot=False):
                      emit("Shape", x))
     inputs = [positions] + list(node.input[1:])
     for index, name in (replace or {}).items():
+        inputs += [""] * (index + 1 - len(inputs))
         inputs[index] = name
     selected = emit.like(node, *inputs)
     slots = emit("Add", size, emit.constant(1, np.int64)) if extra_slot else None
@@ -123,8 +124,10 @@ def _pad(emit, node, grads, wanted):
     bounds = _pad_bounds(emit, node)
     x = node.input[0]
     if bounds is None:
-        size = emit("Size", x)
-        return [through_positions(emit, node, grads[0], replace={2: size}, extra_slot=True)]
+        if attribute(node, "mode", "constant") != "constant":
+            return [through_positions(emit, node, grads[0])]
+        # Padded positions read the dummy slot `size`, which is dropped.
+        return [through_positions(emit, node, grads[0], replace={2: emit("Size", x)}, extra_slot=True)]
     starts, axes = bounds
     ends = emit("Add", emit.ints(starts), emit("Gather", emit("Shape", x), emit.ints(axes)))
     return [emit("Slice", grads[0], emit.ints(starts), ends, emit.ints(axes))]
