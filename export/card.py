@@ -9,11 +9,20 @@ from keras_robust.atomic import write_atomically
 CARD_FILE = "model_card.json"
 
 
-def build_card(name, version, classifier, class_names, defaults, files, training=None, ara=None):
-    """The card of one exported version (a JSON-serialisable dict)."""
-    from keras_robust.export import signatures
+PREDICT_INPUTS = ("images",)
+PREDICT_OUTPUTS = ("logits", "probabilities", "classes")
+EXPLAIN_INPUTS = ("images", "targets", "rho", "steps")
+EXPLAIN_OUTPUTS = ("explanations", "delta", "target_confidence")
+MAX_STEPS = 10_000
 
-    image_shape = list(classifier.input_shape[1:])
+
+def build_card(name, version, image_shape, class_names, defaults, files, training=None, ara=None, source=None):
+    """The card of one exported version (a JSON-serialisable dict).
+
+    `source` describes an ONNX classifier's own input convention (its file,
+    layout, mean and std), which the exported graphs wrap; None for Keras.
+    """
+    image_shape = list(image_shape)
     return {
         "name": name,
         "version": int(version),
@@ -28,20 +37,19 @@ def build_card(name, version, classifier, class_names, defaults, files, training
             "range": [0.0, 1.0],
         },
         "signatures": {
-            "serving_default": {"inputs": list(signatures.PREDICT_INPUTS),
-                                "outputs": list(signatures.PREDICT_OUTPUTS)},
-            "explain": {"inputs": list(signatures.EXPLAIN_INPUTS),
-                        "outputs": list(signatures.EXPLAIN_OUTPUTS)},
+            "serving_default": {"inputs": list(PREDICT_INPUTS), "outputs": list(PREDICT_OUTPUTS)},
+            "explain": {"inputs": list(EXPLAIN_INPUTS), "outputs": list(EXPLAIN_OUTPUTS)},
         },
         "explain_defaults": {
             "rho": float(defaults["rho"]),
             "steps": int(defaults["steps"]),
             "overshoot": float(defaults["overshoot"]),
-            "max_steps": signatures.MAX_STEPS,
+            "max_steps": MAX_STEPS,
             "method": "adversarial explanation (docs/method.md §5): bounded targeted attack, "
                       "RMSE(delta) = rho, overshoot fixed at export",
         },
         "files": files,
+        "source": source,
         "training": training,
         "ara": ara,
     }

@@ -2,19 +2,17 @@
 
 import json
 import os
-import re
 import shutil
 
 import keras
 
-from keras_robust.atomic import write_atomically
 from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
-from keras_robust.validation import check_explanation_settings
-from keras_robust.export import card, signatures
-from keras_robust.export.onnx_graphs import endpoint_models, keras_to_onnx, write_models
+from keras_robust.export import signatures
+from keras_robust.export.export_folder import check_class_names, check_export_settings, check_new_version, finish_export
+from keras_robust.export.onnx_endpoints import endpoint_models, write_models
+from keras_robust.export.onnx_graphs import keras_to_onnx
 
 FORMATS = ("savedmodel", "onnx")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def export_model(
@@ -71,15 +69,10 @@ def export_model(
     """
     classifier = getattr(model, "classifier", model)
     name = name or classifier.name
-    image_shape, num_classes = _validate(classifier, name, version, rho, steps, overshoot, formats)
-    class_names = _class_names(class_names, num_classes)
-    model_dir = os.path.join(out_dir, name)
-    saved_model_dir = os.path.join(model_dir, str(version))
-    if _version_exists(model_dir, version) and not overwrite:
-        raise FileExistsError(
-            f"Version {version} of {name!r} is already exported in {model_dir}; pick "
-            f"another version or pass overwrite=True (--overwrite). Received: version={version}"
-        )
+    check_export_settings(name, version, rho, steps, overshoot)
+    image_shape, num_classes = _validate(classifier, formats)
+    class_names = check_class_names(class_names, num_classes)
+    model_dir = check_new_version(out_dir, name, version, overwrite)
     defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
     onnx_models = None
     if "onnx" in formats:  # first: an operator without a derivative rule stops the export here
@@ -87,48 +80,13 @@ def export_model(
     os.makedirs(model_dir, exist_ok=True)
     paths = {}
     if "savedmodel" in formats:
-        paths["saved_model"] = _write_saved_model(classifier, saved_model_dir, image_shape, overshoot)
+        paths["saved_model"] = _write_saved_model(
+            classifier, os.path.join(model_dir, str(version)), image_shape, overshoot
+        )
     if onnx_models:
         onnx_paths = write_models(onnx_models, model_dir, f"{name}-{version}")
         paths.update({f"onnx_{k}": v for k, v in onnx_paths.items()})
-    files = {k: os.path.relpath(v, model_dir) for k, v in paths.items()}
-    paths["card"] = card.write_card(
-        model_dir, card.build_card(name, version, classifier, class_names, defaults, files, training, ara)
-    )
-    paths["models_config"] = write_models_config(out_dir)
-    return paths
-
-
-def write_models_config(out_dir, mount="/models"):
-    """Writes `out_dir/models.config` for TensorFlow Serving's `--model_config_file`.
-
-    It lists every exported model under `out_dir` that has a SavedModel, with
-    `base_path` under `mount`, where the docker command in docs/export.md
-    mounts `out_dir`.
-    """
-    entries = []
-    for name in sorted(os.listdir(out_dir)):
-        model_dir = os.path.join(out_dir, name)
-        if not os.path.exists(os.path.join(model_dir, card.CARD_FILE)):
-            continue
-        versions = card.read_card(model_dir)["versions"]
-        if any("saved_model" in v.get("files", {}) for v in versions.values()):
-            entries.append(
-                f'  config {{\n    name: "{name}"\n    base_path: "{mount}/{name}"\n'
-                f'    model_platform: "tensorflow"\n'
-                "    model_version_policy { all {} }\n  }\n"
-            )
-    path = os.path.join(out_dir, "models.config")
-    write_atomically(path, "model_config_list {\n" + "".join(entries) + "}\n")
-    return path
-
-
-def _version_exists(model_dir, version):
-    if os.path.exists(os.path.join(model_dir, str(version))):
-        return True
-    if not os.path.exists(os.path.join(model_dir, card.CARD_FILE)):
-        return False
-    return str(version) in card.read_card(model_dir)["versions"]
+    return finish_export(out_dir, name, version, paths, image_shape, class_names, defaults, training, ara)
 
 
 def _write_saved_model(classifier, directory, image_shape, overshoot):
@@ -146,18 +104,10 @@ def _write_saved_model(classifier, directory, image_shape, overshoot):
     return directory
 
 
-def _validate(classifier, name, version, rho, steps, overshoot, formats):
-    """Checks the arguments; returns the image shape and number of classes."""
+def _validate(classifier, formats):
+    """Checks the Keras classifier and formats; returns the image shape and number of classes."""
     if not isinstance(classifier, keras.Model):
         raise ValueError(f"`model` must be a keras.Model. Received: model={classifier!r}")
-    if not NAME_PATTERN.match(str(name)):
-        raise ValueError(
-            "`name` must be letters, digits, '_', '-' or '.', starting with a letter or "
-            f"digit (it is a URL path segment). Received: name={name!r}"
-        )
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
-    check_explanation_settings(rho, steps, overshoot, max_steps=signatures.MAX_STEPS)
     unknown = set(formats) - set(FORMATS)
     if not formats or unknown:
         raise ValueError(f"`formats` must be a non-empty subset of {FORMATS}. Received: formats={formats!r}")
@@ -170,18 +120,6 @@ def _validate(classifier, name, version, rho, steps, overshoot, formats):
     if not (isinstance(output_shape, tuple) and len(output_shape) == 2 and (output_shape[1] or 0) >= 2):
         raise ValueError(f"The model must output (batch, K >= 2) logits. Received: output shape {output_shape}")
     return tuple(input_shape[1:]), output_shape[1]
-
-
-def _class_names(class_names, num_classes):
-    if class_names is None:
-        return [str(k) for k in range(num_classes)]
-    class_names = [str(c) for c in class_names]
-    if len(class_names) != num_classes or len(set(class_names)) != num_classes:
-        raise ValueError(
-            f"`class_names` needs {num_classes} distinct names, one per logit. "
-            f"Received: class_names={class_names}"
-        )
-    return class_names
 
 
 def load_sidecar_json(path):

@@ -8,10 +8,13 @@ no TensorFlow to run it. Its input gradient comes from
 ONNX graph. The tests hold it equal to `AdversarialExplainer`.
 """
 
+import os
+
 import numpy as np
 import onnx
 from onnx import helper
 
+from keras_robust.atomic import write_atomically
 from keras_robust.defaults import RMSE_EPSILON
 from keras_robust.export.autodiff.backprop import backpropagate
 from keras_robust.export.autodiff.classifier import IMAGES
@@ -19,6 +22,28 @@ from keras_robust.export.autodiff.emitter import Emitter
 
 FLOAT, INT32, INT64, BOOL = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
                              onnx.TensorProto.BOOL)
+
+
+def endpoint_models(classifier, overshoot, defaults):
+    """`{"predict": ModelProto, "explain": ModelProto}` of a prepared classifier.
+
+    Inputs and outputs carry the SavedModel signatures' names, in the same
+    order, with a dynamic batch dimension. The explain graph's `rho` and
+    `steps` are optional: each is also an initializer holding one entry, its
+    value in `defaults`, which ONNX Runtime uses when a caller leaves the
+    input out. Built in memory, so an unsupported operator stops an export
+    before it writes anything.
+    """
+    return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
+
+
+def write_models(models, directory, prefix):
+    """Writes `{prefix}-{endpoint}.onnx` for each model, each atomically; returns the paths."""
+    paths = {}
+    for endpoint, model in models.items():
+        paths[endpoint] = os.path.join(directory, f"{prefix}-{endpoint}.onnx")
+        write_atomically(paths[endpoint], model.SerializeToString())
+    return paths
 
 
 def predict_model(classifier):
@@ -109,7 +134,7 @@ def _forward_copy(classifier, prefix, source):
         copy.CopyFrom(node)
         copy.input[:] = [rename(v) for v in node.input]
         copy.output[:] = [rename(v) for v in node.output]
-        copy.name = prefix + node.name
+        copy.name = prefix + (node.name or node.output[0])
         nodes.append(copy)
     return _Forward(nodes, rename(classifier.logits), rename)
 

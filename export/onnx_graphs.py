@@ -1,49 +1,23 @@
-"""ONNX graphs of the predict and explain endpoints.
+"""A Keras classifier as an ONNX graph, images → logits, ready for `onnx_endpoints`.
 
-A Keras classifier is converted once, images → logits, by tf2onnx; both
-endpoints are then built around that ONNX graph (`onnx_endpoints`), the
-explain graph's input gradient differentiated from it operator by operator
-(`autodiff`). An ONNX classifier from another framework enters at the same
-point (`write_endpoints`).
+The classifier is converted once, by tf2onnx; both endpoints are then
+built around that graph, the explain graph's input gradient differentiated
+from it operator by operator (`autodiff`). An ONNX classifier from another
+framework enters at the same point (`onnx_classifier`).
 """
 
-import os
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.atomic import write_atomically
 from keras_robust.export.autodiff.classifier import prepare_classifier
-from keras_robust.export.onnx_endpoints import explain_model, predict_model
 
 OPSET = 17
 # Keras runs grouped convolutions (depthwise ones included) in XLA-compiled
 # functions, which tf2onnx cannot read; without these attributes TensorFlow's
 # graph optimiser inlines them.
 _COMPILE_ATTRIBUTES = ("_XlaMustCompile", "_noinline")
-
-
-def endpoint_models(classifier, overshoot, defaults):
-    """`{"predict": ModelProto, "explain": ModelProto}` of a prepared classifier.
-
-    Inputs and outputs carry the SavedModel signatures' names, in the same
-    order, with a dynamic batch dimension. The explain graph's `rho` and
-    `steps` are optional: each is also an initializer holding one entry, its
-    value in `defaults`, which ONNX Runtime uses when a caller leaves the
-    input out. Built in memory, so an unsupported operator stops an export
-    before it writes anything.
-    """
-    return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
-
-
-def write_models(models, directory, prefix):
-    """Writes `{prefix}-{endpoint}.onnx` for each model, each atomically; returns the paths."""
-    paths = {}
-    for endpoint, model in models.items():
-        paths[endpoint] = os.path.join(directory, f"{prefix}-{endpoint}.onnx")
-        write_atomically(paths[endpoint], model.SerializeToString())
-    return paths
 
 
 def keras_to_onnx(classifier, image_shape, opset=OPSET):

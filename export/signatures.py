@@ -8,12 +8,7 @@ import tensorflow as tf
 
 from keras_robust.attacks import attack_loop
 from keras_robust.defaults import MAX_RHO
-
-PREDICT_INPUTS = ("images",)
-PREDICT_OUTPUTS = ("logits", "probabilities", "classes")
-EXPLAIN_INPUTS = ("images", "targets", "rho", "steps")
-EXPLAIN_OUTPUTS = ("explanations", "delta", "target_confidence")
-MAX_STEPS = 10_000
+from keras_robust.export.card import MAX_STEPS
 
 
 def input_specs(image_shape):

@@ -227,6 +227,8 @@ def _wrapped_input(layout, mean, std, channels):
         nodes.append(helper.make_node("Transpose", [current], [PREFIX + "wrap/nchw"], perm=[0, 3, 1, 2]))
         current = PREFIX + "wrap/nchw"
     nodes.append(helper.make_node("Identity", [current], [IMAGES_SOURCE]))
+    for node in nodes:
+        node.name = node.output[0]
     return nodes
 
 

@@ -1,0 +1,93 @@
+"""The export folder shared by every exporter: names, versions, the card, TF Serving's config.
+
+Imports no TensorFlow, so exporting an ONNX classifier needs none.
+"""
+
+import os
+import re
+
+from keras_robust.atomic import write_atomically
+from keras_robust.export import card
+from keras_robust.validation import check_explanation_settings
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def finish_export(out_dir, name, version, paths, image_shape, class_names, defaults, training=None, ara=None,
+                  source=None):
+    """Writes the model card and TF Serving's models.config after the exported files."""
+    model_dir = os.path.join(out_dir, name)
+    files = {k: os.path.relpath(v, model_dir) for k, v in paths.items()}
+    paths["card"] = card.write_card(
+        model_dir, card.build_card(name, version, image_shape, class_names, defaults, files, training, ara, source)
+    )
+    paths["models_config"] = write_models_config(out_dir)
+    return paths
+
+
+def check_export_settings(name, version, rho, steps, overshoot):
+    """The checks every export shares: the name, the version and the explanation defaults."""
+    if not NAME_PATTERN.match(str(name)):
+        raise ValueError(
+            "`name` must be letters, digits, '_', '-' or '.', starting with a letter or "
+            f"digit (it is a URL path segment). Received: name={name!r}"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
+    check_explanation_settings(rho, steps, overshoot, max_steps=card.MAX_STEPS)
+
+
+def check_new_version(out_dir, name, version, overwrite):
+    """The model's folder, after refusing to replace an exported version unless told."""
+    model_dir = os.path.join(out_dir, name)
+    if _version_exists(model_dir, version) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} of {name!r} is already exported in {model_dir}; pick "
+            f"another version or pass overwrite=True (--overwrite). Received: version={version}"
+        )
+    return model_dir
+
+
+def write_models_config(out_dir, mount="/models"):
+    """Writes `out_dir/models.config` for TensorFlow Serving's `--model_config_file`.
+
+    It lists every exported model under `out_dir` that has a SavedModel, with
+    `base_path` under `mount`, where the docker command in docs/export.md
+    mounts `out_dir`.
+    """
+    entries = []
+    for name in sorted(os.listdir(out_dir)):
+        model_dir = os.path.join(out_dir, name)
+        if not os.path.exists(os.path.join(model_dir, card.CARD_FILE)):
+            continue
+        versions = card.read_card(model_dir)["versions"]
+        if any("saved_model" in v.get("files", {}) for v in versions.values()):
+            entries.append(
+                f'  config {{\n    name: "{name}"\n    base_path: "{mount}/{name}"\n'
+                f'    model_platform: "tensorflow"\n'
+                "    model_version_policy { all {} }\n  }\n"
+            )
+    path = os.path.join(out_dir, "models.config")
+    write_atomically(path, "model_config_list {\n" + "".join(entries) + "}\n")
+    return path
+
+
+def _version_exists(model_dir, version):
+    if os.path.exists(os.path.join(model_dir, str(version))):
+        return True
+    if not os.path.exists(os.path.join(model_dir, card.CARD_FILE)):
+        return False
+    return str(version) in card.read_card(model_dir)["versions"]
+
+
+def check_class_names(class_names, num_classes):
+    """One distinct name per logit; `"0"`, `"1"`, ... when None."""
+    if class_names is None:
+        return [str(k) for k in range(num_classes)]
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes or len(set(class_names)) != num_classes:
+        raise ValueError(
+            f"`class_names` needs {num_classes} distinct names, one per logit. "
+            f"Received: class_names={class_names}"
+        )
+    return class_names
