@@ -197,7 +197,8 @@ def _export_parser(commands):
         "OUT/NAME/model_card.json.",
     )
     export.add_argument("model", help="a .keras model (a RobustModel exports its classifier), "
-                                      "or the name of a shipped network")
+                                      "the name of a shipped network, or an .onnx image classifier "
+                                      "from any framework (give --layout; ONNX only, no TensorFlow)")
     export.add_argument("out", help="base folder (TF Serving's model base path parent)")
     export.add_argument("--name", help="model name in URLs (default: the model's name)")
     export.add_argument("--version", type=int, default=1, help="version subfolder (default 1)")
@@ -211,6 +212,18 @@ def _export_parser(commands):
                         help="one per class (default: summary.json beside the model, else 0..K-1)")
     export.add_argument("--evaluation", help="evaluation.json from `keras-robust evaluate` for the card's ARA")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export of this version")
+    onnx_input = export.add_argument_group(
+        "an .onnx classifier's input", "the exported graphs take NHWC images in [0, 1] and feed the "
+        "model what these describe")
+    onnx_input.add_argument("--layout", choices=["NCHW", "NHWC"],
+                            help="the model's input layout (PyTorch: NCHW); required for .onnx")
+    onnx_input.add_argument("--mean", type=float, nargs="+",
+                            help="per-channel mean the model subtracts from [0, 1] images, if it does not "
+                                 "itself (torchvision ImageNet: 0.485 0.456 0.406)")
+    onnx_input.add_argument("--std", type=float, nargs="+",
+                            help="per-channel std it divides by (torchvision ImageNet: 0.229 0.224 0.225)")
+    onnx_input.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                            help="for a model whose input size is dynamic")
 
 
 def _serve_parser(commands, with_limits):

@@ -286,6 +286,13 @@ def _compare(args):
 
 
 def _export(args):
+    if args.model.lower().endswith(".onnx"):
+        return _export_onnx(args)
+    onnx_only = [flag for flag, value in (("--layout", args.layout), ("--mean", args.mean), ("--std", args.std),
+                                          ("--image-size", args.image_size)) if value is not None]
+    if onnx_only:
+        raise ValueError(f"{', '.join(onnx_only)} describe an .onnx model's input; a Keras model's is fixed. "
+                         f"Received: model={args.model!r}")
     from keras_robust.export import export_model
     from keras_robust.export.exporter import load_sidecar_json
 
@@ -300,6 +307,26 @@ def _export(args):
         model, args.out, name=args.name, version=args.version, class_names=class_names,
         rho=args.rho, steps=args.steps, overshoot=args.overshoot, formats=tuple(args.formats),
         training=training, ara=load_sidecar_json(args.evaluation), overwrite=args.overwrite,
+    )
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _export_onnx(args):
+    """An ONNX classifier from any framework: its ONNX endpoints, without TensorFlow."""
+    from keras_robust.export import export_onnx_classifier
+
+    if args.layout is None:
+        raise ValueError("An .onnx model needs --layout NCHW (PyTorch) or NHWC: the graph does not say which "
+                         f"axis holds the channels. Received: model={args.model!r}")
+    if "savedmodel" in args.formats and args.formats != ["savedmodel", "onnx"]:
+        raise ValueError("An .onnx model exports to ONNX only (there is no TensorFlow graph to save). "
+                         f"Received: --formats {' '.join(args.formats)}")
+    paths = export_onnx_classifier(
+        args.model, args.out, name=args.name, version=args.version, layout=args.layout, mean=args.mean,
+        std=args.std, image_size=args.image_size, class_names=args.class_names, rho=args.rho, steps=args.steps,
+        overshoot=args.overshoot, overwrite=args.overwrite,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
