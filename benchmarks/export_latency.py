@@ -9,7 +9,7 @@ the same test images (seed-1776 permutation of the test split):
   the ONNX predict graph in ONNX Runtime (CPU provider);
 - explain one image toward all 10 classes (a batch of 10), 35 steps, ρ 0.1:
   the SavedModel's `explain` signature (tape gradient) vs the ONNX explain
-  graph (forward-op gradient).
+  graph (its gradient differentiated from the ONNX graph, keras_robust.export.autodiff).
 Each figure is the median of `--repeats` calls after two warm-up calls. It also
 prints how far the ONNX outputs are from TensorFlow's on those inputs.
 """

@@ -31,6 +31,8 @@ PLOT = os.path.join(REPO, "docs", "benchmarks", "history.png")
 PERFORMANCE = os.path.join(REPO, "docs", "performance.md")
 SERVING = os.path.join(REPO, "docs", "serving.md")
 SERVE_RUN = "serve resnet20"
+EXPLAIN_ONNX_RUN = "explain-onnx"
+EXPORT = os.path.join(REPO, "docs", "export.md")
 DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 MODES = ("standard", "robust", "adversarial", "robust+adversarial")
@@ -51,6 +53,8 @@ def plan(quick):
     runs += [("ara resnet44-cifar10-standard fp32", ["ara_pretrained", "resnet44-cifar10-standard",
                                                      "20" if quick else "100", "30" if quick else "450"])]
     runs += [("export resnet20", ["export", "5" if quick else "20"])]
+    runs += [(EXPLAIN_ONNX_RUN, ["explain_onnx", "1" if quick else "3",
+                               "resnet44,mobilenetv2" if quick else "resnet44,resnet50,mobilenetv2,efficientnetb0"])]
     runs += [(SERVE_RUN, ["serve", "80" if quick else "400"])]
     runs += [("startup", ["startup", "3" if quick else "5"])]
     return runs
@@ -176,6 +180,23 @@ def part_export(repeats):
             for key, value in figures.items() if key.endswith("_ms") for engine, ms in value.items()}
 
 
+def part_explain_onnx(repeats, models):
+    """The ONNX explain graph against the TensorFlow explainer: latency, sizes and peak memory
+    (benchmarks/explain_onnx.py); its table rides along as `markdown`."""
+    output = subprocess.run([sys.executable, os.path.join(HERE, "explain_onnx.py"), "--repeats", repeats,
+                             "--models", *models.split(",")], check=True, capture_output=True, text=True)
+    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    result = {"markdown": measured["markdown"]}
+    for name, figures in measured["figures"].items():
+        for engine in ("onnx", "tensorflow"):
+            seconds = figures[f"{engine}_s"]
+            result[f"{name} {engine}"] = _figure(seconds, seconds, "s")
+            result[f"{name} {engine} peak_mb"] = round(figures[f"{engine}_peak_mb"])
+        result[f"{name} explain_mb"] = round(figures["explain_mb"], 2)
+        result[f"{name} predict_mb"] = round(figures["predict_mb"], 2)
+    return result
+
+
 def part_serve(requests):
     """Predict (batching off and on, per protocol) and explain requests/s and latency at 8
     concurrent clients (ONNX backend); the tables of docs/serving.md ride along as `markdown`."""
@@ -216,7 +237,7 @@ def part_startup(repeats):
 
 PARTS = {"train": part_train, "attack": part_attack, "explain": part_explain, "ara": part_ara,
          "ara_pretrained": part_ara_pretrained,
-         "export": part_export, "serve": part_serve, "startup": part_startup}
+         "export": part_export, "explain_onnx": part_explain_onnx, "serve": part_serve, "startup": part_startup}
 
 
 def _figure(median, worst, unit, best=None):
@@ -375,6 +396,17 @@ def update_serving_doc(record, path=SERVING):
         replace_section(path, header + tables.rstrip(), "Measured under concurrent load")
 
 
+def update_export_doc(record, path=EXPORT):
+    """The explain-graph table of docs/export.md, when this run measured it."""
+    table = record.get("tables", {}).get(EXPLAIN_ONNX_RUN)
+    if table:
+        only = f" --only {' '.join(record['only'])}" if record.get("only") else ""
+        header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}{only}` "
+                  f"({record['time']}, commit {record.get('commit')}, TensorFlow {record['tensorflow']}, "
+                  f"onnxruntime {record['onnxruntime']}):\n\n")
+        replace_section(path, header + table.rstrip(), "Explanation latency: ONNX Runtime vs TensorFlow")
+
+
 def replace_section(path, body, heading):
     """Replaces the generated part of `path` (between BEGIN and END), or appends it under `heading`."""
     sys.path.insert(0, REPO)
@@ -408,8 +440,10 @@ def main():
     if not args.only:  # the page's table is one whole run's; a partial run would cut it short
         update_performance_doc(record)
     update_serving_doc(record)
+    update_export_doc(record)
     print(f"recorded in {os.path.relpath(HISTORY, REPO)}; plot {os.path.relpath(PLOT, REPO)}; "
-          f"{os.path.relpath(PERFORMANCE, REPO)} and {os.path.relpath(SERVING, REPO)} updated")
+          f"{os.path.relpath(PERFORMANCE, REPO)}, {os.path.relpath(SERVING, REPO)} and "
+          f"{os.path.relpath(EXPORT, REPO)} updated")
 
 
 if __name__ == "__main__":

@@ -83,3 +83,25 @@ def test_plan_quick_is_a_subset_and_every_part_exists(run_all):
     assert {name for name, _ in quick} <= {name for name, _ in full}
     assert all(arguments[0] in run_all.PARTS for _, arguments in full)
     assert json.dumps(full)
+
+
+def test_explain_graph_table_goes_to_the_export_page_only_when_measured(run_all, tmp_path):
+    page = tmp_path / "export.md"
+    page.write_text("# Export\n")
+    record = _record(run_all, 400.0, "ddd")
+    run_all.update_export_doc(record, str(page))
+    assert page.read_text() == "# Export\n"
+    record["tables"] = {run_all.EXPLAIN_ONNX_RUN: "| model | ONNX Runtime |\n|---|---|\n| resnet44 | 1.00 s |\n"}
+    run_all.update_export_doc(record, str(page))
+    assert "| resnet44 | 1.00 s |" in page.read_text() and "commit ddd" in page.read_text()
+
+
+def test_explain_onnx_table_states_each_ratio_from_its_figures():
+    spec = importlib.util.spec_from_file_location("explain_onnx", REPO_ROOT / "benchmarks" / "explain_onnx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = {"resnet44": {"onnx_s": 1.5, "tensorflow_s": 3.0, "onnx_peak_mb": 300, "tensorflow_peak_mb": 900,
+                            "predict_mb": 2.6, "explain_mb": 2.7, "export_s": 6, "max_abs_diff_delta": 2e-7,
+                            "image_size": 32}}
+    table = module.markdown(figures, "Test CPU, 2 cores")
+    assert "| resnet44 | 32×32 | 1.50 s | 3.00 s | 0.50 | 2.6 MB | 2.7 MB | 300 / 900 MB | 6 s | 2.0e-07 |" in table

@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 
 from keras_robust.export.autodiff import RULES, backpropagate
 from keras_robust.export.autodiff.emitter import Emitter
+from tests.conftest import REPO_ROOT
 
 FLOAT = onnx.TensorProto.FLOAT
 
@@ -216,3 +217,9 @@ def test_rule_matches_finite_differences(name):
 def test_every_rule_has_a_case():
     tested = {node.op_type for case in CASES.values() for node in case["nodes"]}
     assert set(RULES) - tested == {"GatherND"}  # GatherND shares Gather's rule and code path
+
+
+def test_docs_list_every_rule():
+    text = (REPO_ROOT / "docs" / "export.md").read_text()
+    listed = text.split("<!-- operators:begin -->")[1].split("<!-- operators:end -->")[0]
+    assert sorted(name.strip() for name in listed.replace("\n", " ").split(",")) == sorted(RULES)
