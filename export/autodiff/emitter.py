@@ -89,6 +89,10 @@ class Emitter:
             )
         return self.shapes[name][0]
 
+    def elem_type_of_gradient(self):
+        """Gradients are float32: the exported graphs take and give float32."""
+        return onnx.TensorProto.FLOAT
+
     def elem_type(self, name):
         return self.shapes[name][1] if name in self.shapes else onnx.TensorProto.FLOAT
 

@@ -4,6 +4,8 @@ Only the gradient toward the data input is written: a classifier's weights
 are constants of the exported graph.
 """
 
+import numpy as np
+
 from keras_robust.export.autodiff.rules.table import attribute, input_or_empty, only_first_input, rule
 
 
@@ -60,17 +62,41 @@ def _refuse_conv(emit, node, wanted):
 
 @rule("Conv", refuse=_refuse_conv)
 def _conv(emit, node, grads, wanted):
-    """The input gradient of a convolution is the transposed convolution."""
+    """The input gradient of a convolution is the transposed convolution.
+
+    At stride 1 it is also a convolution with the kernel flipped and its
+    channel axes swapped, which ONNX Runtime runs faster than ConvTranspose
+    (depthwise ones most); the flipped kernel is computed from the weights
+    in the graph, so the file holds them once.
+    """
     x, weight, y = node.input[0], node.input[1], node.output[0]
     kernel, strides, dilations = _conv_geometry(emit, node, x, y, weight)
     in_dims, out_dims = emit.static_dims(x)[2:], emit.static_dims(y)[2:]
-    begin, _ = spatial_padding(emit, node, in_dims, out_dims, kernel, strides, dilations)
+    begin, end = spatial_padding(emit, node, in_dims, out_dims, kernel, strides, dilations)
+    reach = [(k - 1) * d for k, d in zip(kernel, dilations)]
+    if all(s == 1 for s in strides) and all(r >= b and r >= e for r, b, e in zip(reach, begin, end)):
+        flipped = _flipped_kernel(emit, weight, attribute(node, "group", 1))
+        pads = [r - b for r, b in zip(reach, begin)] + [r - e for r, e in zip(reach, end)]
+        return [emit("Conv", grads[0], flipped, kernel_shape=kernel, dilations=dilations,
+                     group=attribute(node, "group", 1), pads=pads)]
     end, extra = transposed_padding(in_dims, out_dims, kernel, strides, dilations, begin)
     extra_attributes = {"output_padding": extra} if any(extra) else {}
     return [emit(
         "ConvTranspose", grads[0], weight, kernel_shape=kernel, strides=strides, dilations=dilations,
         group=attribute(node, "group", 1), pads=begin + end, **extra_attributes,
     )]
+
+
+def _flipped_kernel(emit, weight, group):
+    """`W[o, i, k…]` of each group as `W[i, o, −k…]`: the kernel of the transposed convolution."""
+    out_channels, in_per_group, *kernel = emit.static_dims(weight)
+    spatial = list(range(2, 2 + len(kernel)))
+    grouped = emit("Reshape", weight, emit.ints([group, out_channels // group, in_per_group, *kernel]))
+    swapped = emit("Transpose", grouped, perm=[0, 2, 1] + [a + 1 for a in spatial])
+    merged = emit("Reshape", swapped, emit.ints([group * in_per_group, out_channels // group, *kernel]))
+    last = np.iinfo(np.int64).min
+    return emit("Slice", merged, emit.ints([-1] * len(kernel)), emit.ints([last] * len(kernel)),
+                emit.ints(spatial), emit.ints([-1] * len(kernel)))
 
 
 @rule("ConvTranspose", refuse=_refuse_conv)
