@@ -15,7 +15,8 @@ setup(
     # export/ and serving/ sit beside keras_robust/ (the design card) but install
     # inside it, so nothing named plainly `export` lands in site-packages.
     packages=find_packages(include=["keras_robust", "keras_robust.*"])
-    + ["keras_robust.export", "keras_robust.serving"],
+    + ["keras_robust.export", "keras_robust.export.autodiff", "keras_robust.export.autodiff.rules",
+       "keras_robust.serving"],
     package_dir={"keras_robust.export": "export", "keras_robust.serving": "serving"},
     # The light `keras-robust` entry point; see its docstring for why it is not in the package.
     py_modules=["keras_robust_cli"],

@@ -387,24 +387,23 @@ def update_performance_doc(record, path=PERFORMANCE):
 
 def update_serving_doc(record, path=SERVING):
     """The serving tables of docs/serving.md, when this run measured them."""
-    tables = record.get("tables", {}).get(SERVE_RUN)
-    if tables:
-        only = f" --only {' '.join(record['only'])}" if record.get("only") else ""
-        header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}{only}` "
-                  f"({record['time']}, commit {record.get('commit')}), an untrained ResNet-20 "
-                  "(the cost of a request does not depend on the weights).\n\n")
-        replace_section(path, header + tables.rstrip(), "Measured under concurrent load")
+    _update_table(record, path, SERVE_RUN, "an untrained ResNet-20 (the cost of a request does not depend "
+                  "on the weights)", "Measured under concurrent load")
 
 
 def update_export_doc(record, path=EXPORT):
     """The explain-graph table of docs/export.md, when this run measured it."""
-    table = record.get("tables", {}).get(EXPLAIN_ONNX_RUN)
-    if table:
+    _update_table(record, path, EXPLAIN_ONNX_RUN, f"TensorFlow {record['tensorflow']}, onnxruntime "
+                  f"{record['onnxruntime']}", "Explanation latency: ONNX Runtime vs TensorFlow")
+
+
+def _update_table(record, path, run_name, what, heading):
+    tables = record.get("tables", {}).get(run_name)
+    if tables:
         only = f" --only {' '.join(record['only'])}" if record.get("only") else ""
         header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}{only}` "
-                  f"({record['time']}, commit {record.get('commit')}, TensorFlow {record['tensorflow']}, "
-                  f"onnxruntime {record['onnxruntime']}):\n\n")
-        replace_section(path, header + table.rstrip(), "Explanation latency: ONNX Runtime vs TensorFlow")
+                  f"({record['time']}, commit {record.get('commit')}), {what}.\n\n")
+        replace_section(path, header + tables.rstrip(), heading)
 
 
 def replace_section(path, body, heading):

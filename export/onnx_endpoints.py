@@ -17,7 +17,7 @@ from onnx import helper
 from keras_robust.atomic import write_atomically
 from keras_robust.defaults import RMSE_EPSILON
 from keras_robust.export.autodiff.backprop import backpropagate
-from keras_robust.export.autodiff.classifier import IMAGES
+from keras_robust.export.autodiff.classifier import IMAGES, renamed_nodes
 from keras_robust.export.autodiff.emitter import Emitter
 
 FLOAT, INT32, INT64, BOOL = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
@@ -128,15 +128,7 @@ def _forward_copy(classifier, prefix, source):
             return name
         return source if name == IMAGES else prefix + name
 
-    nodes = []
-    for node in classifier.nodes:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [rename(v) for v in node.input]
-        copy.output[:] = [rename(v) for v in node.output]
-        copy.name = prefix + (node.name or node.output[0])
-        nodes.append(copy)
-    return _Forward(nodes, rename(classifier.logits), rename)
+    return _Forward(renamed_nodes(classifier.nodes, rename, prefix), rename(classifier.logits), rename)
 
 
 def _step_graph(classifier, setup):

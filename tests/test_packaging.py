@@ -69,9 +69,12 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
         "model = keras_robust.pretrained('resnet44-cifar10-all')\n"
         "np.save('logits.npy', model.predict(np.load('images.npy'), verbose=0))\n"
         "print(keras_robust.pretrained_card('resnet44-cifar10-all')['paper_name'])\n"
+        "from keras_robust.export.autodiff import RULES\n"  # the export subpackages are in the wheel
+        "print(len(RULES))\n"
     )
-    cli_beside, location, paper_name = run_python(script, tmp_path, PYTHONPATH=str(site))[-3:]
+    cli_beside, location, paper_name, rules = run_python(script, tmp_path, PYTHONPATH=str(site))[-4:]
     assert location.startswith(str(site)) and paper_name == "N3" and cli_beside == "True"
+    assert int(rules) >= 50
     reference = np.load(pretrained_dir / "reference_logits_all.npy")[:20]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
 

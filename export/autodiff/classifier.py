@@ -188,15 +188,7 @@ def _renamed(graph, initializers, source):
             return value
         return IMAGES_SOURCE if value == source else PREFIX + value
 
-    nodes = []
-    for node in graph.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [name(v) for v in node.input]
-        copy.output[:] = [name(v) for v in node.output]
-        copy.name = PREFIX + (node.name or node.output[0])
-        _rename_subgraphs(copy, name)
-        nodes.append(copy)
+    nodes = renamed_nodes(graph.node, name, PREFIX)
     renamed = []
     for tensor in initializers:
         copy = onnx.TensorProto()
@@ -204,6 +196,21 @@ def _renamed(graph, initializers, source):
         copy.name = name(tensor.name)
         renamed.append(copy)
     return nodes, renamed, name(graph.output[0].name)
+
+
+def renamed_nodes(nodes, rename, prefix):
+    """Copies of `nodes` with every value name passed through `rename` (subgraphs
+    included) and each node's name under `prefix`."""
+    copies = []
+    for node in nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [rename(v) for v in node.input]
+        copy.output[:] = [rename(v) for v in node.output]
+        copy.name = prefix + (node.name or node.output[0])
+        _rename_subgraphs(copy, rename)
+        copies.append(copy)
+    return copies
 
 
 def _rename_subgraphs(node, name):

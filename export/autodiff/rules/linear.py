@@ -42,8 +42,8 @@ def transposed_padding(in_dims, out_dims, kernel, strides, dilations, begin):
     return end, extra
 
 
-def _conv_geometry(emit, node, x, y, weight):
-    rank = emit.rank(x)
+def _conv_geometry(emit, node, weight):
+    rank = emit.rank(node.input[0])
     kernel = list(emit.static_dims(weight)[2:])
     strides = list(attribute(node, "strides", [1] * (rank - 2)))
     dilations = list(attribute(node, "dilations", [1] * (rank - 2)))
@@ -70,7 +70,7 @@ def _conv(emit, node, grads, wanted):
     in the graph, so the file holds them once.
     """
     x, weight, y = node.input[0], node.input[1], node.output[0]
-    kernel, strides, dilations = _conv_geometry(emit, node, x, y, weight)
+    kernel, strides, dilations = _conv_geometry(emit, node, weight)
     in_dims, out_dims = emit.static_dims(x)[2:], emit.static_dims(y)[2:]
     begin, end = spatial_padding(emit, node, in_dims, out_dims, kernel, strides, dilations)
     reach = [(k - 1) * d for k, d in zip(kernel, dilations)]
@@ -103,7 +103,7 @@ def _flipped_kernel(emit, weight, group):
 def _conv_transpose(emit, node, grads, wanted):
     """The input gradient of a transposed convolution is the convolution."""
     x, weight, y = node.input[0], node.input[1], node.output[0]
-    kernel, strides, dilations = _conv_geometry(emit, node, x, y, weight)
+    kernel, strides, dilations = _conv_geometry(emit, node, weight)
     in_dims, out_dims = emit.static_dims(x)[2:], emit.static_dims(y)[2:]
     if attribute(node, "auto_pad", "NOTSET") == "NOTSET" and attribute(node, "output_shape") is None:
         pads = list(attribute(node, "pads", [0] * 2 * len(kernel)))
