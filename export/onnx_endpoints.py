@@ -66,7 +66,7 @@ def explain_model(classifier, overshoot, defaults):
     `defaults["rho"]` and `defaults["steps"]`, which a caller's feed
     replaces. One entry serves the whole batch; otherwise one per image.
     """
-    emit = Emitter("explain", opset=classifier.opset)
+    emit = Emitter("explain")
     setup = _loop_inputs(emit, classifier, overshoot)
     body, body_constants = _step_graph(classifier, setup)
     delta = "explain/delta"
@@ -141,7 +141,7 @@ def _step_graph(classifier, setup):
     forward = _forward_copy(classifier, "step/", x)
     shapes = {forward.rename(name): value for name, value in classifier.shapes.items()}
     shapes[x] = shapes[delta] = classifier.shapes[IMAGES]
-    emit = Emitter("step/grad", shapes=shapes, constants=classifier.constants(), opset=classifier.opset)
+    emit = Emitter("step/grad", shapes=shapes, constants=classifier.constants())
     emit.nodes.append(helper.make_node("Add", [IMAGES, delta], [x]))
     # ∂ΣCE/∂logits = softmax(logits) − one_hot(targets); the explanation descends it.
     seed = emit("Sub", emit("Softmax", forward.logits, axis=1), setup["one_hot"])

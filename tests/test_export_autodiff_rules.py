@@ -187,7 +187,7 @@ def _gradient_check(case, rng):
               for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
     shapes.update({t.name: (tuple(t.dims), t.data_type) for t in initializers})
     weights = rng.normal(size=shapes["y"][0]).astype(np.float32)
-    emit = Emitter("grad", shapes=shapes, constants=constants, opset=opset)
+    emit = Emitter("grad", shapes=shapes, constants=constants)
     gradient = backpropagate(emit, list(case["nodes"]), "x", "y", emit.constant(weights))
     model.graph.node.extend(emit.nodes + [helper.make_node("Identity", [gradient], ["g"])])
     model.graph.initializer.extend(emit.initializers)

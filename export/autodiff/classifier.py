@@ -92,7 +92,9 @@ def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=
 
 def _load(model):
     if isinstance(model, onnx.ModelProto):
-        return model
+        copy = onnx.ModelProto()  # preparing edits the graph; the caller's model stays as it was
+        copy.CopyFrom(model)
+        return copy
     try:
         return onnx.load(str(model))
     except FileNotFoundError:

@@ -29,14 +29,12 @@ class Emitter:
         constants: Optional `{initializer name: numpy array}` of the
             forward graph, for rules that need a constant's value (axes,
             pads, slice bounds, resize scales).
-        opset: The default domain's opset of the graph being written.
     """
 
-    def __init__(self, prefix, shapes=None, constants=None, opset=17):
+    def __init__(self, prefix, shapes=None, constants=None):
         self.prefix = prefix
         self.shapes = shapes or {}
         self.constants = constants or {}
-        self.opset = opset
         self.nodes = []
         self.initializers = []
         self._count = 0
@@ -88,10 +86,6 @@ class Emitter:
                 "rule needs. Fix the graph's input shape (all but the batch dimension)."
             )
         return self.shapes[name][0]
-
-    def elem_type_of_gradient(self):
-        """Gradients are float32: the exported graphs take and give float32."""
-        return onnx.TensorProto.FLOAT
 
     def elem_type(self, name):
         return self.shapes[name][1] if name in self.shapes else onnx.TensorProto.FLOAT

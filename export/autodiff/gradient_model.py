@@ -27,7 +27,7 @@ def gradient_model(classifier):
     Returns:
         An `onnx.ModelProto`; `labels` is int64 `(batch,)`.
     """
-    emit = Emitter("gradient", shapes=classifier.shapes, constants=classifier.constants(), opset=classifier.opset)
+    emit = Emitter("gradient", shapes=classifier.shapes, constants=classifier.constants())
     one_hot = emit("OneHot", "labels", emit.constant(classifier.num_classes, np.int64), emit.constant([0.0, 1.0]))
     seed = emit("Sub", emit("Softmax", classifier.logits, axis=1), one_hot)
     gradient = backpropagate(emit, classifier.nodes, IMAGES, classifier.logits, seed)
@@ -60,5 +60,5 @@ def describe_unsupported(model, **prepare_options):
         `["OpType node 'name': reason", ...]`, empty when every node has one.
     """
     classifier = model if hasattr(model, "nodes") else prepare_classifier(model, **prepare_options)
-    emit = Emitter("check", shapes=classifier.shapes, constants=classifier.constants(), opset=classifier.opset)
+    emit = Emitter("check", shapes=classifier.shapes, constants=classifier.constants())
     return unsupported(emit, classifier.nodes, IMAGES, classifier.logits)
