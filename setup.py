@@ -18,12 +18,10 @@ setup(
     + ["keras_robust.export", "keras_robust.export.autodiff", "keras_robust.export.autodiff.rules",
        "keras_robust.serving"],
     package_dir={"keras_robust.export": "export", "keras_robust.serving": "serving"},
-    # The light `keras-robust` entry point; see its docstring for why it is not in the package.
-    py_modules=["keras_robust_cli"],
     package_data={
         "keras_robust.serving": ["static/*"],
-        "keras_robust.model_zoo": ["files/*"],
-        "keras_robust": ["sample_images/*"],
+        "keras_robust.models.zoo": ["files/*"],
+        "keras_robust.reporting": ["sample_images/*"],
     },
     install_requires=[
         "tensorflow>=2.16",
@@ -47,5 +45,5 @@ setup(
         "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6", "tritonclient[http]"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
-    entry_points={"console_scripts": ["keras-robust=keras_robust_cli:main"]},
+    entry_points={"console_scripts": ["keras-robust=keras_robust.cli:main"]},
 )

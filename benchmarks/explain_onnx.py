@@ -163,7 +163,7 @@ def main():
         print(json.dumps(PARTS[part](*arguments)))
         return
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from keras_robust.machine import cpu_summary
+    from keras_robust.common.machine import cpu_summary
 
     figures = {}
     for name in args.models:

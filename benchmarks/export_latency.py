@@ -39,7 +39,7 @@ def main():
 
     from keras_robust.data import load_dataset
     from keras_robust.export import export_model, read_card
-    from keras_robust.robustness import evaluation_indices
+    from keras_robust.evaluation.accuracy_robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, _ = data.arrays()

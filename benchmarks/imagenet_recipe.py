@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from keras_robust.machine import cpu_summary
+from keras_robust.common.machine import cpu_summary
 
 
 def measure_step(robust, precision, batch_size, steps):
@@ -32,7 +32,7 @@ def measure_step(robust, precision, batch_size, steps):
     import keras
 
     from keras_robust import RobustModel, resnet50
-    from keras_robust.precision import precision_scope
+    from keras_robust.training.precision import precision_scope
 
     keras.utils.set_random_seed(0)
     with precision_scope(precision):

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from multiworker_harness import start_workers, wait_all  # noqa: E402
 
-from keras_robust.machine import cpu_summary  # noqa: E402
+from keras_robust.common.machine import cpu_summary  # noqa: E402
 
 # argv: output json, global batch, timed steps, mode, strategy
 WORKER = """
@@ -27,7 +27,7 @@ import json, sys, time
 import numpy as np
 import keras
 from keras_robust import RobustModel, resnet
-from keras_robust.strategies import make_strategy
+from keras_robust.common.strategies import make_strategy
 
 out, global_batch, steps, mode, strategy_name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 strategy = make_strategy(strategy_name)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from keras_robust.precision import PRECISIONS
+from keras_robust.training.precision import PRECISIONS
 
 STEPS = 3
 
@@ -30,7 +30,7 @@ def one(depth, mode, precision):
     import numpy as np
 
     import keras_robust
-    from keras_robust.precision import precision_scope
+    from keras_robust.training.precision import precision_scope
 
     robust = mode == "robust"
     with precision_scope(precision):

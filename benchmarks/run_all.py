@@ -77,7 +77,7 @@ def part_attack(depth, precision, budget):
     import tensorflow as tf
 
     import keras_robust
-    from keras_robust.precision import precision_scope
+    from keras_robust.training.precision import precision_scope
 
     with precision_scope(precision):
         classifier = keras_robust.resnet(int(depth), activation="relu")
@@ -109,8 +109,8 @@ def part_explain(depth, precision):
     import numpy as np
 
     import keras_robust
-    from keras_robust.explain import AdversarialExplainer
-    from keras_robust.precision import precision_scope
+    from keras_robust.explanations.adversarial import AdversarialExplainer
+    from keras_robust.training.precision import precision_scope
 
     with precision_scope(precision):
         classifier = keras_robust.resnet(int(depth))
@@ -127,8 +127,8 @@ def part_ara(depth, precision, steps):
     import numpy as np
 
     import keras_robust
-    from keras_robust.attacks import attack_details
-    from keras_robust.precision import precision_scope
+    from keras_robust.method.attacks import attack_details
+    from keras_robust.training.precision import precision_scope
 
     with precision_scope(precision):
         classifier = keras_robust.resnet(int(depth))
@@ -146,10 +146,10 @@ def part_ara(depth, precision, steps):
 
 
 def part_ara_pretrained(name, count, steps):
-    """`keras_robust.robustness.ara` itself on a shipped network and JPEG CIFAR-10 test images."""
+    """`keras_robust.evaluation.accuracy_robustness.ara` itself on a shipped network and JPEG CIFAR-10 test images."""
     import keras_robust
     from keras_robust.data import load_dataset
-    from keras_robust.robustness import ara, evaluation_indices
+    from keras_robust.evaluation.accuracy_robustness import ara, evaluation_indices
 
     data = load_dataset(DATA, "test", batch_size=1000)
     images, labels = data.arrays()
@@ -268,7 +268,7 @@ def machine_record():
     import onnxruntime
     import tensorflow as tf
 
-    from keras_robust.machine import cpu_description
+    from keras_robust.common.machine import cpu_description
 
     commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -314,7 +314,7 @@ def describe(figures):
 def append_history(record, path=HISTORY):
     """Adds `record` as one line; the file is replaced whole, so a kill keeps the old one."""
     sys.path.insert(0, REPO)
-    from keras_robust.atomic import write_atomically
+    from keras_robust.common.atomic import write_atomically
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     previous = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
@@ -409,7 +409,7 @@ def _update_table(record, path, run_name, what, heading):
 def replace_section(path, body, heading):
     """Replaces the generated part of `path` (between BEGIN and END), or appends it under `heading`."""
     sys.path.insert(0, REPO)
-    from keras_robust.atomic import write_atomically
+    from keras_robust.common.atomic import write_atomically
 
     text = open(path, encoding="utf-8").read()
     section = f"{BEGIN}\n{body}\n{END}"

@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, os.path.dirname(HERE))
-    from keras_robust.machine import cpu_summary
+    from keras_robust.common.machine import cpu_summary
 
     figures = {"machine": cpu_summary(), "help_s": statistics.median(_help_seconds() for _ in range(args.repeats))}
     with tempfile.TemporaryDirectory() as out:
@@ -50,7 +50,7 @@ _EXPORT = (
 
 def _help_seconds():
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import keras_robust_cli, sys; sys.exit(keras_robust_cli.main(['--help']))"],
+    subprocess.run([sys.executable, "-c", "import sys; from keras_robust.cli import main; sys.exit(main(['--help']))"],
                    check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -60,7 +60,7 @@ def _serve_start(folder):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-c", "import keras_robust_cli, sys; sys.exit(keras_robust_cli.main())",
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from keras_robust.cli import main; sys.exit(main())",
                                "serve", folder, "--port", str(port), "--log-level", "warning"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

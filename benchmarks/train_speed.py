@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from keras_robust.precision import PRECISIONS
+from keras_robust.training.precision import PRECISIONS
 
 CONFIGS = {
     "standard": dict(robust=False, adversarial_training=None),

@@ -4,7 +4,7 @@ import datetime
 import json
 import os
 
-from keras_robust.atomic import write_atomically
+from keras_robust.common.atomic import write_atomically
 
 CARD_FILE = "model_card.json"
 

@@ -6,9 +6,9 @@ Imports no TensorFlow, so exporting an ONNX classifier needs none.
 import os
 import re
 
-from keras_robust.atomic import write_atomically
+from keras_robust.common.atomic import write_atomically
 from keras_robust.export import card
-from keras_robust.validation import check_explanation_settings
+from keras_robust.common.validation import check_explanation_settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -6,7 +6,7 @@ import shutil
 
 import keras
 
-from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.export import signatures
 from keras_robust.export.export_folder import check_class_names, check_export_settings, check_new_version, finish_export
 from keras_robust.export.onnx_endpoints import endpoint_models, write_models

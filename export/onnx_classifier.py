@@ -2,7 +2,7 @@
 
 import os
 
-from keras_robust.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.export.autodiff.classifier import prepare_classifier
 from keras_robust.export.export_folder import check_class_names, check_export_settings, check_new_version, finish_export
 from keras_robust.export.onnx_endpoints import endpoint_models, write_models

@@ -1,7 +1,7 @@
 """The predict and explain ONNX graphs of a prepared classifier, in standard operators only.
 
 The explain graph is the explanation mode of the one attack routine
-(`keras_robust.attacks.attack_loop`: bounded, targeted, overshoot o,
+(`keras_robust.method.attacks.attack_loop`: bounded, targeted, overshoot o,
 docs/method.md §4–5) written as an ONNX `Loop`, because an ONNX runtime has
 no TensorFlow to run it. Its input gradient comes from
 `keras_robust.export.autodiff`, which differentiates the classifier's own
@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from keras_robust.atomic import write_atomically
-from keras_robust.defaults import RMSE_EPSILON
+from keras_robust.common.atomic import write_atomically
+from keras_robust.common.defaults import RMSE_EPSILON
 from keras_robust.export.autodiff.backprop import backpropagate
 from keras_robust.export.autodiff.classifier import IMAGES, renamed_nodes
 from keras_robust.export.autodiff.emitter import Emitter

@@ -6,8 +6,8 @@ The SavedModel signatures are traced from these functions; the ONNX graphs
 
 import tensorflow as tf
 
-from keras_robust.attacks import attack_loop
-from keras_robust.defaults import MAX_RHO
+from keras_robust.method.attacks import attack_loop
+from keras_robust.common.defaults import MAX_RHO
 from keras_robust.export.card import MAX_STEPS
 
 
@@ -44,7 +44,7 @@ def explain_function(classifier, overshoot):
 
     `rho` and `steps` hold one entry per image, or one entry for all of them.
 
-    Runs the one attack routine (`keras_robust.attacks.attack_loop`) in the
+    Runs the one attack routine (`keras_robust.method.attacks.attack_loop`) in the
     explanation mode of docs/method.md §5: bounded, targeted, with overshoot, per-example
     budget `rho` and step count `steps`.
 

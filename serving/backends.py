@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime
 
 from keras_robust.export import read_card
-from keras_robust.validation import check_choice
+from keras_robust.common.validation import check_choice
 
 KINDS = ("onnx", "savedmodel")
 DEVICES = ("cpu", "cuda")

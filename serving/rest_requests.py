@@ -18,8 +18,8 @@ import json
 import numpy as np
 import PIL.Image
 
-from keras_robust.defaults import MAX_RHO
-from keras_robust.validation import check_pixels
+from keras_robust.common.defaults import MAX_RHO
+from keras_robust.common.validation import check_pixels
 
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 REQUIRED = ("images", "targets")

@@ -12,15 +12,15 @@ import time
 
 import numpy as np
 
-from keras_robust import checkpoint
-from keras_robust.training import TrainingConfig, build_model
+from keras_robust.training import checkpoint
+from keras_robust.training.loop import TrainingConfig, build_model
 
 # Checkpoint writes are slowed, and announced by a marker file, so kills can be aimed at them.
 TRAINER = """
 import functools, os, sys, time
 import numpy as np
-from keras_robust import checkpoint
-from keras_robust.training import TrainingConfig, train
+from keras_robust.training import checkpoint
+from keras_robust.training.loop import TrainingConfig, train
 
 out, data, epochs = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
 

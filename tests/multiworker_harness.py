@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 from keras_robust import RobustModel, resnet
-from keras_robust.strategies import make_strategy
+from keras_robust.common.strategies import make_strategy
 
 out, global_batch, steps, kind, strategy_name = sys.argv[1:6]
 global_batch, steps = int(global_batch), int(steps)
@@ -137,12 +137,12 @@ def _tail(path, lines=25):
         return "".join(file.readlines()[-lines:])
 
 
-# A worker of `keras_robust.training.train` under --strategy multiworker on
+# A worker of `keras_robust.training.loop.train` under --strategy multiworker on
 # fixed arrays: argv = run folder, epochs.
 TRAIN_WORKER = """
 import sys
 import numpy as np
-from keras_robust.training import TrainingConfig, train
+from keras_robust.training.loop import TrainingConfig, train
 
 out, epochs = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_robust.atomic import save_npz_atomically
+from keras_robust.common.atomic import save_npz_atomically
 
 
 def test_npz_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):

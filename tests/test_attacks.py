@@ -1,4 +1,4 @@
-"""Tests for `keras_robust.attacks` (docs/method.md §4, Algorithm 1; §6 conventions).
+"""Tests for `keras_robust.method.attacks` (docs/method.md §4, Algorithm 1; §6 conventions).
 
 Everything is checked against independent computations: a NumPy
 reimplementation of Algorithm 1 written from docs/method.md §4 for a linear softmax
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_robust import attacks
-from keras_robust.attacks import (
+from keras_robust.method import attacks
+from keras_robust.method.attacks import (
     AttackResult,
     AttackSanityError,
     attack,

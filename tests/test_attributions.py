@@ -2,7 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_robust import attributions, resnet
+from keras_robust import resnet
+
+from keras_robust.explanations import attributions
 
 
 def test_saliency_of_a_linear_model_is_its_weight_column(rng):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from kill_harness import kill_and_resume
 
-from keras_robust import checkpoint
-from keras_robust.training import TrainingConfig, build_model
+from keras_robust.training import checkpoint
+from keras_robust.training.loop import TrainingConfig, build_model
 
 
 def small_state(tmp_path, rng):
@@ -61,7 +61,7 @@ def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
 
 
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, rng):
-    from keras_robust.training import train
+    from keras_robust.training.loop import train
 
     data = rng.random((64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64)
     config = TrainingConfig(depth=8, robust=True, epochs=2, batch_size=16, jit_compile="off")

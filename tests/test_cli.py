@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from keras_robust import RobustModel, cli, resnet
+from keras_robust.cli.parser import build_parser
 
 
 @pytest.fixture(scope="module")
@@ -188,13 +189,13 @@ def _post(url, payload):
 def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     script = (
         "import contextlib, io, sys\n"
-        "import keras_robust_cli\n"
+        "from keras_robust.cli import main\n"
         "for argv in (['--help'], ['demo', '--help'], ['train', '--help'], ['explain', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
-        "        keras_robust_cli.main(argv)\n"
+        "        main(argv)\n"
         "    assert 'usage: keras-robust' in out.getvalue(), argv\n"
         # keras_robust itself loads nothing heavy until a public name is used (its defaults are read).
-        "print(sorted(m for m in ('tensorflow', 'keras', 'fastapi', 'onnxruntime', 'keras_robust.attacks') "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'fastapi', 'onnxruntime', 'keras_robust.method.attacks') "
         "if m in sys.modules))\n"
     )
     completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
@@ -205,9 +206,7 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
 
 
 def test_help_describes_every_option_with_its_default():
-    import keras_robust_cli
-
-    parser = keras_robust_cli.build_parser()
+    parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     for name, command in commands.items():
         for action in command._actions:
@@ -224,17 +223,19 @@ def test_help_describes_every_option_with_its_default():
 def test_command_line_defaults_are_the_librarys():
     import inspect
 
-    import keras_robust_cli
-    from keras_robust import demo, explain, pretrained_names, robustness, training
+    from keras_robust.reporting import demo
+    import keras_robust.explanations.adversarial as explain
+    import keras_robust.evaluation.accuracy_robustness as robustness
+    import keras_robust.training.loop as training
     from keras_robust.export import export_model
-    from keras_robust.precision import PRECISIONS
-    from keras_robust.recipes import RECIPES
-    from keras_robust.strategies import STRATEGIES
+    from keras_robust.training.precision import PRECISIONS
+    from keras_robust.training.recipes import RECIPES
+    from keras_robust.common.strategies import STRATEGIES
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items()}
 
-    parser = keras_robust_cli.build_parser()
+    parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     parsed = {name: vars(commands[name].parse_args(argv)) for name, argv in {
         "explain": ["m"], "evaluate": ["m", "--data", "d"], "export": ["m", "o"],
@@ -254,10 +255,9 @@ def test_command_line_defaults_are_the_librarys():
     assert (choices["strategy"].default, tuple(choices["strategy"].choices)) == (config.strategy, STRATEGIES)
     assert (choices["recipe"].default, list(choices["recipe"].choices)) == (config.recipe, list(RECIPES))
     runner = defaults(demo.run_demo)
-    assert parsed["demo"]["model"] == runner["model"] == demo.DEFAULT_MODEL
+    assert parsed["demo"]["model"] == runner["model"] == demo.DEMO_MODEL
     assert (parsed["demo"]["steps"], parsed["demo"]["attack_steps"], parsed["demo"]["out"]) == (
         runner["steps"], runner["attack_steps"], runner["out_dir"])
-    assert list(keras_robust_cli.PRETRAINED_NAMES) == pretrained_names()
 
 
 def test_commands_accept_a_shipped_network_by_name(capsys, tmp_path):

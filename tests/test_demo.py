@@ -3,7 +3,9 @@
 import numpy as np
 from PIL import Image
 
-from keras_robust import cli, demo
+from keras_robust import cli
+
+from keras_robust.reporting import demo
 
 
 def test_sample_photos_ship_with_the_package():

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_robust.experiments import compare_explanations, spearman
+from keras_robust.explanations.comparison import compare_explanations, spearman
 
 
 def test_spearman_against_ranked_pearson(rng):

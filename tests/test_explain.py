@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import keras_robust
-from keras_robust import attacks, replicated_attack
-from keras_robust.explain import AdversarialExplainer
+from keras_robust.method import attacks
+from keras_robust.method import replicated_attack
+from keras_robust.explanations.adversarial import AdversarialExplainer
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`keras_robust.image_stream`: ImageNet-style crops streamed from files, sharded by file."""
+"""`keras_robust.data.streaming`: ImageNet-style crops streamed from files, sharded by file."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from keras_robust.image_stream import stream_images
+from keras_robust.data.streaming import stream_images
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_robust.images import load_images
+from keras_robust.data.image_files import load_images
 
 
 def test_reads_rgb_in_unit_range_and_resizes_with_warning(tmp_path):

@@ -1,7 +1,7 @@
 import json
 
 import keras_robust
-from keras_robust.jit_choice import CACHE_FILE, choose_jit_compile
+from keras_robust.training.jit_choice import CACHE_FILE, choose_jit_compile
 
 
 def _builder(counter):

@@ -1,6 +1,6 @@
 import pytest
 
-from keras_robust import machine
+from keras_robust.common import machine
 
 
 @pytest.mark.parametrize("flags, simd", [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_robust
-from keras_robust.model_zoo import catalog, convert
+from keras_robust.models.zoo import catalog, convert
 
 NETWORKS = {
     "resnet44-cifar10-standard": "standard",

@@ -10,7 +10,7 @@ import numpy as np
 from conftest import REPO_ROOT
 
 # What the distribution is built from; copied so that building leaves no build/ in the checkout.
-SOURCES = ("setup.py", "pyproject.toml", "README.md", "keras_robust_cli.py", "keras_robust", "export", "serving")
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "keras_robust", "export", "serving")
 
 
 def run_python(script, cwd, **env):
@@ -63,8 +63,8 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
         "import socket\n"
         "def refuse(*a, **k): raise OSError('networking disabled')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "import numpy as np, keras_robust, keras_robust_cli\n"
-        "print(keras_robust_cli.__file__.startswith(keras_robust.__file__.rsplit('keras_robust', 1)[0]))\n"
+        "import numpy as np, keras_robust, keras_robust.cli\n"
+        "print(keras_robust.cli.__file__.startswith(keras_robust.__file__.rsplit('keras_robust', 1)[0]))\n"
         "print(keras_robust.__file__)\n"
         "model = keras_robust.pretrained('resnet44-cifar10-all')\n"
         "np.save('logits.npy', model.predict(np.load('images.npy'), verbose=0))\n"
@@ -84,7 +84,7 @@ def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tm
         "import sys\n"
         "import keras_robust\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-        "import keras_robust.resnet\n"  # the submodule must not shadow the function of the same name
+        "import keras_robust.models.cifar_resnet\n"  # the submodule must not shadow the function of the same name
         "print(callable(keras_robust.resnet), callable(keras_robust.resnet50), keras_robust.data.__name__)\n"
         "print(sorted(set(keras_robust.__all__) - set(dir(keras_robust))))\n"
     )
@@ -104,7 +104,7 @@ def test_saved_models_load_whichever_is_imported_first(tmp_path):
     orders = {
         "keras first": "import keras\nimport keras_robust\n",
         "package first": "import keras_robust\nimport keras\n",
-        "by a module": "from keras_robust.attacks import attack\nimport keras\n",
+        "by a module": "from keras_robust.method.attacks import attack\nimport keras\n",
     }
     for order, imports in orders.items():
         assert run_python(imports + load, tmp_path, PYTHONPATH=str(REPO_ROOT))[-1] == "RobustModel", order

@@ -1,4 +1,4 @@
-"""Tests for `keras_robust.plots`, on hand-made results (no model needed)."""
+"""Tests for `keras_robust.reporting.plots`, on hand-made results (no model needed)."""
 
 import dataclasses
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_robust import plots
-from keras_robust.experiments import ExplanationComparison
-from keras_robust.explain import Explanation
-from keras_robust.robustness import AraResult, accuracy_robustness_area
+from keras_robust.reporting import plots
+from keras_robust.explanations.comparison import ExplanationComparison
+from keras_robust.explanations.adversarial import Explanation
+from keras_robust.evaluation.accuracy_robustness import AraResult, accuracy_robustness_area
 
 CLASS_NAMES = ("cat", "dog", "ship", "frog")
 

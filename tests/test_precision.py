@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 import keras_robust
-from keras_robust import regularizer
-from keras_robust.attacks import attack_details, per_example_rmse
-from keras_robust.precision import check_precision, precision_scope
+from keras_robust.method import regularizer
+from keras_robust.method.attacks import attack_details, per_example_rmse
+from keras_robust.training.precision import check_precision, precision_scope
 
 # Stated bounds for bfloat16 against float32 on the same weights (the
 # authors' robust ResNet-44, 32 real test images): each example's input

@@ -33,9 +33,9 @@ def test_python_snippet_runs_as_written(index, tmp_path, cifar10_archive):
 
 
 def test_every_command_line_parses():
-    import keras_robust_cli
+    from keras_robust.cli.parser import build_parser
 
-    parser = keras_robust_cli.build_parser(with_serve_limits=True)
+    parser = build_parser(with_serve_limits=True)
     lines = [line.split("  #")[0].strip() for block in BASH_BLOCKS for line in block.splitlines()]
     commands = [shlex.split(line.split("&& ")[-1]) for line in lines if "keras-robust " in line]
     assert len(commands) >= 10

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_robust import regularizer
+from keras_robust.method import regularizer
 
 
 def test_margin_against_numpy(rng):

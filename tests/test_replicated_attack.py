@@ -1,4 +1,4 @@
-"""`keras_robust.replicated_attack`, and ARA / explanations shared out over replicas:
+"""`keras_robust.method.replicated_attack`, and ARA / explanations shared out over replicas:
 two logical CPUs in this process, and two worker processes of one cluster."""
 
 import json
@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from keras_robust import AdversarialExplainer, RobustModel, ara, resnet
-from keras_robust.attacks import AttackSanityError, attack_details
-from keras_robust.replicated_attack import attack_on_replicas
+from keras_robust.method.attacks import AttackSanityError, attack_details
+from keras_robust.method.replicated_attack import attack_on_replicas
 from tests.multiworker_harness import start_workers, wait_all
 
 

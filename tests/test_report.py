@@ -1,4 +1,4 @@
-"""Tests for `keras_robust.report`."""
+"""Tests for `keras_robust.reporting.report`."""
 
 import base64
 import io
@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from keras_robust import report
+from keras_robust.reporting import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_robust import HalfHuberReLU, resnet
-from keras_robust.resnet import CIFAR10_MEAN, CIFAR10_STD
+from keras_robust.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
 
 
 def expected_trainable_parameters(depth, num_classes=10):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_robust import HalfHuberReLU, resnet50
-from keras_robust.precision import precision_scope
+from keras_robust.training.precision import precision_scope
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from keras_robust import AttackSanityError
-from keras_robust.robustness import (
+from keras_robust.evaluation.accuracy_robustness import (
     accuracy_robustness_area,
     ara,
     evaluation_indices,
@@ -139,7 +139,7 @@ def test_bad_images_are_refused_before_attacking(rng):
 
 
 def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypatch):
-    from keras_robust import replicated_attack
+    from keras_robust.method import replicated_attack
 
     weights = rng.normal(size=(12, 3))
     model = linear_model(weights, np.zeros(3))

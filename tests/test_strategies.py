@@ -1,4 +1,4 @@
-"""`keras_robust.strategies`, and RobustModel on real multi-worker clusters of local processes."""
+"""`keras_robust.common.strategies`, and RobustModel on real multi-worker clusters of local processes."""
 
 import json
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_robust import checkpoint
-from keras_robust.strategies import (
+from keras_robust.training import checkpoint
+from keras_robust.common.strategies import (
     STRATEGIES,
     agreed_value,
     collective_implementation,
@@ -101,7 +101,7 @@ def test_workers_that_read_different_progress_all_stop_and_say_why(tmp_path):
     script = tmp_path / "disagree.py"
     script.write_text(
         "import sys\n"
-        "from keras_robust.strategies import agree_on_progress, make_strategy\n"
+        "from keras_robust.common.strategies import agree_on_progress, make_strategy\n"
         "strategy = make_strategy('multiworker')\n"
         "index = strategy.cluster_resolver.task_id\n"
         "try:\n"

@@ -7,8 +7,8 @@ import types
 import pytest
 
 from keras_robust import cli
-from keras_robust.checkpoint import nonfinite_count, restore_latest
-from keras_robust.training import (
+from keras_robust.training.checkpoint import nonfinite_count, restore_latest
+from keras_robust.training.loop import (
     RUN_FILE,
     NonFiniteLossError,
     TrainingConfig,

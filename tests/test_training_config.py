@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 
-import keras_robust_cli
-from keras_robust import cli
-from keras_robust.training_config import TrainingConfig
+from keras_robust.cli.checks import training_config_from
+from keras_robust.cli.parser import build_parser
+from keras_robust.training.config import TrainingConfig
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_adversarial_training_is_one_mode_as_robust_model_takes_it(given, mode):
 
 
 def parse_train(*flags):
-    parser = keras_robust_cli.build_parser()
+    parser = build_parser()
     return parser.parse_args(["train", "--data", "d", "--out", "o", *flags])
 
 
@@ -44,7 +44,7 @@ def test_every_field_is_a_train_flag_with_the_fields_default():
     args = parse_train()
     for field in dataclasses.fields(TrainingConfig):
         assert getattr(args, field.name) == field.default, field.name
-    assert cli.training_config_from(args) == TrainingConfig()
+    assert training_config_from(args) == TrainingConfig()
 
 
 def test_train_flags_set_every_field():
@@ -52,7 +52,7 @@ def test_train_flags_set_every_field():
                        "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--momentum", "0.8",
                        "--weight-decay", "0.001", "--strategy", "mirrored", "--jit-compile", "off",
                        "--precision", "bf16", "--seed", "7")
-    assert cli.training_config_from(args) == TrainingConfig(
+    assert training_config_from(args) == TrainingConfig(
         recipe="cifar", depth=20, robust=True, adversarial_training="l2min", epochs=3, batch_size=16,
         learning_rate=0.05, momentum=0.8, weight_decay=0.001, strategy="mirrored", jit_compile="off",
         precision="bf16", seed=7)
@@ -68,12 +68,12 @@ def test_train_flags_set_every_field():
     (("--l2-min",), "l2min"),
 ])
 def test_adversarial_training_flags(flags, mode):
-    assert cli.training_config_from(parse_train(*flags)).adversarial_training == mode
+    assert training_config_from(parse_train(*flags)).adversarial_training == mode
 
 
 def test_contradicting_attack_flags_are_refused():
     with pytest.raises(ValueError, match="--l2-min asks for the l2min attack, --adversarial-training for bounded"):
-        cli.training_config_from(parse_train("--l2-min", "--adversarial-training", "bounded"))
+        training_config_from(parse_train("--l2-min", "--adversarial-training", "bounded"))
 
 
 def test_an_unknown_adversarial_mode_is_an_argument_error(capsys):

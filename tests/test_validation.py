@@ -1,11 +1,11 @@
-"""Shared argument checks (`keras_robust.validation`)."""
+"""Shared argument checks (`keras_robust.common.validation`)."""
 
 import keras
 import numpy as np
 import pytest
 
 import keras_robust
-from keras_robust.validation import check_range
+from keras_robust.common.validation import check_range
 from tests.conftest import tiny_resnet
 
 

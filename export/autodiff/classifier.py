@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from keras_robust.validation import check_choice
+from keras_robust.common.validation import check_choice
 
 LAYOUTS = ("NHWC", "NCHW")
 MIN_OPSET = 13

@@ -3,21 +3,37 @@
 `pipeline` holds `load_dataset`, `LoadedData` and the `tf.data` pipelines (its
 docstring describes the sources), `augmentation` the training augmentation,
 `arrays` the checks of in-memory arrays, `tfds_source` TensorFlow Datasets
-sources, `folders` folders and archives of class folders, and `decoding` the
-threaded image decoding and the cache of decoded images.
+sources, `folders` folders and archives of class folders, `decoding` the
+threaded image decoding and the cache of decoded images, `options` where a
+source's files live (`DataOptions`), `streaming` data sets too large for memory
+(ImageNet) and `image_files` single image files (the command line's, the demo's).
 """
 
-from keras_robust.data.arrays import validate_arrays
-from keras_robust.data.augmentation import augment_batch
-from keras_robust.data.folders import ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, list_image_folders
-from keras_robust.data.pipeline import LoadedData, load_dataset
+import importlib
 
-__all__ = [
-    "ARCHIVE_EXTENSIONS",
-    "IMAGE_EXTENSIONS",
-    "LoadedData",
-    "augment_batch",
-    "list_image_folders",
-    "load_dataset",
-    "validate_arrays",
-]
+# Public name -> the module holding it; they load on first use, so that the
+# TensorFlow-free parts (`options`, `folders`) import without TensorFlow.
+_PUBLIC = {
+    "ARCHIVE_EXTENSIONS": "keras_robust.data.folders",
+    "IMAGE_EXTENSIONS": "keras_robust.data.folders",
+    "DataOptions": "keras_robust.data.options",
+    "LoadedData": "keras_robust.data.pipeline",
+    "augment_batch": "keras_robust.data.augmentation",
+    "list_image_folders": "keras_robust.data.folders",
+    "load_dataset": "keras_robust.data.pipeline",
+    "validate_arrays": "keras_robust.data.arrays",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'keras_robust.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

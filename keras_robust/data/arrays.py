@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.validation import check_pixels, check_positive_int
+from keras_robust.common.validation import check_pixels, check_positive_int
 
 
 def validate_arrays(images, labels, num_classes=None):

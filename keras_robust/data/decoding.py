@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from keras_robust.atomic import save_npz_atomically
-from keras_robust.cache import cache_dir
+from keras_robust.common.atomic import save_npz_atomically
+from keras_robust.common.cache import cache_dir
 from tqdm import tqdm
 
 # Bump when the cache contents change meaning, so stale caches are ignored.

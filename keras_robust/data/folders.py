@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_robust.data.options import check_source
 from keras_robust.data.decoding import (
     _CACHE_VERSION,
     _cache_file,
@@ -43,11 +44,7 @@ def _load_image_folders(
     path, split, *, cache_dir, image_size, holdout_fraction, seed
 ):
     """Loads a folder or archive split, from the cache when possible."""
-    if not path.exists():
-        hint = ""
-        if len(path.parts) == 1 and not path.suffix:
-            hint = f"; for the TFDS data set of that name, write 'tfds:{path}'"
-        raise FileNotFoundError(f"Image source not found: {path}{hint}")
+    check_source(path)
     if split not in _FOLDER_SPLITS:
         raise ValueError(
             f"Expected `split` to be one of {_FOLDER_SPLITS} for a folder or "

@@ -1,0 +1,46 @@
+"""The defaults and bounds that the library, the exporters, the server and the
+command line share, each named once. Imports nothing heavy: the command line
+and the ONNX server read it without TensorFlow."""
+
+# Weights, shuffling, augmentation, the regulariser's draws and the ARA's
+# image subset all start from this seed.
+SEED = 1776
+
+# Adversarial explanations (docs/method.md §5): budget ρ (an RMSE of [0, 1]
+# pixels), steps N and overshoot o.
+EXPLAIN_RHO = 0.1
+EXPLAIN_STEPS = 35
+EXPLAIN_OVERSHOOT = 5.0
+# One step cannot pass the budget check of docs/method.md §4 meaningfully (its
+# floor(N/2) is step 0, before any move), so explanations take at least two.
+MIN_EXPLAIN_STEPS = 2
+# An explanation's budget is an RMSE of [0, 1] pixels: 1 already allows turning
+# every pixel from black to white, and larger budgets only overflow.
+MAX_RHO = 1.0
+
+# The CIFAR-10 training images' per-channel mean and standard deviation, which the
+# CIFAR ResNets' first layer removes.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.247, 0.243, 0.261)
+
+# The smallest class-changing attack (Algorithm 1 in L2,min mode, and BTR for
+# the ARA; docs/method.md §4 and §6): a budget ρ that never binds and the
+# momentum μ; the ARA's steps N and images attacked at once; the steps of the
+# Claim-1 comparison and the demo.
+SMALLEST_CHANGE_RHO = 20.0
+ATTACK_MOMENTUM = 0.9
+ARA_STEPS = 450
+ARA_BATCH_SIZE = 100
+SMALLEST_CHANGE_STEPS = 200
+
+# Adversarial training (docs/method.md §3): each mode's budget ρ, and the
+# attack's steps N.
+ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
+ADVERSARIAL_STEPS = 7
+
+# The tf.distribute strategies a run can use (keras_robust.common.strategies).
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+# Algorithm 1 divides each step's direction by 1e-8 + RMSE(direction)
+# (docs/method.md §4): the TensorFlow attack and the ONNX explain graph alike.
+RMSE_EPSILON = 1e-8

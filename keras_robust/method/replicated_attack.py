@@ -1,0 +1,85 @@
+"""Algorithm 1 on a batch shared out over a strategy's replicas (docs/distributed.md).
+
+ARA and explanations attack each image independently in inference mode, so a
+batch can be cut into one shard per replica — devices of one machine or
+workers of a cluster — and the results gathered back in the original order.
+Every worker must pass the same batch; each gets the whole result.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from keras_robust.method.attacks import (
+    AttackResult,
+    attack_details,
+    check_sanity,
+    sanity_check_by_default,
+)
+from keras_robust.common.strategies import is_multi_worker
+
+
+def attack_on_replicas(model, images, labels, *, strategy=None, sanity_check=None, **settings):
+    """`attack_details` with the batch shared out over `strategy`'s replicas.
+
+    Example:
+
+    >>> strategy = tf.distribute.MirroredStrategy()
+    >>> result = attack_on_replicas(model, images, labels, strategy=strategy,
+    ...                             rho=20.0, steps=450, mode="l2min", momentum=0.9)
+    >>> result.rmse.shape  # one per image, in the order of `images`
+    (n,)
+
+    Args:
+        model: Maps [0, 1] images to logits; called in inference mode.
+        images: NumPy float images `(n, H, W, C)`, the same on every worker.
+        labels: Integer labels or targets `(n,)`.
+        strategy: A `tf.distribute.Strategy`; defaults to the active one. With
+            one replica this is `attack_details` itself.
+        sanity_check: As in `attack_details`, applied to the whole batch.
+        **settings: `attack_details`'s keyword arguments (`rho`, `steps`,
+            `overshoot`, `mode`, `explain`, `momentum`, `clip_range`).
+
+    Returns:
+        An `AttackResult` of NumPy arrays in the order of `images`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if sanity_check is None:
+        sanity_check = sanity_check_by_default(settings.get("mode", "bounded"), settings.get("explain", False), False)
+    if strategy.num_replicas_in_sync == 1:
+        result = attack_details(model, images, labels, sanity_check=sanity_check, **settings)
+        return AttackResult(*(np.asarray(field) for field in result))
+    images, labels = np.asarray(images), np.asarray(labels)
+    count = len(images)
+    per_replica = math.ceil(count / strategy.num_replicas_in_sync)
+    # Equal shards: the last images are repeated and their results dropped.
+    padded = np.concatenate([np.arange(count), np.full(per_replica * strategy.num_replicas_in_sync - count, count - 1)])
+
+    def shard(context):
+        rows = padded[context.replica_id_in_sync_group * per_replica:][:per_replica]
+        return tf.constant(images[rows]), tf.constant(labels[rows])
+
+    shards = strategy.experimental_distribute_values_from_function(shard)
+
+    @tf.function
+    def run(batch):
+        result = strategy.run(
+            lambda shard_batch: attack_details(model, *shard_batch, sanity_check=False, **settings),
+            args=(batch,),
+        )
+        return AttackResult(*(_gathered(strategy, field) for field in result))
+
+    result = AttackResult(*(np.asarray(field)[:count] for field in run(shards)))
+    if sanity_check:
+        check_sanity(result.first_met_step, result.attacked, settings["steps"], settings.get("mode", "bounded"))
+    return result
+
+
+def _gathered(strategy, value):
+    """Every replica's rows of `value`, in replica order."""
+    if is_multi_worker(strategy):
+        return strategy.gather(value, axis=0)
+    # One machine: its replicas' results are all here, and concatenating them
+    # needs no collective (whose keys a second strategy in the process would reuse).
+    return tf.concat(strategy.experimental_local_results(value), axis=0)

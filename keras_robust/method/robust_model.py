@@ -1,0 +1,494 @@
+"""`RobustModel`: robust training around any Keras classifier (docs/method.md §3)."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_robust.method import regularizer
+from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED
+from keras_robust.method.attacks import attack_details
+from keras_robust.common.strategies import is_multi_worker
+from keras_robust.common.validation import (check_adversarial_mode, check_pixels, check_positive_int, check_range,
+                                     check_tensorflow_backend)
+
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+class RobustModel(keras.Model):
+    """Wraps a classifier with the paper's robust training (docs/method.md §3).
+
+    The training loss of each batch is
+
+    ```
+    L = mean CE(f(x), y) + psi * mean(|d s / d x|^z)
+    ```
+
+    where `s` is, per example, a random logit or (with probability `zeta`)
+    the true-class margin, the gradient is taken with respect to the [0, 1]
+    input and kept in the graph (double backpropagation), and `psi` adapts
+    so that the cross-entropy settles near `target_loss`:
+
+    ```
+    R   <- max(0, R + clip(-ln(L_CE / target_loss), -epsilon_worse, epsilon_better))
+    psi  = psi_initial * exp(psi_rate * R)
+    ```
+
+    Optionally each batch is first replaced by adversarial examples from
+    `keras_robust.attack` (7 steps, training mode), attacking each example
+    with probability 0.5 when the robust additions are on.
+
+    Example:
+
+    >>> model = RobustModel(keras_robust.resnet(depth=20))
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    >>> history = model.fit(images, labels, batch_size=128, epochs=1)
+    >>> model.psi  # the adaptive weight after training
+
+    Args:
+        classifier: A Keras model mapping images in [0, 1] to logits.
+        robust: Whether to add the regulariser and adaptive psi. Default True.
+        z: Exponent of the gradient norm, >= 1 (paper: 2).
+        zeta: Probability of the tandem margin output, in [0, 1] (paper: 0.2).
+        target_loss: L_target, the cross-entropy psi steers toward (1.5).
+        psi_initial: psi_0 (220).
+        psi_rate: k_psi (0.02).
+        epsilon_better: Largest increase of R per batch (1).
+        epsilon_worse: Largest decrease of R per batch (0.01).
+        adversarial_training: None, `"bounded"` (standard, rho 0.01) or
+            `"l2min"` (rho 0.1).
+        adversarial_rho: Attack budget; defaults to the mode's value above.
+        adversarial_steps: Attack steps N (7).
+        half_and_half: Attack each example with probability 0.5. Defaults to
+            `robust`, as in the reference.
+        weight_decay: Coupled L2 weight decay added to every gradient, as
+            `torch.optim.SGD(weight_decay=...)` does in the reference (1e-4
+            there). Keras optimizers' own `weight_decay` is decoupled, which is
+            a different recipe.
+        initial_psi_accumulator: R to start from, >= 0. Defaults to the
+            classifier's own if it was loaded by `keras_robust.pretrained`
+            (its card's `psi_accumulator_R`), else 0.
+        **kwargs: Base `keras.Model` keyword arguments, such as `name`.
+    """
+
+    def __init__(
+        self,
+        classifier,
+        robust=True,
+        z=2.0,
+        zeta=0.2,
+        target_loss=1.5,
+        psi_initial=220.0,
+        psi_rate=0.02,
+        epsilon_better=1.0,
+        epsilon_worse=0.01,
+        adversarial_training=None,
+        adversarial_rho=None,
+        adversarial_steps=ADVERSARIAL_STEPS,
+        half_and_half=None,
+        weight_decay=0.0,
+        initial_psi_accumulator=None,
+        **kwargs,
+    ):
+        check_tensorflow_backend("RobustModel")
+        super().__init__(**kwargs)
+        check_range("z", z, low=1.0)
+        check_range("zeta", zeta, low=0.0, high=1.0)
+        for name, value in [
+            ("target_loss", target_loss),
+            ("psi_initial", psi_initial),
+            ("psi_rate", psi_rate),
+            ("epsilon_better", epsilon_better),
+            ("epsilon_worse", epsilon_worse),
+        ]:
+            check_range(name, value, low=0.0, strict=True)
+        check_range("weight_decay", weight_decay, low=0.0)
+        if initial_psi_accumulator is None:
+            card = getattr(classifier, "pretrained_card", None) or {}
+            initial_psi_accumulator = card.get("psi_accumulator_R") or 0.0
+        check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
+        check_adversarial_mode(adversarial_training)
+        if adversarial_rho is None and adversarial_training:
+            adversarial_rho = ADVERSARIAL_MODES[adversarial_training]
+        if adversarial_rho is not None:
+            check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
+        check_positive_int("adversarial_steps", adversarial_steps)
+        if not callable(classifier):
+            raise ValueError(
+                "`classifier` must be a Keras model mapping images to logits. "
+                f"Received: classifier={classifier!r}"
+            )
+        self.classifier = classifier
+        self.robust = bool(robust)
+        self.z = float(z)
+        self.zeta = float(zeta)
+        self.target_loss = float(target_loss)
+        self.psi_initial = float(psi_initial)
+        self.psi_rate = float(psi_rate)
+        self.epsilon_better = float(epsilon_better)
+        self.epsilon_worse = float(epsilon_worse)
+        self.adversarial_training = adversarial_training
+        self.adversarial_rho = None if adversarial_rho is None else float(adversarial_rho)
+        self.adversarial_steps = adversarial_steps
+        self.half_and_half = self.robust if half_and_half is None else bool(half_and_half)
+        self.weight_decay = float(weight_decay)
+        self.initial_psi_accumulator = float(initial_psi_accumulator)
+        # R must be one value on every replica: each replica computes the same
+        # update from the globally reduced cross-entropy, and only the first
+        # replica's write is kept.
+        self.psi_accumulator = self.add_weight(
+            name="psi_accumulator",
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_psi_accumulator),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.seed_generator = keras.random.SeedGenerator(SEED, name="robust_seed")
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.l_adv_tracker = keras.metrics.Mean(name="l_adv")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
+            name="adv_accuracy"
+        )
+        # Metrics that mean nothing in this configuration stay out of the logs.
+        self._unused_metric_names = {
+            name
+            for name, used in [("l_adv", self.robust), ("adv_accuracy", adversarial_training)]
+            if not used
+        }
+        if getattr(classifier, "built", False):
+            self.built = True
+
+    @property
+    def psi(self):
+        """The current adaptive weight ψ (`regularizer.psi_from_accumulator`), a float."""
+        accumulator = tf.cast(keras.ops.convert_to_tensor(self.psi_accumulator), tf.float64)
+        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate))
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.classifier.built:
+            self.classifier.build(input_shape)
+        self.built = True
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        if loss is not None:
+            raise ValueError(
+                "RobustModel trains on sparse cross-entropy from logits (docs/method.md §3) "
+                f"and takes no `loss`. Received: loss={loss!r}"
+            )
+        # Accuracy is always reported; a second "accuracy" would clash by name.
+        if isinstance(metrics, (list, tuple)):
+            metrics = [m for m in metrics if m not in ("accuracy", "acc")] or None
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with every batch of the training data checked.
+
+        Arrays are checked whole before training; a `tf.data.Dataset` or a
+        generator is checked batch by batch as it is read (finite images in
+        [0, 1], labels in range), and a bad batch stops training with a
+        `ValueError` that gives its number, before it reaches the weights.
+        """
+        _check_training_inputs(self, x, y)
+        streamed = isinstance(x, tf.data.Dataset) or callable(getattr(x, "__next__", None))
+        if isinstance(x, tf.data.Dataset):
+            x = _checked_dataset(x, _num_classes(self))
+        elif streamed:
+            x = _checked_generator(self, x)
+        if streamed and not args:
+            # Datasets and generators shuffle themselves; Keras would warn
+            # that its default shuffle=True is ignored for them.
+            kwargs.setdefault("shuffle", False)
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            problem = _bad_batch_message(error)
+            if problem is None:
+                raise
+            raise ValueError(problem) from None
+
+    def train_step(self, data):
+        images, labels = self._unpack(data)
+        attacked = None
+        if self.adversarial_training:
+            result = attack_details(
+                self.classifier,
+                images,
+                labels,
+                rho=self.adversarial_rho,
+                steps=self.adversarial_steps,
+                mode=self.adversarial_training,
+                half_and_half=self.half_and_half,
+                training=True,
+                sanity_check=False,
+                seed=self.seed_generator,
+            )
+            images = tf.stop_gradient(result.images)
+            attacked = result.attacked
+        with tf.GradientTape() as tape:
+            logits, input_gradient = self._forward(images, labels)
+            ce = tf.reduce_mean(_cross_entropy(labels, logits))
+            loss = ce + tf.add_n(self.losses) if self.losses else ce
+            logs = {}
+            if self.robust:
+                psi = self._update_psi(tf.stop_gradient(_global_mean(ce)))
+                l_adv = psi * regularizer.lipschitz_penalty(input_gradient, self.z)
+                loss += l_adv
+                self.l_adv_tracker.update_state(l_adv)
+                logs["psi"] = psi
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled_loss = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        if self.weight_decay:
+            # Scaled like the loss, so a loss-scaling optimizer unscales it too.
+            decay = self.optimizer.scale_loss(self.weight_decay / replicas)
+            gradients = [g + decay * v for g, v in zip(gradients, variables)]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._update_trackers(loss, ce, labels, logits, attacked)
+        logs.update(self.compute_metrics(images, labels, logits))
+        return _reducible_logs({k: v for k, v in logs.items() if k not in self._unused_metric_names})
+
+    def test_step(self, data):
+        images, labels = self._unpack(data)
+        logits = self.classifier(images, training=False)
+        ce = tf.reduce_mean(_cross_entropy(labels, logits))
+        self._loss_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(labels, logits)
+        logs = self.compute_metrics(images, labels, logits)
+        keep = {"loss", "accuracy", *(m.name for m in self._compiled_metric_objects())}
+        return _reducible_logs({k: v for k, v in logs.items() if k in keep})
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 builds from the first distributed batch reduced with
+        # `strategy.reduce`, which MultiWorkerMirroredStrategy cannot do for
+        # a nest of per-replica tensors (keras-team/keras#20585). Building
+        # needs shapes only, so this replica's own batch serves as well.
+        # The one place this class touches a private Keras hook.
+        if iterator is not None:
+            strategy = self.distribute_strategy
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0], next(batches)
+                )
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _compiled_metric_objects(self):
+        compiled = getattr(self, "_compile_metrics", None)
+        return compiled.metrics if compiled is not None else []
+
+    def _unpack(self, data):
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError(
+                "RobustModel does not support sample weights: the regulariser "
+                "and psi are defined on unweighted batch means (docs/method.md §3). "
+                "Received: sample_weight"
+            )
+        # Images stay in the variables' precision (float32 under a mixed
+        # policy): the classifier casts them itself, so the input gradient the
+        # regulariser penalises and every attack's δ are float32.
+        images = tf.cast(images, self.classifier.variable_dtype)
+        return images, tf.cast(tf.reshape(labels, [-1]), tf.int32)
+
+    def _forward(self, images, labels):
+        """Logits and, with the robust additions, the kept-graph input gradient."""
+        if not self.robust:
+            return self.classifier(images, training=True), None
+        with tf.GradientTape() as input_tape:
+            input_tape.watch(images)
+            logits = self.classifier(images, training=True)
+            outputs = regularizer.lipschitz_outputs(
+                tf.cast(logits, tf.float32), labels, self.zeta, seed=self.seed_generator
+            )
+            total = tf.reduce_sum(outputs)
+        return logits, input_tape.gradient(total, images)
+
+    def _update_psi(self, batch_ce):
+        """Updates R from the global batch cross-entropy and returns this batch's ψ."""
+        accumulator = regularizer.update_psi_accumulator(
+            self.psi_accumulator.value,
+            batch_ce,
+            self.target_loss,
+            self.epsilon_better,
+            self.epsilon_worse,
+        )
+        self.psi_accumulator.assign(accumulator)
+        return regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate)
+
+    def _update_trackers(self, loss, ce, labels, logits, attacked):
+        self._loss_tracker.update_state(loss)
+        self.ce_tracker.update_state(ce)
+        self.accuracy_tracker.update_state(labels, logits)
+        if attacked is not None:
+            self.adv_accuracy_tracker.update_state(labels, logits, sample_weight=attacked)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "robust": self.robust,
+                "z": self.z,
+                "zeta": self.zeta,
+                "target_loss": self.target_loss,
+                "psi_initial": self.psi_initial,
+                "psi_rate": self.psi_rate,
+                "epsilon_better": self.epsilon_better,
+                "epsilon_worse": self.epsilon_worse,
+                "adversarial_training": self.adversarial_training,
+                "adversarial_rho": self.adversarial_rho,
+                "adversarial_steps": self.adversarial_steps,
+                "half_and_half": self.half_and_half,
+                "weight_decay": self.weight_decay,
+                "initial_psi_accumulator": self.initial_psi_accumulator,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)
+
+
+def _cross_entropy(labels, logits):
+    return keras.losses.sparse_categorical_crossentropy(
+        labels, tf.cast(logits, tf.float32), from_logits=True
+    )
+
+
+def _reducible_logs(logs):
+    """`logs` in a shape Keras can average over workers.
+
+    Keras 3 averages a step's logs across workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars
+    (keras-team/keras#20585); a shape-(1,) value reduces to the scalar mean.
+    """
+    if not is_multi_worker(tf.distribute.get_strategy()):
+        return logs
+    return {k: tf.reshape(v, [1]) if tf.convert_to_tensor(v).shape.rank == 0 else v for k, v in logs.items()}
+
+
+def _global_mean(local_mean):
+    """Mean over the global batch of per-replica means of equal-sized batches."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local_mean
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local_mean)
+    return total / context.num_replicas_in_sync
+
+
+def _check_training_inputs(model, x, y):
+    """Validates array inputs, or a dataset's first batch, before training starts."""
+    if isinstance(x, tf.data.Dataset):
+        batch = next(iter(x.take(1)), None)
+        if batch is None:
+            raise ValueError("The training dataset is empty. Received: x=<empty tf.data.Dataset>")
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    elif x is not None and y is not None and not callable(getattr(x, "__next__", None)):
+        images, labels = x, y
+    else:
+        return
+    _validate_batch(model, np.asarray(images), np.asarray(labels))
+
+
+BAD_BATCH_MARKER = "keras-robust: bad training batch"
+
+
+def _checked_dataset(dataset, num_classes):
+    """`dataset` with an in-graph check of each batch, numbered from 1 in every epoch.
+
+    The check runs in the input pipeline, outside the (possibly XLA-compiled)
+    train step, where an assertion would be dropped.
+    """
+
+    def check(index, batch):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        images = tf.convert_to_tensor(images)
+        labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        number = index + 1
+        checks = [
+            (tf.reduce_all(tf.math.is_finite(tf.cast(images, tf.float32))),
+             ["has NaN or infinite image values"]),
+            (tf.logical_and(tf.reduce_min(images) >= 0, tf.reduce_max(images) <= 1),
+             ["has image values outside [0, 1]: min", tf.reduce_min(images), "max", tf.reduce_max(images)]),
+        ]
+        if num_classes:
+            bad = tf.logical_or(labels < 0, labels >= num_classes)
+            checks.append((tf.logical_not(tf.reduce_any(bad)),
+                           [f"has a label outside 0..{num_classes - 1}:", tf.boolean_mask(labels, bad)[:1]]))
+        asserts = [tf.debugging.Assert(ok, [BAD_BATCH_MARKER, number, *what], summarize=3) for ok, what in checks]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, batch)
+
+    return dataset.enumerate().map(check)
+
+
+def _checked_generator(model, generator):
+    for number, batch in enumerate(generator, start=1):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        try:
+            _validate_batch(model, np.asarray(images), np.asarray(labels))
+        except ValueError as error:
+            raise ValueError(f"Training batch {number}: {error}") from None
+        yield batch
+
+
+def _bad_batch_message(error):
+    """'Training batch N has ...' from a failed batch check, or None for other errors."""
+    text = str(getattr(error, "message", error))
+    if BAD_BATCH_MARKER not in text:
+        return None
+    # Assert prints its data as "[marker] [number] [what]..." on the first line.
+    fields = text.split(BAD_BATCH_MARKER, 1)[1].split("\n", 1)[0].strip(" []").split("] [")
+    return "Training batch " + " ".join(field.strip() for field in fields) + "; training stopped before it"
+
+
+def _validate_batch(model, images, labels):
+    """Clear errors for the mistakes that would otherwise fail deep in TensorFlow."""
+    expected = model.classifier.input_shape[1:] if _has_input_shape(model) else None
+    if expected and (
+        images.ndim != len(expected) + 1
+        or any(e is not None and e != s for e, s in zip(expected, images.shape[1:]))
+    ):
+        raise ValueError(
+            f"Images must have shape (batch, {', '.join(map(str, expected))}) for this "
+            f"classifier. Received: images.shape={images.shape}"
+        )
+    check_pixels(images)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Labels must be integer class indices. Received: labels.dtype={labels.dtype}"
+        )
+    num_classes = _num_classes(model)
+    bad = labels[(labels < 0) | (labels >= (num_classes or np.inf))]
+    if bad.size:
+        raise ValueError(
+            f"Labels must be in [0, {num_classes}) for this {num_classes}-class classifier. "
+            f"Received: label {int(bad[0])}"
+        )
+
+
+def _has_input_shape(model):
+    try:
+        return model.classifier.input_shape is not None
+    except (AttributeError, ValueError):
+        return False
+
+
+def _num_classes(model):
+    try:
+        return int(model.classifier.output_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        return None

@@ -1,0 +1,279 @@
+"""The reference training recipe (docs/method.md §3 "Optimisation"), resumable and logged."""
+
+import dataclasses
+import json
+import math
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_robust.common.atomic import write_atomically
+from keras_robust.data import load_dataset
+from keras_robust.data.streaming import stream_images
+from keras_robust.training.jit_choice import choose_jit_compile
+from keras_robust.training.recipes import get_recipe
+from keras_robust.models.cifar_resnet import resnet
+from keras_robust.models.imagenet_resnet import resnet50
+from keras_robust.method.robust_model import RobustModel
+from keras_robust.training.checkpoint import BACKUP_DIR, RunState, restore_latest
+from keras_robust.training.precision import precision_scope
+from keras_robust.common.strategies import agree_on_progress, is_chief, make_strategy, worker_description
+from keras_robust.training.config import TrainingConfig
+
+# What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
+# may change between a run and its resumption.
+RUN_IDENTITY_FIELDS = ("recipe", "depth", "robust", "adversarial_training")
+
+
+def learning_rate_at(epoch, config, replicas=1):
+    """The recipe's schedule: lr × replicas, ÷10 after each drop epoch scaled to
+    `config.epochs` (cifar: 170/200 and 195/200 of the epochs, docs/method.md §3)."""
+    recipe = get_recipe(config.recipe)
+    # Integer arithmetic: the drop comes at epoch ceil(170/200 · epochs).
+    drops = sum(epoch * recipe.epochs >= e * config.epochs for e in recipe.lr_drop_epochs)
+    return config.learning_rate * replicas * 0.1**drops
+
+
+def use_xla(config, strategy, build_model, batch_size, input_shape, num_classes):
+    """Whether to XLA-compile the step. `"auto"` measures it on one device
+    (`keras_robust.training.jit_choice`); TF 2.21 cannot compile a `train_step` under
+    MirroredStrategy (resource on the wrong device), so it is off there."""
+    if config.jit_compile != "auto":
+        return config.jit_compile == "on"
+    if strategy.num_replicas_in_sync > 1:
+        return False
+    return choose_jit_compile(build_model, batch_size, input_shape, num_classes)
+
+
+def build_model(config, num_classes, input_shape):
+    """The ResNet of `config` wrapped in `RobustModel` (not yet compiled)."""
+    activation = "half_huber_relu" if config.robust else "relu"
+    if get_recipe(config.recipe).streamed:
+        classifier = resnet50(num_classes=num_classes, activation=activation, input_shape=input_shape)
+    else:
+        classifier = resnet(depth=config.depth, num_classes=num_classes, activation=activation,
+                            input_shape=input_shape)
+    return RobustModel(
+        classifier,
+        robust=config.robust,
+        adversarial_training=config.adversarial_training,
+        weight_decay=config.weight_decay,
+    )
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops at the first batch whose loss is NaN or infinite, and says where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failure = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not _finite_logs(logs):
+            self.failure = f"epoch {self.epoch + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+
+def _finite_logs(logs):
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; the last good checkpoint is kept."""
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker run lost a worker; restarting all of them resumes it."""
+
+
+def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=None,
+          cache_dir=None, download=False, manual_dir=None, verbose="auto"):
+    """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
+
+    The batch size and learning rate scale with the number of replicas, as in
+    the reference (batch 128 and lr 0.1 per GPU).
+
+    Args:
+        config: A `TrainingConfig`.
+        data: Any source `keras_robust.data.load_dataset` takes: `"tfds:NAME"`,
+            a folder or `.tar.gz` of class folders, or `(images, labels)`;
+            for the imagenet recipe, a folder of class folders or
+            `"tfds:imagenet2012"` (`keras_robust.data.streaming`).
+        out_dir: Where checkpoints (`backup/`), `model.keras`, `log.csv`,
+            TensorBoard logs and `summary.json` go.
+        limit_train: Train on this many examples only (short runs).
+        limit_test: Evaluate on this many test examples only.
+        data_dir: TFDS data directory.
+        cache_dir: Where decoded images are cached.
+        download: Let a `"tfds:NAME"` source download and prepare the data.
+        manual_dir: Where TFDS finds manually downloaded archives (ImageNet).
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        The summary dict also written to `summary.json`.
+    """
+    if not isinstance(config, TrainingConfig):
+        raise ValueError(f"`config` must be a TrainingConfig. Received: config={config!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    recipe = get_recipe(config.recipe)
+    if recipe.streamed:
+        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir, manual_dir=manual_dir,
+                      seed=config.seed, image_size=recipe.image_size)
+        load = stream_images
+    else:
+        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
+                      cache_dir=cache_dir, download=download, seed=config.seed)
+        load = load_dataset
+    test_data = load(data, "test", limit=limit_test, **common)
+    identity = run_identity(config, test_data)
+    check_same_run(out_dir, identity)
+    finished = finished_summary(out_dir, config)
+    restored = None if finished else restore_latest(os.path.join(out_dir, BACKUP_DIR))
+    start = config.epochs if finished else restored[1]["epoch"] if restored else 0
+    agree_on_progress(strategy, start, out_dir)
+    if finished is not None:
+        return finished
+    chief = is_chief(strategy)
+    # Epochs numbered from the resume point: a resumed run sees the batches an
+    # uninterrupted one would. Equal per-replica batches keep the mean of
+    # per-replica means exact.
+    if not recipe.streamed:
+        common["drop_remainder"] = replicas > 1
+    train_data = load(data, "train", limit=limit_train, first_epoch=start, **common)
+    if chief:
+        write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
+    num_classes = len(train_data.class_names)
+
+    def fresh_model():
+        with precision_scope(config.precision):
+            return build_model(config, num_classes, train_data.image_shape)
+
+    xla = use_xla(config, strategy, fresh_model, config.batch_size, train_data.image_shape, num_classes)
+    # The probe drew random numbers; the run's weights must not depend on whether it ran.
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = fresh_model()
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                learning_rate=learning_rate_at(0, config, replicas), momentum=config.momentum
+            ),
+            jit_compile=xla,
+        )
+    nan_guard = StopOnNonFiniteLoss()
+    run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}",
+                         write=chief)
+    callbacks = [
+        nan_guard,
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch: learning_rate_at(epoch, config, replicas)
+        ),
+        # After the scheduler, so each epoch's log row holds its learning rate.
+        run_state,
+    ]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
+    try:
+        history = model.fit(
+            train_data.distribute(strategy),
+            epochs=config.epochs,
+            steps_per_epoch=train_data.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except tf.errors.UnavailableError as error:
+        raise WorkerLostError(
+            f"Another worker of the cluster stopped, so {worker_description(strategy)} stops too "
+            f"({error.message.splitlines()[0][:200]}). Restart every worker with the same command: "
+            f"the run resumes from its last checkpoint in {out_dir}/{BACKUP_DIR}"
+        ) from None
+    failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
+               else run_state.failure)
+    if failure:
+        raise NonFiniteLossError(
+            f"Training stopped at {failure}. The last good checkpoint is kept in "
+            f"{out_dir}/backup (and model.keras); lower the learning rate or check "
+            "the data, then rerun the same command to resume from it."
+        )
+    test = model.evaluate(test_data.distribute(strategy), steps=test_data.steps_per_epoch, verbose=0,
+                          return_dict=True)
+    summary = {
+        "config": dataclasses.asdict(config),
+        "psi": model.psi if config.robust else None,
+        "psi_accumulator": float(model.psi_accumulator.numpy()),
+        "train_last_epoch": {k: float(v[-1]) for k, v in history.history.items() if v},
+        "test": {**test, "num_examples": test_data.num_examples},
+        "train_examples": train_data.num_examples,
+        "class_names": train_data.class_names,
+        "replicas": replicas,
+        "xla": xla,
+    }
+    if chief:
+        write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+
+
+def run_identity(config, data):
+    """What a run's checkpoints depend on: the network's recipe and the data's shape."""
+    identity = {field: getattr(config, field) for field in RUN_IDENTITY_FIELDS}
+    identity.update(num_classes=len(data.class_names), image_shape=list(data.image_shape))
+    return identity
+
+
+def check_same_run(out_dir, identity):
+    """Refuses to resume a run in `out_dir` that trained another network, naming what differs."""
+    recorded = _read_json(os.path.join(out_dir, RUN_FILE))
+    if recorded is None:
+        # Runs from before run.json: their summary holds the config.
+        recorded = (_read_json(os.path.join(out_dir, SUMMARY_FILE)) or {}).get("config")
+    if not recorded:
+        return
+    recorded = upgraded_identity(recorded)
+    differences = [
+        f"{key}={recorded[key]!r} there, {value!r} now"
+        for key, value in identity.items()
+        if key in recorded and recorded[key] != value
+    ]
+    if differences:
+        raise ValueError(
+            f"{out_dir} holds a run of another network ({'; '.join(differences)}). "
+            "Use another --out, or the run's own options to resume it"
+        )
+
+
+def upgraded_identity(recorded):
+    """A recorded identity in today's terms: earlier runs wrote
+    `adversarial_training` as a bool and its attack as a separate `l2_min`."""
+    if not isinstance(recorded.get("adversarial_training"), bool):
+        return recorded
+    mode = None
+    if recorded["adversarial_training"]:
+        mode = "l2min" if recorded.get("l2_min") else "bounded"
+    return {**{k: v for k, v in recorded.items() if k != "l2_min"}, "adversarial_training": mode}
+
+
+def finished_summary(out_dir, config):
+    """The summary of a run in `out_dir` that already trained `config.epochs` epochs, or None."""
+    summary = _read_json(os.path.join(out_dir, SUMMARY_FILE))
+    if summary is None or summary.get("config", {}).get("epochs") != config.epochs:
+        return None
+    return {**summary, "already_complete": True}
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
