@@ -6,6 +6,7 @@ The SavedModel signatures are traced from these functions; the ONNX graphs
 
 import tensorflow as tf
 
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_loop
 from keras_robust.common.defaults import MAX_RHO
 from keras_robust.export.card import MAX_STEPS
@@ -64,11 +65,8 @@ def explain_function(classifier, overshoot):
         # graph's default values (one entry each) reach every image.
         batch = tf.shape(images)[:1]
         rho, steps = tf.broadcast_to(rho, batch), tf.broadcast_to(steps, batch)
-        result = attack_loop(
-            classifier, images, targets, rho, tf.constant(overshoot, tf.float32),
-            tf.ones_like(rho), steps=steps, mode="bounded", explain=True,
-            momentum=0.0, training=False, clip_range=None,
-        )
+        settings = AttackSettings(rho=rho, steps=steps, overshoot=tf.constant(overshoot, tf.float32), targeted=True)
+        result = attack_loop(classifier, images, targets, settings)
         logits = tf.cast(classifier(result.images, training=False), tf.float32)
         confidence = tf.gather(tf.nn.softmax(logits), targets, batch_dims=1)
         return {

@@ -23,6 +23,7 @@ _PUBLIC = {
     "attributions": "keras_robust.explanations.attributions",
     "data": "keras_robust.data",
     "AttackResult": "keras_robust.method.attacks",
+    "AttackSettings": "keras_robust.method.attack_settings",
     "AttackSanityError": "keras_robust.method.attacks",
     "attack": "keras_robust.method.attacks",
     "attack_details": "keras_robust.method.attacks",

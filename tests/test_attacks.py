@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_robust.method import attacks
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import (
     AttackResult,
     AttackSanityError,
@@ -45,7 +46,7 @@ def np_softmax(z):
 
 
 def np_attack(x, y, W, b, *, rho, steps, overshoot=1.0, mode="bounded",
-              explain=False, momentum=0.0, a=None):
+              targeted=False, momentum=0.0, a=None):
     """Algorithm 1 of docs/method.md §4, written from the pseudo-code.
 
     Returns (delta, first_met_step, deltas_after_each_step).
@@ -88,7 +89,7 @@ def np_attack(x, y, W, b, *, rho, steps, overshoot=1.0, mode="bounded",
         logits = (xf + delta) @ W + b
         p = np_softmax(logits)
         g = (p - onehot) @ W.T  # d sum CE / d x for a linear model
-        if explain:
+        if targeted:
             g = -g
         met = criterion_met(delta, logits)
         record(i, met, delta)
@@ -197,9 +198,9 @@ def test_bounded_explain_overshoot5_matches_reference():
     x, W, b = problem(seed=1)
     t = np.array([3, 0, 7, 2, 9, 5])
     res = attack_details(linear_keras(W, b), x, t, rho=0.1, steps=35,
-                         overshoot=5.0, mode="bounded", explain=True)
+                         overshoot=5.0, mode="bounded", targeted=True)
     _, first = check_against_reference(res, x, t, W, b, rho=0.1, steps=35,
-                                       overshoot=5.0, mode="bounded", explain=True)
+                                       overshoot=5.0, mode="bounded", targeted=True)
     assert np.all(first >= 0)
 
 
@@ -443,7 +444,7 @@ def test_bounded_explanation_reaches_rho_and_raises_target_probability():
     x = rng.uniform(size=(8,) + SHAPE).astype("float32")
     p0 = keras.ops.convert_to_numpy(keras.ops.softmax(model(x)))
     targets = np.argmin(p0, axis=1)  # least likely class: hardest direction
-    xe = attack(model, x, targets, rho=0.1, steps=35, overshoot=5.0, explain=True)
+    xe = attack(model, x, targets, rho=0.1, steps=35, overshoot=5.0, targeted=True)
     rmse = np_rmse(np.asarray(xe) - x)
     assert np.all(np.abs(rmse - 0.1) <= 0.005), rmse
     p1 = keras.ops.convert_to_numpy(keras.ops.softmax(model(xe)))
@@ -572,20 +573,20 @@ def test_sanity_bounded_explain_budget_step_limit():
     x = np.random.default_rng(20).uniform(size=(2,) + SHAPE)
     model = constant_direction_model()
     with pytest.raises(AttackSanityError, match="Increase rho or steps") as info:
-        attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.35, explain=True)
+        attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.35, targeted=True)
     assert "2 of 2" in str(info.value) and "17" in str(info.value)
-    ok = attack_details(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.40, explain=True)
+    ok = attack_details(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.40, targeted=True)
     np.testing.assert_array_equal(np.asarray(ok.first_met_step), [17, 17])
-    late = attack_details(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.35, explain=True,
+    late = attack_details(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.35, targeted=True,
                           sanity_check=False)
     np.testing.assert_array_equal(np.asarray(late.first_met_step), [18, 18])
     # o = 1: the budget is reached only after the last step → raise.
     with pytest.raises(AttackSanityError):
-        attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.0, explain=True)
+        attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.0, targeted=True)
     # Default: no sanity check for training-style bounded attacks...
     attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.0)
     # ...nor when training=True.
-    attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.0, explain=True, training=True)
+    attack(model, x, [1, 1], rho=0.1, steps=35, overshoot=1.0, targeted=True, training=True)
     # Explicit sanity_check=True turns it on for plain bounded.
     with pytest.raises(AttackSanityError):
         attack(model, x, [1, 1], rho=0.1, steps=35, sanity_check=True)
@@ -746,8 +747,36 @@ def test_sanity_check_ignores_examples_left_clean_by_half_and_half():
     x = np.random.default_rng(0).random((16, 4, 4, 3)).astype("float32")
     result = attack_details(
         model, x, np.zeros(16, "int32"), rho=0.1, steps=35, overshoot=5,
-        explain=True, half_and_half=True, seed=3,
+        targeted=True, half_and_half=True, seed=3,
     )
     attacked = result.attacked.numpy()
     assert 0 < attacked.sum() < 16
     assert np.all(result.rmse.numpy()[attacked == 0] == 0)
+
+
+def test_attack_settings_object_and_keywords_run_the_same_attack():
+    x, W, b = problem(seed=3)
+    t = np.array([1, 4, 2, 8, 5, 7])
+    settings = AttackSettings(rho=0.1, steps=12, overshoot=5.0, targeted=True)
+    by_object = attack_details(linear_keras(W, b), x, t, settings)
+    by_keywords = attack_details(linear_keras(W, b), x, t, rho=0.1, steps=12, overshoot=5.0, targeted=True)
+    np.testing.assert_array_equal(by_object.delta, by_keywords.delta)
+    with pytest.warns(DeprecationWarning, match="targeted"):
+        by_old_name = attack_details(linear_keras(W, b), x, t, rho=0.1, steps=12, overshoot=5.0, explain=True)
+    np.testing.assert_array_equal(by_old_name.delta, by_object.delta)
+    with pytest.raises(TypeError, match="not both"):
+        attack(linear_keras(W, b), x, t, settings, rho=0.2)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(rho=0.0, steps=3), "Received: rho=0.0"),
+    (dict(rho=0.1, steps=0), "Received: steps=0"),
+    (dict(rho=0.1, steps=3, overshoot=0.5), "Received: overshoot=0.5"),
+    (dict(rho=0.1, steps=3, momentum=1.0), "Received: momentum=1.0"),
+    (dict(rho=0.1, steps=3, mode="linf"), "linf"),
+    (dict(rho=0.1, steps=3, clip_range=(1, 0)), "clip_range"),
+    (dict(rho="0.1", steps=3), "rho"),
+])
+def test_attack_settings_reject_bad_fields_by_name(fields, match):
+    with pytest.raises(ValueError, match=match):
+        AttackSettings(**fields)

@@ -157,7 +157,7 @@ def test_onnx_explain_takes_rho_and_steps_per_example(tiny_export):
     for b in range(3):
         alone = keras_robust.attack_details(
             model, images[b:b + 1], targets[b:b + 1], rho=float(rho[b]), steps=int(steps[b]),
-            overshoot=5.0, explain=True, sanity_check=False,
+            overshoot=5.0, targeted=True, sanity_check=False,
         )
         np.testing.assert_allclose(delta[b], alone.delta[0], atol=1e-4)
 

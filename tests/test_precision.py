@@ -66,7 +66,7 @@ def test_bf16_input_gradient_and_penalty_track_float32(reference_images, pretrai
 def test_bf16_attack_keeps_delta_float32_and_its_rmse_exact(reference_images, pretrained_dir):
     model = _twin("resnet44-cifar10-robust", "bf16")
     result = attack_details(model, reference_images[:4], [3, 1, 4, 1], rho=0.1, overshoot=5.0,
-                            steps=8, explain=True, sanity_check=False)
+                            steps=8, targeted=True, sanity_check=False)
     delta = result.delta.numpy()
     assert delta.dtype == np.float32
     exact = np.sqrt(np.mean(np.square(delta.astype("float64")).reshape(4, -1), axis=1))

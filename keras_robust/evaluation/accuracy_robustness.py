@@ -10,7 +10,7 @@ import tqdm
 
 from keras_robust.common.defaults import ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMENTUM, SEED, SMALLEST_CHANGE_RHO
 from keras_robust.common.atomic import save_npz_atomically
-from keras_robust.method.attacks import validate_settings
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.model_calls import predict_logits
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.strategies import agree_on_progress, is_chief
@@ -144,7 +144,7 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     Returns:
         An `AraResult`.
     """
-    validate_settings(rho, steps, 1.0, "l2min", momentum)
+    settings = {mode: AttackSettings(rho=rho, steps=steps, mode=mode, momentum=momentum) for mode in ("l2min", "btr")}
     check_positive_int("batch_size", batch_size)
     images = check_images(images)
     labels = np.asarray(labels).reshape(-1)
@@ -165,8 +165,7 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     for start in range(done, len(images), chunk):
         x, y = images[start : start + chunk], labels[start : start + chunk]
         for mode in found:
-            result = attack_on_replicas(model, x, y, strategy=strategy, rho=rho, steps=steps, mode=mode,
-                                        momentum=momentum)
+            result = attack_on_replicas(model, x, y, settings[mode], strategy=strategy)
             found[mode] = np.concatenate([found[mode], result.rmse.astype("float64")])
             if mode == "l2min":
                 correct += int(np.sum(result.first_met_step != 0))

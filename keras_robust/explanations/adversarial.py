@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_robust.method.model_calls import predict_logits, probability_of
 from keras_robust.data.image_files import check_images
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.common.validation import check_explanation_settings, check_tensorflow_backend
@@ -127,12 +128,8 @@ class AdversarialExplainer:
                 self.model,
                 images[chunk[:, 0]],
                 chunk[:, 1],
+                AttackSettings(rho=self.rho, steps=self.steps, overshoot=self.overshoot, targeted=True),
                 strategy=strategy,
-                rho=self.rho,
-                steps=self.steps,
-                overshoot=self.overshoot,
-                mode="bounded",
-                explain=True,
                 sanity_check=self.sanity_check,
             )
             deltas.append(result.delta)

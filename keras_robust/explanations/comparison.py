@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from keras_robust.explanations import attributions
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
 from keras_robust.common.defaults import ATTACK_MOMENTUM, SMALLEST_CHANGE_RHO, SMALLEST_CHANGE_STEPS
 from keras_robust.method.model_calls import predict_logits
@@ -106,10 +107,8 @@ def compare_explanations(
         )
     images = np.asarray(images, dtype="float32")
     labels = np.asarray(labels).reshape(-1).astype("int32")
-    result = attack_details(
-        model, images, labels, rho=attack_rho, steps=attack_steps, mode="l2min", momentum=ATTACK_MOMENTUM,
-        sanity_check=attack_sanity_check,
-    )
+    settings = AttackSettings(rho=attack_rho, steps=attack_steps, mode="l2min", momentum=ATTACK_MOMENTUM)
+    result = attack_details(model, images, labels, settings, sanity_check=attack_sanity_check)
     attacked_images = result.images.numpy()
     predicted = np.argmax(predict_logits(model, images), axis=1)
     predicted_attacked = np.argmax(predict_logits(model, attacked_images), axis=1)

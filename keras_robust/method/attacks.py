@@ -19,9 +19,8 @@ import tensorflow as tf
 
 from keras_robust.common.defaults import RMSE_EPSILON
 from keras_robust.method.model_calls import call_model
-from keras_robust.common.validation import check_choice, check_range, check_steps, check_tensorflow_backend
-
-MODES = ("bounded", "l2min", "btr")
+from keras_robust.common.validation import check_tensorflow_backend
+from keras_robust.method.attack_settings import AttackSettings
 MAX_UNROLLED_STEPS = 16
 
 AttackResult = collections.namedtuple(
@@ -45,23 +44,7 @@ class AttackSanityError(ValueError):
     """The criterion was not met by step ⌊N/2⌋ for some examples (docs/method.md §4)."""
 
 
-def attack(
-    model,
-    images,
-    labels,
-    *,
-    rho,
-    steps,
-    overshoot=1.0,
-    mode="bounded",
-    explain=False,
-    momentum=0.0,
-    half_and_half=False,
-    training=False,
-    clip_range=None,
-    sanity_check=None,
-    seed=None,
-):
+def attack(model, images, labels, settings=None, *, sanity_check=None, seed=None, **options):
     """Attacks `images` with Algorithm 1 (docs/method.md §4) and returns `x + δ`.
 
     Each step moves δ along the RMSE-normalised gradient of the
@@ -80,67 +63,28 @@ def attack(
         model: A callable (usually a `keras.Model`) mapping images in [0, 1]
             to logits.
         images: Float images, shape `(batch, ...)`.
-        labels: Integer labels, shape `(batch,)`. With `explain=True`, the
-            explanation targets.
-        rho: Budget ρ > 0, an RMSE in pixel units.
-        steps: Number of steps N >= 1.
-        overshoot: Overshoot o >= 1; the steps sum to `rho * overshoot`.
-        mode: `"bounded"`, `"l2min"` or `"btr"` (see the module docstring).
-        explain: If True, descend the cross-entropy toward `labels`
-            (targeted), as adversarial explanations do (docs/method.md §5).
-        momentum: Momentum μ in [0, 1) on the normalised direction.
-        half_and_half: If True, attack each example with probability 0.5
-            (one mask per call, drawn before the steps).
-        training: Run the model in training mode, as adversarial training
-            does (docs/method.md §3). Explanation and ARA use inference mode.
-        clip_range: Optional `(low, high)` to keep `x + δ` inside; the
-            reference does not clip.
+        labels: Integer labels, shape `(batch,)`; with `targeted=True`, the
+            classes to move toward (the explanation targets).
+        settings: An `AttackSettings`; or give its fields as keywords: `rho`,
+            `steps`, `overshoot`, `mode`, `targeted`, `momentum`,
+            `half_and_half`, `training`, `clip_range` (see `AttackSettings`).
         sanity_check: Raise `AttackSanityError` unless every example meets
             the criterion by step ⌊N/2⌋ (docs/method.md §4). Defaults to on for
-            explanations and for the `l2min`/`btr` modes outside training.
+            targeted attacks and for the `l2min`/`btr` modes outside training.
         seed: Optional int or `keras.random.SeedGenerator` for the
             half-and-half mask.
+        **options: The fields of `AttackSettings`, when `settings` is not given.
 
     Returns:
         The attacked images, a tensor of the input's shape.
     """
-    return attack_details(
-        model,
-        images,
-        labels,
-        rho=rho,
-        steps=steps,
-        overshoot=overshoot,
-        mode=mode,
-        explain=explain,
-        momentum=momentum,
-        half_and_half=half_and_half,
-        training=training,
-        clip_range=clip_range,
-        sanity_check=sanity_check,
-        seed=seed,
-    ).images
+    return attack_details(model, images, labels, settings, sanity_check=sanity_check, seed=seed, **options).images
 
 
-def attack_details(
-    model,
-    images,
-    labels,
-    *,
-    rho,
-    steps,
-    overshoot=1.0,
-    mode="bounded",
-    explain=False,
-    momentum=0.0,
-    half_and_half=False,
-    training=False,
-    clip_range=None,
-    sanity_check=None,
-    seed=None,
-):
+def attack_details(model, images, labels, settings=None, *, sanity_check=None, seed=None, **options):
     """Like `attack`, but returns the full `AttackResult`."""
-    validate_settings(rho, steps, overshoot, mode, momentum, clip_range)
+    settings = AttackSettings.resolve(settings, **options)
+    check_tensorflow_backend("The attack (keras_robust.method.attacks)")
     images = tf.convert_to_tensor(images)
     if not images.dtype.is_floating:
         raise ValueError(
@@ -149,45 +93,35 @@ def attack_details(
         )
     labels = _as_labels(labels, images)
     if sanity_check is None:
-        sanity_check = sanity_check_by_default(mode, explain, training)
-    static = dict(
-        steps=int(steps),
-        mode=mode,
-        explain=bool(explain),
-        momentum=float(momentum),
-        training=bool(training),
-        clip_range=None if clip_range is None else tuple(map(float, clip_range)),
-    )
-    attacked = _attack_mask(images, half_and_half, seed)
-    rho = tf.cast(rho, images.dtype)
-    overshoot = tf.cast(overshoot, images.dtype)
+        sanity_check = settings.sanity_check_by_default
+    mask = half_and_half_mask(images, settings.half_and_half, seed)
+    rho = tf.cast(settings.rho, images.dtype)
+    overshoot = tf.cast(settings.overshoot, images.dtype)
     if tf.executing_eagerly():
-        result = _compiled(model, static)(images, labels, rho, overshoot, attacked)
+        result = _compiled(model, settings)(images, labels, rho, overshoot, mask)
     else:
-        result = attack_loop(model, images, labels, rho, overshoot, attacked, **static)
+        result = attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask)
     if sanity_check:
-        check_sanity(result.first_met_step, result.attacked, static["steps"], mode)
+        check_sanity(result.first_met_step, result.attacked, settings.steps, settings.mode)
     return result
 
 
-def sanity_check_by_default(mode, explain, training):
-    """Whether `attack_details` checks the criterion by step ⌊N/2⌋ unless told."""
-    return (explain or mode != "bounded") and not training
-
-
-def attack_loop(
-    model, x, y, rho, overshoot, attacked, *, steps, mode, explain, momentum,
-    training, clip_range,
-):
+def attack_loop(model, x, y, settings, half_and_half_mask=None):
     """The loop of Algorithm 1 (docs/method.md §4) as graph-friendly TensorFlow code.
 
-    `steps` is a Python int (short loops are unrolled) or an integer tensor,
-    scalar or one N per example: a while loop then runs to the largest N and
-    example `b` stops moving after its own N_b steps, each with the schedule
-    of docs/method.md §4 for N_b. `rho` may likewise be a scalar or one per example.
+    `settings.steps` is a Python int (short loops are unrolled) or an integer
+    tensor, scalar or one N per example: a while loop then runs to the largest
+    N and example `b` stops moving after its own N_b steps, each with the
+    schedule of docs/method.md §4 for N_b. `settings.rho` may likewise be a
+    scalar or one per example. `half_and_half_mask` holds 1 for each example
+    to attack and 0 for each to leave clean (default: attack all).
     The ONNX explain graph (`keras_robust.export.onnx_endpoints`) is this
-    loop's explanation mode in ONNX operators, held equal to it by the tests.
+    loop's targeted bounded mode in ONNX operators, held equal to it by the tests.
     """
+    steps, mode, momentum, clip_range = settings.steps, settings.mode, settings.momentum, settings.clip_range
+    rho = tf.cast(settings.rho, x.dtype)
+    overshoot = tf.cast(settings.overshoot, x.dtype)
+    attacked = tf.ones([tf.shape(x)[0]], x.dtype) if half_and_half_mask is None else half_and_half_mask
     static_steps = isinstance(steps, (int, np.integer))
     steps_float = tf.cast(steps, x.dtype)
     total = steps_float * (steps_float + 1.0) / 2.0
@@ -197,7 +131,7 @@ def attack_loop(
     def met_and_grad(delta, with_grad=True):
         with tf.GradientTape() as tape:
             tape.watch(delta)
-            logits = tf.cast(call_model(model, x + delta, training), x.dtype)
+            logits = tf.cast(call_model(model, x + delta, settings.training), x.dtype)
             loss = tf.reduce_sum(
                 keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             )
@@ -223,7 +157,7 @@ def attack_loop(
         best_delta, best_rmse, first_met = record(
             i, met, delta, best_delta, best_rmse, first_met
         )
-        if explain:
+        if settings.targeted:
             grad = -grad
         direction = tf.where(_expand(met, rank), -delta, grad)
         direction /= _expand(RMSE_EPSILON + per_example_rmse(direction), rank)
@@ -286,24 +220,6 @@ def _expand(per_example, rank):
     return tf.reshape(per_example, [-1] + [1] * (rank - 1))
 
 
-def validate_settings(rho, steps, overshoot, mode, momentum, clip_range=None):
-    """Clear errors for attack settings, before any work is done."""
-    check_tensorflow_backend("The attack (keras_robust.method.attacks)")
-    check_choice("mode", mode, MODES)
-    check_steps(steps)
-    # Tensors (the training step's per-batch values) are checked where they are made.
-    if not isinstance(rho, tf.Tensor):
-        check_range("rho", rho, low=0.0, strict=True)
-    if not isinstance(overshoot, tf.Tensor):
-        check_range("overshoot", overshoot, low=1.0)
-    if not 0 <= momentum < 1:
-        raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum!r}")
-    if clip_range is not None and not (len(clip_range) == 2 and clip_range[0] < clip_range[1]):
-        raise ValueError(
-            f"`clip_range` must be (low, high) with low < high. Received: clip_range={clip_range!r}"
-        )
-
-
 def _as_labels(labels, images):
     """Converts labels to int32 of shape (batch,), checking what can be checked."""
     labels = tf.convert_to_tensor(labels)
@@ -320,7 +236,7 @@ def _as_labels(labels, images):
     return labels
 
 
-def _attack_mask(images, half_and_half, seed):
+def half_and_half_mask(images, half_and_half, seed):
     """The half-and-half mask `a` (docs/method.md §4): one draw per call, P(1) = 0.5."""
     batch = tf.shape(images)[0]
     if not half_and_half:
@@ -329,21 +245,22 @@ def _attack_mask(images, half_and_half, seed):
     return tf.cast(draw < 0.5, images.dtype)
 
 
-def _compiled(model, static):
-    """A `tf.function` of the loop; cached per static configuration on Keras layers.
+def _compiled(model, settings):
+    """A `tf.function` of the loop, taking the budget as tensors; cached per
+    `settings.loop_key()` on Keras layers.
 
     Only a Keras layer owns its state, so only there is a cached trace safe to
     reuse: a bound method's `__dict__` is its function's, shared by every
     instance, and a plain callable may read Python state that changes.
     """
 
-    def run(images, labels, rho, overshoot, attacked):
-        return attack_loop(model, images, labels, rho, overshoot, attacked, **static)
+    def run(images, labels, rho, overshoot, mask):
+        return attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask)
 
     if not isinstance(model, keras.layers.Layer):
         return tf.function(run)
     cache = model.__dict__.setdefault("_keras_robust_attack_fns", {})
-    key = tuple(sorted(static.items()))
+    key = settings.loop_key()
     if key not in cache:
         cache[key] = tf.function(run, reduce_retracing=True)
     return cache[key]

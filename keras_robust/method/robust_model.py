@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_robust.method import regularizer
 from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED
+from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
 from keras_robust.common.strategies import is_multi_worker
 from keras_robust.common.validation import (check_adversarial_mode, check_pixels, check_positive_int, check_range,
@@ -219,18 +220,10 @@ class RobustModel(keras.Model):
         images, labels = self._unpack(data)
         attacked = None
         if self.adversarial_training:
-            result = attack_details(
-                self.classifier,
-                images,
-                labels,
-                rho=self.adversarial_rho,
-                steps=self.adversarial_steps,
-                mode=self.adversarial_training,
-                half_and_half=self.half_and_half,
-                training=True,
-                sanity_check=False,
-                seed=self.seed_generator,
-            )
+            settings = AttackSettings(rho=self.adversarial_rho, steps=self.adversarial_steps,
+                                      mode=self.adversarial_training, half_and_half=self.half_and_half, training=True)
+            result = attack_details(self.classifier, images, labels, settings, sanity_check=False,
+                                    seed=self.seed_generator)
             images = tf.stop_gradient(result.images)
             attacked = result.attacked
         with tf.GradientTape() as tape:
