@@ -9,11 +9,7 @@ import functools
 
 import onnxruntime
 
-from keras_robust.serving.rest_requests import ServingError
-
-# Error messages quote the request's path up to this many characters, so a huge
-# URL cannot make a huge answer.
-PATH_ECHO_CHARS = 200
+from keras_robust.serving.errors import ServingError, received
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +177,3 @@ class Cancellation:
 
     def cancel(self):
         self.run_options.terminate = True
-
-
-def received(request):
-    """`METHOD path` for an error message, the path cut to PATH_ECHO_CHARS."""
-    path = request.url.path
-    if len(path) > PATH_ECHO_CHARS:
-        path = path[:PATH_ECHO_CHARS] + f"... ({len(path)} characters)"
-    return f"{request.method} {path}"

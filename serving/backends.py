@@ -88,7 +88,7 @@ class OnnxBackend(_Backend):
 
     onnxruntime's `InferenceSession.run` is thread-safe, so concurrent
     requests share these sessions. The ONNX graphs do not check their inputs:
-    callers validate first (`serving.rest_requests`).
+    callers validate first (`serving.inputs`).
     """
 
     kind = "onnx"

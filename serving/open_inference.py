@@ -5,9 +5,9 @@ A request is `{"id"?, "inputs": [tensor, ...], "outputs"?: [...],
 with `data` in row-major order (flat or nested), or, with the binary tensor
 data extension, `"parameters": {"binary_data_size": n}` and its bytes after
 the JSON header, whose length the `Inference-Header-Content-Length` header
-gives. Tensors are turned into the same `(where, value)` columns as TF
-Serving's formats (`serving.rest_requests`), so every value passes the same checks
-with the same messages.
+gives. Tensors become the same `(where, value)` columns as TF Serving's
+formats (`serving.inputs.tensor_columns`), so every value passes the same
+checks with the same messages.
 
 Explanations take `images` and `targets`, and `rho` and `steps` either as
 tensors (one entry per image, or one for all) or as request parameters (one
@@ -16,15 +16,10 @@ value for all); whatever is left out comes from the model card.
 
 import numpy as np
 
-from keras_robust.serving.rest_requests import (
-    REQUIRED,
-    bad_request,
-    check_work,
-    convert_columns,
-    encode_json,
-    parse_json,
-    show,
-)
+from keras_robust.serving.data_plane import InferenceRequest
+from keras_robust.serving.errors import bad_request, show
+from keras_robust.serving.http_io import encode_json, parse_json
+from keras_robust.serving.inputs import REQUIRED, tensor_columns
 
 REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
 TENSOR_KEYS = ("name", "shape", "datatype", "data", "parameters")
@@ -55,9 +50,9 @@ def parse_infer_request(body, header_length, card, limits, signature):
         signature: `"serving_default"` or `"explain"`.
 
     Returns:
-        `(inputs, outputs, request_id)`: `{input name: np.ndarray}` in the
-        signature's input order; `[(output name, binary), ...]` to answer; the
-        request's `id` or None.
+        An `InferenceRequest` whose `wire` is `(in_binary, request_id)`: the
+        names of the outputs to answer in binary, and the request's `id` or
+        None.
     """
     header, binary = _split(body, header_length)
     payload = parse_json(header)
@@ -66,35 +61,35 @@ def parse_infer_request(body, header_length, card, limits, signature):
         raise bad_request(f"An inference request has the keys {', '.join(REQUEST_KEYS)}. Received: unknown keys {unknown}")
     names = card["signatures"][signature]["inputs"]
     parameters = _parameters(payload.get("parameters", {}), signature)
-    tensors = _tensors(payload.get("inputs"), names, binary)
-    inputs = convert_columns(tensor_columns(tensors, parameters, names, card, limits), card, limits)
-    if "steps" in inputs:
-        check_work(inputs["steps"], limits)
+    columns = tensor_columns(_tensors(payload.get("inputs"), names, binary), parameters, names, card, limits)
     outputs = _requested_outputs(payload.get("outputs"), card["signatures"][signature]["outputs"],
                                  parameters.get("binary_data_output", False))
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_request(f"A request's id is a string. Received: id={show(request_id)}")
-    return inputs, outputs, request_id
+    in_binary = frozenset(name for name, as_binary in outputs if as_binary)
+    return InferenceRequest(signature, columns, tuple(name for name, _ in outputs), (in_binary, request_id))
 
 
-def encode_infer_response(model_name, version, outputs, requested, request_id=None):
-    """The response body, and the JSON header's length when any output is binary (else None)."""
+def encode_infer_response(model_name, response):
+    """The body answering `response` as the model `model_name` (the name in the URL),
+    and the JSON header's length when any output is binary (else None)."""
+    in_binary, request_id = response.wire
     tensors, chunks = [], []
-    for name, binary in requested:
-        value = np.ascontiguousarray(outputs[name])
+    for name, value in response.outputs.items():
+        value = np.ascontiguousarray(value)
         tensor = {"name": name, "datatype": NUMPY_DATATYPES[value.dtype], "shape": list(value.shape)}
-        if binary:
+        if name in in_binary:
             data = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
             tensor["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
             tensor["data"] = value.reshape(-1).tolist()
         tensors.append(tensor)
-    response = {"model_name": model_name, "model_version": str(version), "outputs": tensors}
+    answer = {"model_name": model_name, "model_version": str(response.version), "outputs": tensors}
     if request_id is not None:
-        response["id"] = request_id
-    header = encode_json(response)
+        answer["id"] = request_id
+    header = encode_json(answer)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
@@ -220,43 +215,6 @@ def _json_data(where, data, dtype, shape, count):
     if array.size != count:
         raise bad_request(f"{where}: data must hold {count} values for shape {shape}. Received: {array.size}")
     return array.astype(dtype).reshape(shape)
-
-
-def tensor_columns(tensors, parameters, names, card, limits):
-    """The `(where, value)` columns of `serving.rest_requests` from `{name: array}`
-    tensors (V2's or gRPC's) and request parameters."""
-    shape = list(card["input"]["shape"][1:])
-    images = tensors["images"]
-    if images.ndim != 1 + len(shape) or list(images.shape[1:]) != shape or len(images) == 0:
-        raise bad_request(
-            f"images has shape [B, {', '.join(map(str, shape))}], B >= 1. Received: shape {list(images.shape)}"
-        )
-    batch = len(images)
-    if batch > limits.max_batch:
-        raise bad_request(f"A request holds at most max_batch={limits.max_batch} examples. Received: {batch}")
-    columns = {"images": [(f"images[{b}]", image) for b, image in enumerate(images)]}
-    for name in names[1:]:  # explain's targets (required), rho and steps
-        if name in tensors and name in parameters:
-            raise bad_request(f"Give {name} as an input tensor or a request parameter, not both. Received: both")
-        if name in tensors:
-            columns[name] = _per_image(name, tensors[name], batch, allow_one=name != "targets")
-        elif name in parameters:
-            columns[name] = [(f"parameters.{name}", parameters[name])] * batch
-        else:
-            columns[name] = [(f"{name} (the card's default)", card["explain_defaults"][name])] * batch
-    return columns
-
-
-def _per_image(name, array, batch, allow_one):
-    """`[(where, value)] * batch` from a `[B]`, `[B, 1]` (or, if allowed, `[1]`) tensor."""
-    values = array.reshape(-1).tolist()
-    shaped = array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
-    if not shaped or len(values) not in ((batch, 1) if allow_one else (batch,)):
-        one = " or [1] (one for all)" if allow_one else ""
-        raise bad_request(f"{name} has shape [B] or [B, 1] with B = {batch}{one}. Received: shape {list(array.shape)}")
-    if len(values) == 1:
-        values = values * batch
-    return [(f"{name}[{b}]", value) for b, value in enumerate(values)]
 
 
 def _requested_outputs(outputs, names, binary_default):

@@ -11,7 +11,7 @@ import os
 from keras_robust.export import read_card
 from keras_robust.export.card import CARD_FILE
 from keras_robust.serving.backends import load_backend
-from keras_robust.serving.rest_requests import ServingError
+from keras_robust.serving.errors import ServingError, unknown_version
 
 logger = logging.getLogger("keras_robust.serving")
 
@@ -118,10 +118,7 @@ class ServedModel:
 
     def _version(self, version):
         if not (version.isdigit() and int(version) in self.versions):
-            raise ServingError(
-                404, f"Model {self.name!r} has no version {version}; its versions are "
-                     f"{', '.join(map(str, self.versions))}. Received: /versions/{version}"
-            )
+            raise unknown_version(self.name, version, self.versions)
         return int(version)
 
     def _version_status(self, version):

@@ -1,45 +1,52 @@
-"""The Open Inference Protocol's routes (the formats are `serving.open_inference`)."""
+"""The Open Inference Protocol's routes (the formats are `serving.open_inference`).
+
+- `GET  /v2/health/live`, `/v2/health/ready`; `GET /v2`: server metadata.
+- `GET  /v2/models/<name>[/versions/<v>]`: model metadata; `.../ready`.
+- `POST /v2/models/<name>[/versions/<v>]/infer`: predict; `.../explain`: explain.
+- The explain endpoint is also the model `<name>-explainer`, so clients that
+  know only `/infer` can call it.
+"""
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from keras_robust import __version__
 from keras_robust.serving import open_inference
-from keras_robust.serving.admission import received
-from keras_robust.serving.rest_requests import ServingError
+from keras_robust.serving.errors import received
 
 EXPLAINER_SUFFIX = "-explainer"
 V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain")
+PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}
 
 
-def add_v2_routes(app, models, limits, run):
-    """Adds the Open Inference Protocol's routes; `run` is `create_app`'s inference path."""
-    check_explainer_names(models)
+def add_v2_routes(app, plane, bodies):
+    """Adds the Open Inference Protocol's routes over `plane` (a `DataPlane`), reading
+    bodies with `bodies` (`serving.http_io.Bodies`)."""
+    check_explainer_names(plane.models)
 
     def endpoint(request, verb=None):
         """`(served model, signature, name in the URL)`; `<name>-explainer` is explain."""
         name = request.path_params["name"]
-        if name not in models and name.endswith(EXPLAINER_SUFFIX) and verb != "explain":
-            return served_model(models, name[:-len(EXPLAINER_SUFFIX)], request), "explain", name
+        if name not in plane.models and name.endswith(EXPLAINER_SUFFIX) and verb != "explain":
+            return plane.model(name[:-len(EXPLAINER_SUFFIX)], received(request)), "explain", name
         signature = "explain" if verb == "explain" else "serving_default"
-        return served_model(models, name, request), signature, name
+        return plane.model(name, received(request)), signature, name
 
     async def live(_: Request):
         return JSONResponse({"live": True})
 
     async def ready(_: Request):
-        return JSONResponse({"ready": any(served.backends for served in models.values())})
+        return JSONResponse({"ready": any(served.backends for served in plane.models.values())})
 
     async def server_metadata(_: Request):
         return JSONResponse({"name": "keras-robust", "version": __version__, "extensions": list(V2_EXTENSIONS)})
 
     async def model_metadata(request: Request):
         served, signature, name = endpoint(request)
-        backend_ = served.backend(request.path_params.get("version"))
-        platform = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}[backend_.kind]
+        backend = served.backend(request.path_params.get("version"))
         return JSONResponse(open_inference.model_metadata(
-            name, sorted(served.backends), platform, backend_.signature_defs()[signature],
-            backend_.card["signatures"][signature],
+            name, sorted(served.backends), PLATFORMS[backend.kind], backend.signature_defs()[signature],
+            backend.card["signatures"][signature],
         ))
 
     async def model_ready(request: Request):
@@ -49,26 +56,14 @@ def add_v2_routes(app, models, limits, run):
 
     async def infer(request: Request, verb=None):
         served, signature, name = endpoint(request, verb)
-        backend_ = served.backend(request.path_params.get("version"))
+        backend = served.backend(request.path_params.get("version"))
         header_length = request.headers.get(open_inference.HEADER_LENGTH)
-
-        def parse(body):
-            inputs, requested, request_id = open_inference.parse_infer_request(
-                body, header_length, backend_.card, limits, signature
+        async with bodies.read(request) as body:
+            return await plane.infer(
+                backend,
+                lambda: open_inference.parse_infer_request(body, header_length, backend.card, plane.limits, signature),
+                lambda response: _answer(*open_inference.encode_infer_response(name, response)),
             )
-            return signature, inputs, (requested, request_id)
-
-        def encode(_, outputs, details):
-            requested, request_id = details
-            body, header = open_inference.encode_infer_response(
-                name, backend_.card["version"], outputs, requested, request_id
-            )
-            if header is None:
-                return Response(body, media_type="application/json")
-            return Response(body, media_type="application/octet-stream",
-                            headers={open_inference.HEADER_LENGTH: str(header)})
-
-        return await run(request, backend_, parse, encode)
 
     async def explain(request: Request):
         return await infer(request, "explain")
@@ -83,12 +78,12 @@ def add_v2_routes(app, models, limits, run):
         app.add_api_route(prefix + "/explain", explain, methods=["POST"])
 
 
-def served_model(models, name, request):
-    if name not in models:
-        raise ServingError(
-            404, f"No model {name[:80]!r} is served; served: {', '.join(models)}. Received: {received(request)}"
-        )
-    return models[name]
+def _answer(body, header_length):
+    """The HTTP response of an encoded answer: JSON alone, or a JSON header and binary outputs."""
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream",
+                    headers={open_inference.HEADER_LENGTH: str(header_length)})
 
 
 def check_explainer_names(models):

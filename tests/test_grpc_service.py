@@ -7,17 +7,23 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from keras_robust.serving import Limits, create_app
-from tests.conftest import TEST_LIMITS, run_onnx, running_server
+from tests.conftest import TEST_LIMITS, call, run_onnx, running_server
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults
 
 
 @pytest.fixture(scope="module")
-def stub(tiny_export):
+def served(tiny_export):
+    """`(HTTP base URL, PredictionService stub)` of one app serving both."""
     app = create_app(str(tiny_export[0]), limits=Limits(**TEST_LIMITS), grpc_port=0)
-    with running_server(app):
+    with running_server(app) as url:
         with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
-            yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            yield url, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def stub(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +74,42 @@ def test_model_metadata_lists_both_signatures(stub):
     assert explain.inputs["targets"].dtype == tf.int32.as_datatype_enum
     assert [d.size for d in signatures.signature_def["serving_default"].inputs["images"].tensor_shape.dim] == [
         -1, 32, 32, 3]
+
+
+def test_rest_v2_and_grpc_answer_one_request_alike(served, images):
+    """The protocols share one data plane: the same request gets the same outputs,
+    to the last bit, whichever protocol carries it."""
+    url, stub = served
+    targets = [1, 4, 9]
+
+    def rest(verb, inputs):
+        status, answer = call(f"{url}/v1/models/tiny:{verb}", {"inputs": inputs})
+        assert status == 200, answer
+        return answer["outputs"]
+
+    def v2(route, *tensors, **parameters):
+        status, answer = call(f"{url}/v2/models/tiny/{route}", {"inputs": list(tensors), "parameters": parameters})
+        assert status == 200, answer
+        return {output["name"]: np.reshape(output["data"], output["shape"]) for output in answer["outputs"]}
+
+    def grpc_(signature, **inputs):
+        outputs = stub.Predict(request(signature, **inputs), timeout=60).outputs
+        return {name: tf.make_ndarray(value) for name, value in outputs.items()}
+
+    x = {"name": "images", "shape": [3, 32, 32, 3], "datatype": "FP32", "data": images.tolist()}
+    t = {"name": "targets", "shape": [3], "datatype": "INT32", "data": targets}
+    explained = (
+        rest("explain", {"images": images.tolist(), "targets": targets, "rho": 0.05, "steps": 5}),
+        v2("explain", x, t, rho=0.05, steps=5),
+        grpc_("explain", images=images, targets=np.int32(targets), rho=np.float32([0.05]), steps=np.int32([5])),
+    )
+    predicted = rest("predict", images.tolist()), v2("infer", x), grpc_("", images=images)
+    for answers in (explained, predicted):
+        *others, reference = answers
+        for answer in others:
+            assert set(answer) == set(reference)
+            for name, value in reference.items():
+                np.testing.assert_array_equal(answer[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize(

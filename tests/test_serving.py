@@ -5,6 +5,7 @@ onnxruntime run directly on the exported graphs, the Keras model, and
 `keras_robust.AdversarialExplainer`.
 """
 
+import asyncio
 import base64
 import concurrent.futures
 import io
@@ -29,6 +30,9 @@ import keras_robust
 from keras_robust.export import read_card
 from keras_robust.serving import Limits, create_app, load_backend
 from keras_robust.serving import backends as serving_backends
+from keras_robust.serving.data_plane import DataPlane, InferenceRequest
+from keras_robust.serving.errors import ServingError
+from keras_robust.serving.registry import load_models
 from tests.conftest import REPO_ROOT, call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)
@@ -507,6 +511,39 @@ def test_timeout_504_busy_503_and_the_event_loop_stays_free(tiny_export, start_s
         while call(f"{url}/v1/models/tiny:predict", {"instances": [IMAGE]})[0] != 200:
             assert time.monotonic() < deadline, "the timed-out explanation never released its slot"
             time.sleep(0.02)
+
+
+def test_one_deadline_covers_waiting_for_a_slot_and_running(tiny_export, monkeypatch):
+    """The data plane gives a request one deadline for everything it goes through:
+    B waits 0.5 s for the one slot, then would run 0.6 s, each within its 0.9 s but
+    not both, so it answers 504, while A, with the server's 10 s, gets its answer."""
+    predict = serving_backends.OnnxBackend.predict
+
+    def slow(self, images, run_options=None):
+        time.sleep(0.6)
+        return predict(self, images, run_options=run_options)
+
+    monkeypatch.setattr(serving_backends.OnnxBackend, "predict", slow)
+    limits = Limits(timeout_s=10, max_concurrent=1, batch_window_ms=0)
+    plane = DataPlane(load_models(str(tiny_export[0])), limits)
+    backend = plane.model("tiny", "a test").backend()
+    request = InferenceRequest("serving_default", {"images": [("images[0]", IMAGE)]})
+
+    async def infer(delay=0.0, timeout=None):
+        await asyncio.sleep(delay)
+        return await plane.infer(backend, lambda: request, lambda response: response, timeout)
+
+    async def main():
+        alone = await infer(timeout=0.9)
+        return alone, await asyncio.gather(infer(), infer(0.1, timeout=0.9), return_exceptions=True)
+
+    try:
+        alone, (a, b) = asyncio.run(main())
+    finally:
+        plane.close()
+    assert alone.outputs["logits"].shape == (1, 10) and list(alone.outputs) == ["logits", "probabilities", "classes"]
+    assert isinstance(b, ServingError) and b.status == 504, b
+    np.testing.assert_array_equal(a.outputs["logits"], alone.outputs["logits"])
 
 
 def test_savedmodel_backend_serves_the_same_answers(tiny_export, start_server, tiny_server, images, targets):

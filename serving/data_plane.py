@@ -1,0 +1,135 @@
+"""The data plane: what every protocol's inference request goes through, the same way.
+
+A protocol's module only translates: its wire format into an
+`InferenceRequest` (a signature, the inputs as `(where, value)` columns, the
+outputs wanted) and an `InferenceResponse` (named numpy outputs) back into
+its wire format. `DataPlane.infer` does the rest by one deadline per request:
+it admits the request to the `Gate` (503 when full), decodes it and checks
+its inputs (`serving.inputs`: the same checks and messages for every
+protocol), runs it (predictions in dynamic batches), and encodes the answer.
+Past the deadline a request answers 504 wherever it is, and its run is
+cancelled.
+
+Decoding and encoding run in the gate's worker threads: they cost CPU (an
+image in JSON is 3,072 numbers to parse), which would stall the event loop
+and every other request with it.
+"""
+
+import asyncio
+import dataclasses
+
+from keras_robust.serving.admission import Gate
+from keras_robust.serving.batching import PredictBatcher
+from keras_robust.serving.errors import unknown_model
+from keras_robust.serving.inputs import check_work, convert_columns
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceRequest:
+    """One inference request, in no protocol's format.
+
+    Attributes:
+        signature: `"serving_default"` (predict) or `"explain"`, one the
+            model has (the translator checks, as only it knows where the
+            name came from).
+        inputs: `{input name: [(where, value), ...]}`, one pair per example,
+            as `serving.inputs.convert_columns` takes them.
+        outputs: The output names to answer, in this order; None for all of
+            the signature's, in its order.
+        wire: What the translator needs back to encode the answer (the
+            request's format, id, ...); the data plane passes it on unread.
+    """
+
+    signature: str
+    inputs: dict
+    outputs: tuple = None
+    wire: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceResponse:
+    """One answer, in no protocol's format: `outputs` is `{name: np.ndarray}` in the
+    order asked for; `wire` is the request's."""
+
+    model: str
+    version: int
+    signature: str
+    outputs: dict
+    wire: object = None
+
+
+class DataPlane:
+    """Checks, admits, batches, runs and encodes the requests of every protocol.
+
+    Args:
+        models: `{name: ServedModel}` (`serving.registry.load_models`).
+        limits: The server's `Limits`.
+    """
+
+    def __init__(self, models, limits):
+        _check_default_steps(models, limits)
+        self.models = models
+        self.limits = limits
+        self._gate = Gate(limits)
+        self._batcher = PredictBatcher(
+            self._gate, limits.batch_window_ms / 1000, limits.max_batch_size, self._gate.timed_out
+        )
+
+    def model(self, name, received):
+        """The `ServedModel` named `name`; 404 naming `received` (where the name came from) if none is."""
+        if name not in self.models:
+            raise unknown_model(name, self.models, received)
+        return self.models[name]
+
+    async def infer(self, backend, decode, encode, timeout=None):
+        """Answers one request on `backend` (a `ServedModel.backend`) by one deadline.
+
+        Args:
+            backend: The model version that answers.
+            decode: `() -> InferenceRequest`, from the wire format.
+            encode: `InferenceResponse -> answer`, into the wire format.
+            timeout: The client's own time limit in seconds (gRPC's
+                deadline), or None; the request gets the shorter of it and
+                `timeout_s`.
+
+        Returns:
+            What `encode` returns.
+        """
+        timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        card = backend.card
+        request, inputs = await self._gate.run(lambda _: self._check(card, decode()), deadline)
+        if request.signature == "serving_default":
+            outputs = await self._batcher.predict(backend, inputs["images"], deadline)
+        else:
+            outputs = await self._gate.run(
+                lambda cancellation: backend.explain(**inputs, run_options=cancellation.run_options), deadline
+            )
+        names = request.outputs or card["signatures"][request.signature]["outputs"]
+        response = InferenceResponse(
+            card["name"], card["version"], request.signature, {name: outputs[name] for name in names}, request.wire
+        )
+        return await self._gate.run(lambda _: encode(response), deadline)
+
+    def _check(self, card, request):
+        """`(request, {input name: np.ndarray})`: the request's inputs, checked and converted."""
+        inputs = convert_columns(request.inputs, card, self.limits)
+        if "steps" in inputs:
+            check_work(inputs["steps"], self.limits)
+        return request, inputs
+
+    def close(self):
+        self._gate.close()
+
+
+def _check_default_steps(models, limits):
+    """A request that leaves out steps must not be refused by the step cap."""
+    for served in models.values():
+        for backend in served.backends.values():
+            steps = backend.card["explain_defaults"]["steps"]
+            for name in ("max_steps", "max_image_steps"):
+                if steps > getattr(limits, name):
+                    raise ValueError(
+                        f"Version {backend.card['version']} of {served.name!r} explains with {steps} "
+                        f"steps by default, above {name}. Received: {name}={getattr(limits, name)}"
+                    )

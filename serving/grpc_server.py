@@ -1,0 +1,54 @@
+"""The gRPC server: every gRPC protocol's service on one port, in the app's event loop.
+
+Each service is a translator module with `add_to_server(server, plane)`,
+listed in `SERVICES` and imported only when a gRPC port is asked for (TF
+Serving's service imports TensorFlow). A service answers through `answer`, so
+a `ServingError` becomes the status code TF Serving would send
+(`serving.errors.GRPC_STATUS`) and a bug a logged INTERNAL.
+"""
+
+import importlib
+import logging
+
+import grpc
+
+from keras_robust.serving.errors import ServingError
+
+logger = logging.getLogger("keras_robust.serving")
+
+SERVICES = ("keras_robust.serving.grpc_service",)
+
+
+async def start_grpc_server(port, host, plane):
+    """Starts every service in `SERVICES` on `host:port` (0: any free port) in this event loop.
+
+    Args:
+        port: The port (TF Serving's gRPC port is 8500).
+        host: The interface.
+        plane: The `DataPlane` the HTTP routes share; its request size cap
+            becomes gRPC's.
+
+    Returns:
+        `(grpc.aio.Server, bound port)`.
+    """
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", plane.limits.max_request_bytes)])
+    for service in SERVICES:
+        importlib.import_module(service).add_to_server(server, plane)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server, bound
+
+
+async def answer(context, call, method):
+    """`await call()`, or the call aborted with the status code of its error.
+
+    `method` names the RPC in the log of an unexpected error.
+    """
+    try:
+        return await call()
+    except ServingError as error:
+        await context.abort(grpc.StatusCode[error.grpc_status], error.message)
+    except Exception:
+        logger.exception("Unexpected error answering a gRPC %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, "Internal server error (logged)")
+

@@ -1,0 +1,213 @@
+"""The inputs of every protocol, checked and converted into the arrays the backends take.
+
+Each protocol gathers its request's values into one column of `(where,
+value)` pairs per signature input (`where` names the example in error
+messages: `instance 2`, `inputs.targets[2]`, `images[0]`), TF Serving's JSON
+formats in `serving.rest_requests`, tensors (V2's and gRPC's) in
+`tensor_columns` here. `convert_columns` then checks every value, by one
+function per input, so every protocol answers a bad value with the same
+message.
+
+Everything the ONNX graphs do not check is checked here: shapes, dtypes,
+finite pixels in [0, 1], targets in [0, K), rho > 0, 1 <= steps <= the cap,
+and the request's total explanation work.
+"""
+
+import base64
+import binascii
+import io
+
+import numpy as np
+import PIL.Image
+
+from keras_robust.common.defaults import MAX_RHO
+from keras_robust.common.validation import check_pixels
+from keras_robust.serving.errors import ServingError, bad_request, show
+
+# The inputs a request must give; the explain signature's rho and steps default to the card's.
+REQUIRED = ("images", "targets")
+IMAGE_MODES = {1: "L", 3: "RGB"}
+
+
+def convert_columns(columns, card, limits):
+    """Validates each column, `{name: [(where, value), ...]}`, into the array the
+    backends take, `{name: np.ndarray}` in the columns' order."""
+    shape = tuple(card["input"]["shape"][1:])
+    names = {name: i for i, name in enumerate(card["class_names"])}
+    cap = min(limits.max_steps, card["explain_defaults"]["max_steps"])
+    converters = {
+        "images": lambda where, value: _image(where, value, shape, limits),
+        "targets": lambda where, value: _target(where, value, names),
+        "rho": _rho,
+        "steps": lambda where, value: _steps(where, value, cap),
+    }
+    return {
+        name: np.stack([converters[name](where, value) for where, value in column])
+        for name, column in columns.items()
+    }
+
+
+def check_batch_size(size, limits):
+    if size > limits.max_batch:
+        raise bad_request(f"A request holds at most max_batch={limits.max_batch} examples. Received: {size}")
+
+
+def check_work(steps, limits):
+    """The cap on a request's explanation work: its examples' steps, summed."""
+    total = int(np.sum(steps))
+    if total > limits.max_image_steps:
+        raise bad_request(
+            f"A request explains at most max_image_steps={limits.max_image_steps} image-steps (the "
+            f"sum of steps over its examples); send fewer images or steps. Received: {len(steps)} "
+            f"examples, {total} image-steps"
+        )
+
+
+def tensor_columns(tensors, parameters, names, card, limits):
+    """The columns of `{name: np.ndarray}` tensors (V2's or gRPC's) and request parameters.
+
+    `images` is `[B, H, W, C]`; explain's `targets` one entry per image,
+    `rho` and `steps` one per image or one for all, as a tensor or a
+    parameter, else the card's default.
+    """
+    shape = list(card["input"]["shape"][1:])
+    images = tensors["images"]
+    if images.ndim != 1 + len(shape) or list(images.shape[1:]) != shape or len(images) == 0:
+        raise bad_request(
+            f"images has shape [B, {', '.join(map(str, shape))}], B >= 1. Received: shape {list(images.shape)}"
+        )
+    batch = len(images)
+    check_batch_size(batch, limits)
+    columns = {"images": [(f"images[{b}]", image) for b, image in enumerate(images)]}
+    for name in names[1:]:  # explain's targets (required), rho and steps
+        if name in tensors and name in parameters:
+            raise bad_request(f"Give {name} as an input tensor or a request parameter, not both. Received: both")
+        if name in tensors:
+            columns[name] = _per_image(name, tensors[name], batch, allow_one=name != "targets")
+        elif name in parameters:
+            columns[name] = [(f"parameters.{name}", parameters[name])] * batch
+        else:
+            columns[name] = [(f"{name} (the card's default)", card["explain_defaults"][name])] * batch
+    return columns
+
+
+def _per_image(name, array, batch, allow_one):
+    """`[(where, value)] * batch` from a `[B]`, `[B, 1]` (or, if allowed, `[1]`) tensor."""
+    values = array.reshape(-1).tolist()
+    shaped = array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
+    if not shaped or len(values) not in ((batch, 1) if allow_one else (batch,)):
+        one = " or [1] (one for all)" if allow_one else ""
+        raise bad_request(f"{name} has shape [B] or [B, 1] with B = {batch}{one}. Received: shape {list(array.shape)}")
+    if len(values) == 1:
+        values = values * batch
+    return [(f"{name}[{b}]", value) for b, value in enumerate(values)]
+
+
+def _image(where, value, shape, limits):
+    """One image `(H, W, C)` float32 in [0, 1], from a nested list, an array or `{"b64": ...}`."""
+    if isinstance(value, dict):
+        return _decode_b64(where, value, shape, limits)
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise bad_request(
+            f"{where}: images must be a nested list of shape {list(shape)}. Received: a ragged list"
+        ) from None
+    if array.dtype.kind not in "iuf":
+        raise bad_request(
+            f"{where}: images must hold numbers (pixels in [0, 1]) or be {{\"b64\": ...}}. "
+            f"Received: {show(value)}"
+        )
+    if array.shape != shape:
+        raise bad_request(f"{where}: images must have shape {list(shape)}. Received: shape {list(array.shape)}")
+    return _check_pixels(where, array.astype(np.float32))
+
+
+def _check_pixels(where, array):
+    try:
+        check_pixels(array, what=f"{where}: images")
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+    return array
+
+
+def _decode_b64(where, value, shape, limits):
+    """Decodes a PNG/JPEG/... image and resizes it (bilinear) to the model's input."""
+    text = value.get("b64")
+    if set(value) != {"b64"} or not isinstance(text, str):
+        raise bad_request(f"{where}: an encoded image is {{\"b64\": \"<base64>\"}}. Received: {show(value)}")
+    if len(text) * 3 // 4 > limits.max_image_bytes:
+        raise ServingError(
+            413, f"{where}: an encoded image has at most max_image_bytes={limits.max_image_bytes} bytes. "
+                 f"Received: about {len(text) * 3 // 4} bytes"
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where}: images.b64 is not valid base64. Received: {show(text)}") from None
+    height, width, channels = shape
+    if channels not in IMAGE_MODES:
+        raise bad_request(f"{where}: encoded images need a model with 1 or 3 channels. Received: {channels}")
+    image = _open_image(where, data, limits)
+    try:
+        image = image.convert(IMAGE_MODES[channels])
+        if image.size != (width, height):
+            image = image.resize((width, height), PIL.Image.BILINEAR)
+        pixels = np.asarray(image, np.float32) / 255.0
+    except (OSError, ValueError) as error:  # truncated or corrupt image data
+        raise bad_request(f"{where}: images.b64 is not a readable image. Received: {error}") from None
+    return pixels.reshape(shape)
+
+
+def _open_image(where, data, limits):
+    """Opens (reads the header of) an image, refusing more than max_image_pixels."""
+    too_large = (
+        f"{where}: an encoded image has at most max_image_pixels={limits.max_image_pixels} pixels. Received: "
+    )
+    try:
+        image = PIL.Image.open(io.BytesIO(data))
+    except PIL.Image.DecompressionBombError as error:
+        raise ServingError(413, too_large + str(error)) from None
+    except (PIL.UnidentifiedImageError, OSError, ValueError):
+        raise bad_request(
+            f"{where}: images.b64 is not an image PIL can read (PNG, JPEG, ...). "
+            f"Received: {len(data)} bytes starting {data[:8]!r}"
+        ) from None
+    if image.width * image.height > limits.max_image_pixels:
+        raise ServingError(413, too_large + f"{image.width}x{image.height}")
+    return image
+
+
+def _target(where, value, names):
+    index = names.get(value) if isinstance(value, str) else value
+    valid = isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(names)
+    if not valid:
+        raise bad_request(
+            f"{where}: targets must be a class index in [0, {len(names)}) or a class name "
+            f"({_list(names)}). Received: {show(value)}"
+        )
+    return np.int32(index)
+
+
+def _rho(where, value):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and 0 < value <= MAX_RHO):
+        raise bad_request(
+            f"{where}: rho must be a number in (0, {MAX_RHO:g}] (an RMSE in [0, 1] pixel units, "
+            f"docs/method.md §5). Received: {show(value)}"
+        )
+    return np.float32(value)
+
+
+def _steps(where, value, cap):
+    if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= cap):
+        raise bad_request(
+            f"{where}: steps must be an integer in [1, {cap}] (the server's max_steps). "
+            f"Received: {show(value)}"
+        )
+    return np.int32(value)
+
+
+def _list(names, limit=12):
+    shown = ", ".join(list(names)[:limit])
+    return shown + (", ..." if len(names) > limit else "")

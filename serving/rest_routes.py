@@ -1,0 +1,75 @@
+"""TF Serving's REST routes and KServe V1's `:explain` verb (formats in `serving.rest_requests`).
+
+Routes (`[/versions/<v>]` optional; without it, the latest loaded version):
+- `GET  /v1/models/<name>[/versions/<v>]`: TF Serving's model status.
+- `GET  /v1/models/<name>[/versions/<v>]/metadata`: signatures and the model card.
+- `POST /v1/models/<name>[/versions/<v>]:predict`: TF Serving's predict,
+  `signature_name` `serving_default` (default) or `explain` (docs/method.md §5).
+- `POST /v1/models/<name>[/versions/<v>]:explain`: the explain signature.
+- `GET  /v1/models`: the served models and limits (for the page).
+"""
+
+import dataclasses
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from keras_robust.serving.errors import ServingError, received
+from keras_robust.serving.http_io import encode_json
+from keras_robust.serving.rest_requests import format_response, parse_request
+
+VERBS = ("predict", "explain")
+
+
+def add_rest_routes(app, plane, bodies):
+    """Adds TF Serving's REST routes over `plane` (a `DataPlane`), reading bodies
+    with `bodies` (`serving.http_io.Bodies`)."""
+
+    def model(request):
+        name = request.path_params["name"]
+        if ":" in name:  # a verb the POST routes did not take, or a GET of a POST verb
+            name, verb = name.split(":", 1)
+            if verb in VERBS:
+                raise ServingError(405, f":{verb} takes POST. Received: {received(request)}")
+            raise ServingError(404, f"Unknown verb {verb[:40]!r}; verbs: {', '.join(VERBS)}. "
+                                    f"Received: {received(request)}")
+        return plane.model(name, received(request))
+
+    async def infer(request, verb):
+        backend = model(request).backend(request.path_params.get("version"))
+        async with bodies.read(request) as body:
+            return await plane.infer(
+                backend,
+                lambda: parse_request(body, backend.card, plane.limits, verb),
+                lambda response: Response(encode_json(format_response(response)), media_type="application/json"),
+            )
+
+    async def status(request: Request):
+        served = model(request)
+        if request.method == "POST":
+            raise ServingError(405, f"POST needs a verb, :predict or :explain. Received: {received(request)}")
+        return JSONResponse(served.status(request.path_params.get("version")))
+
+    async def metadata(request: Request):
+        return JSONResponse(model(request).metadata(request.path_params.get("version")))
+
+    async def predict(request: Request):
+        return await infer(request, "predict")
+
+    async def explain(request: Request):
+        return await infer(request, "explain")
+
+    async def listing(_: Request):
+        return JSONResponse({
+            "models": [served.describe() for served in plane.models.values()],
+            "limits": dataclasses.asdict(plane.limits),
+        })
+
+    app.add_api_route("/v1/models", listing, methods=["GET"])
+    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+        app.add_api_route(prefix + ":predict", predict, methods=["POST"])
+        app.add_api_route(prefix + ":explain", explain, methods=["POST"])
+        app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
+        # After the verbs, and with POST, so that an unknown verb is a 404 and a
+        # missing one a 405, both in JSON.
+        app.add_api_route(prefix, status, methods=["GET", "POST"])
