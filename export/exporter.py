@@ -1,6 +1,5 @@
 """`export_model`: one call writes the SavedModel, the ONNX graphs and the card."""
 
-import json
 import os
 import shutil
 
@@ -120,11 +119,3 @@ def _validate(classifier, formats):
     if not (isinstance(output_shape, tuple) and len(output_shape) == 2 and (output_shape[1] or 0) >= 2):
         raise ValueError(f"The model must output (batch, K >= 2) logits. Received: output shape {output_shape}")
     return tuple(input_shape[1:]), output_shape[1]
-
-
-def load_sidecar_json(path):
-    """Reads an optional JSON file written by training or evaluation, or None."""
-    if not path or not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from kill_harness import kill_and_resume
 
+from keras_robust.reporting.training_report import TrainingReport
 from keras_robust.training import checkpoint
 from keras_robust.training.loop import TrainingConfig, build_model
 
@@ -97,12 +98,16 @@ def test_weights_gone_nan_on_an_epochs_last_batch_are_never_saved(tmp_path, rng)
     model = small_state(tmp_path, rng)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     state = checkpoint.RunState(tmp_path)
-    state.set_model(model)
-    state.on_epoch_end(0, {"loss": 1.2, "psi": 220.0})
+    report = TrainingReport(state.run, state)
+    for callback in (state, report):
+        callback.set_model(model)
+    for callback in (state, report):
+        callback.on_epoch_end(0, {"loss": 1.2, "psi": 220.0})
     pointer = (tmp_path / "backup" / "checkpoint.json").read_bytes()
     kernel = model.classifier.get_layer("logits").kernel
     kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
-    state.on_epoch_end(1, {"loss": 1.1, "psi": 230.0})  # the logged loss is still finite
+    for callback in (state, report):
+        callback.on_epoch_end(1, {"loss": 1.1, "psi": 230.0})  # the logged loss is still finite
     assert state.failure == f"epoch 2: {kernel.shape[0]} weights are NaN or infinite after its last update"
     assert model.stop_training
     assert (tmp_path / "backup" / "checkpoint.json").read_bytes() == pointer

@@ -1,6 +1,6 @@
 """The per-epoch log: only logged columns, read back as written."""
 
-from keras_robust.training import run_log
+from keras_robust.reporting import run_log
 
 
 def test_format_and_read_round_trip_with_only_logged_columns(tmp_path):

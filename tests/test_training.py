@@ -8,8 +8,8 @@ import pytest
 
 from keras_robust import cli
 from keras_robust.training.checkpoint import nonfinite_count, restore_latest
+from keras_robust.training.run_folder import RunFolder
 from keras_robust.training.loop import (
-    RUN_FILE,
     NonFiniteLossError,
     TrainingConfig,
     build_model,
@@ -186,12 +186,13 @@ def test_runs_recorded_with_the_earlier_adversarial_fields_resume(tmp_path, reco
     config = TrainingConfig(depth=8, adversarial_training=now)
     data = types.SimpleNamespace(class_names=["a", "b"], image_shape=(8, 8, 3))
     earlier = {"recipe": "cifar", "depth": 8, "robust": False, **recorded, "num_classes": 2, "image_shape": [8, 8, 3]}
-    (tmp_path / RUN_FILE).write_text(json.dumps(earlier))
+    run = RunFolder(tmp_path)
+    run.write_json(run.identity, earlier)
     if differs is None:
-        check_same_run(str(tmp_path), run_identity(config, data))
+        check_same_run(run, run_identity(config, data))
     else:
         with pytest.raises(ValueError, match=re.escape(f"another network ({differs})")):
-            check_same_run(str(tmp_path), run_identity(config, data))
+            check_same_run(run, run_identity(config, data))
 
 
 def test_cli_says_a_finished_run_is_complete(cifar10_archive, tmp_path, capsys):

@@ -13,6 +13,7 @@ import zipfile
 
 from keras_robust.cli.checks import training_config_from
 from keras_robust.data.options import DataOptions
+from keras_robust.training.run_folder import RunFolder
 
 def _train(args):
     from keras_robust.training.loop import train
@@ -24,10 +25,7 @@ def _train(args):
         args.out,
         limit_train=args.limit_train,
         limit_test=args.limit_test,
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
-        download=args.download,
-        manual_dir=args.manual_dir,
+        data_options=DataOptions.from_args(args),
         verbose="auto" if sys.stdout.isatty() else 2,
     )
     psi = summary["psi"]
@@ -38,7 +36,7 @@ def _train(args):
         f"test accuracy {summary['test']['accuracy']:.4f} on "
         f"{summary['test']['num_examples']} images; final psi "
         f"{'n/a (standard training)' if psi is None else f'{psi:,.1f}'}; "
-        f"model: {os.path.join(args.out, 'model.keras')}"
+        f"model: {RunFolder(args.out).model}"
     )
     print(json.dumps({"test": summary["test"], "psi": psi}))
     return 0
@@ -93,11 +91,8 @@ def _class_names(args, model, model_spec, fallback):
     card = getattr(model, "pretrained_card", None)
     if card:
         return list(card["class_names"])
-    summary = os.path.join(os.path.dirname(os.path.abspath(model_spec)), "summary.json")
-    if os.path.exists(summary):
-        with open(summary) as f:
-            return json.load(f).get("class_names") or fallback
-    return fallback
+    summary = RunFolder.of_model(model_spec)
+    return (summary.read_json(summary.summary) or {}).get("class_names") or fallback
 
 
 def _out_dir(args):
@@ -275,19 +270,18 @@ def _export(args):
     if args.model.lower().endswith(".onnx"):
         return _export_onnx(args)
     from keras_robust.export import export_model
-    from keras_robust.export.exporter import load_sidecar_json
 
     model = _load_model(args.model)
     # A shipped network's card stands in for the training summary of a run folder.
-    training = getattr(model, "pretrained_card", None) or load_sidecar_json(
-        os.path.join(os.path.dirname(os.path.abspath(args.model)), "summary.json"))
+    run = RunFolder.of_model(args.model)
+    training = getattr(model, "pretrained_card", None) or run.read_json(run.summary)
     if args.evaluation and not os.path.exists(args.evaluation):
         raise FileNotFoundError(f"No evaluation file at {args.evaluation}")
     class_names = args.class_names or (training or {}).get("class_names")
     paths = export_model(
         model, args.out, name=args.name, version=args.version, class_names=class_names,
         rho=args.rho, steps=args.steps, overshoot=args.overshoot, formats=tuple(args.formats),
-        training=training, ara=load_sidecar_json(args.evaluation), overwrite=args.overwrite,
+        training=training, ara=RunFolder.read_json(args.evaluation), overwrite=args.overwrite,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -159,7 +159,7 @@ def training_curves(rows, path=None):
 
     Args:
         rows: One dict per epoch with `epoch` (0-based) and the logged metrics,
-            as `keras_robust.training.run_log.read_log` returns them.
+            as `keras_robust.reporting.run_log.read_log` returns them.
         path: Optional path of a PNG file to write.
 
     Returns:

@@ -9,13 +9,13 @@ all finite, the callback writes, in this order:
    temporary name, flushed to disk and renamed into place;
 2. `backup/checkpoint.json`, the pointer to the newest and the previous
    checkpoint with the SHA-256 of each of their files, replaced atomically;
-3. `log.csv`, `training_curves.png` and `report.html` from the checkpoint's
-   log rows, and `model.keras`, each replaced atomically.
+3. `model.keras`, replaced atomically (and, by the `TrainingReport` callback
+   that follows, `log.csv`, `training_curves.png` and `report.html`).
 
 A kill at any instant therefore leaves the previous pointer and the
 checkpoints it names intact. At start-up the newest checkpoint whose files
 match their checksums is restored (a corrupt one is named in a warning and
-the previous one used), and `log.csv` is rewritten from it, so each finished
+the previous one used), with the log rows of its epochs, so each finished
 epoch appears exactly once. An epoch whose weights are not all finite is
 never saved: training stops and names it.
 """
@@ -30,17 +30,13 @@ import warnings
 import keras
 import numpy as np
 
-from keras_robust.reporting import plots
-
-from keras_robust.reporting import report
 from keras_robust.common.atomic import atomic_path, fsync_file, write_atomically
-from keras_robust.training.run_log import CURVES_FILE, LOG_FILE, REPORT_FILE, format_log
+from keras_robust.training.run_folder import RunFolder
 
-BACKUP_DIR = "backup"
+# The files of one checkpoint folder, and the pointer beside them.
 POINTER_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.weights.h5"
 STATE_FILE = "state.json"
-MODEL_FILE = "model.keras"
 
 
 class CorruptCheckpointError(ValueError):
@@ -48,23 +44,20 @@ class CorruptCheckpointError(ValueError):
 
 
 class RunState(keras.callbacks.Callback):
-    """Saves and restores a training run in `out_dir` (see the module docstring).
+    """Saves and restores a training run (see the module docstring).
 
     Args:
-        out_dir: The run's folder.
-        restored: What `restore_latest(out_dir/backup)` returned, to restore
+        run: The run's `RunFolder` (or its path).
+        restored: What `restore_latest(run.backup)` returned, to restore
             at the start of training (None: a new run).
-        title: Title of the run's report.
         write: Whether this process writes the run's files. Under a
             multi-worker strategy only the chief does; every worker restores.
     """
 
-    def __init__(self, out_dir, restored=None, title="Training run", write=True):
+    def __init__(self, run, restored=None, write=True):
         super().__init__()
-        self.out_dir = os.fspath(out_dir)
-        self.backup_dir = os.path.join(self.out_dir, BACKUP_DIR)
+        self.run = run if isinstance(run, RunFolder) else RunFolder(run)
         self.restored = restored
-        self.title = title
         self.write = write
         self.rows = []
         self.failure = None
@@ -81,7 +74,6 @@ class RunState(keras.callbacks.Callback):
             self.model.seed_generator.state.assign(np.asarray(seed_state, dtype=self.model.seed_generator.state.dtype))
         self.model._initial_epoch = state["epoch"]
         self.rows = [row for row in state["rows"] if row["epoch"] < state["epoch"]]
-        self._write_outputs()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.model.stop_training:
@@ -99,21 +91,9 @@ class RunState(keras.callbacks.Callback):
             return
         if hasattr(self.model, "seed_generator"):
             state["seed_state"] = keras.ops.convert_to_numpy(self.model.seed_generator.state).tolist()
-        save_checkpoint(self.backup_dir, self.model, state)
-        self._write_outputs()
-        with atomic_path(os.path.join(self.out_dir, MODEL_FILE)) as path:
+        save_checkpoint(self.run.backup, self.model, state)
+        with atomic_path(self.run.model) as path:
             self.model.save(path)
-
-    def _write_outputs(self):
-        if not self.rows or not self.write:
-            return
-        write_atomically(os.path.join(self.out_dir, LOG_FILE), format_log(self.rows))
-        figure = plots.training_curves(self.rows, os.path.join(self.out_dir, CURVES_FILE))
-        report.write_report(os.path.join(self.out_dir, REPORT_FILE), self.title, [
-            {"heading": "Training curves", "figures": [figure],
-             "text": f"{len(self.rows)} epochs finished; the last is epoch {self.rows[-1]['epoch'] + 1}."},
-            {"heading": "Per epoch", "table": self.rows},
-        ])
 
 
 def nonfinite_count(model):

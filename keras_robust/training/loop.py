@@ -1,22 +1,22 @@
 """The reference training recipe (docs/method.md §3 "Optimisation"), resumable and logged."""
 
 import dataclasses
-import json
 import math
-import os
 
 import keras
 import tensorflow as tf
 
-from keras_robust.common.atomic import write_atomically
-from keras_robust.data import load_dataset
+from keras_robust.data.options import DataOptions
+from keras_robust.data.pipeline import load_dataset
 from keras_robust.data.streaming import stream_images
 from keras_robust.training.jit_choice import choose_jit_compile
 from keras_robust.training.recipes import get_recipe
 from keras_robust.models.cifar_resnet import resnet
 from keras_robust.models.imagenet_resnet import resnet50
 from keras_robust.method.robust_model import RobustModel
-from keras_robust.training.checkpoint import BACKUP_DIR, RunState, restore_latest
+from keras_robust.reporting.training_report import TrainingReport
+from keras_robust.training.checkpoint import RunState, restore_latest
+from keras_robust.training.run_folder import RunFolder
 from keras_robust.training.precision import precision_scope
 from keras_robust.common.strategies import agree_on_progress, is_chief, make_strategy, worker_description
 from keras_robust.training.config import TrainingConfig
@@ -92,8 +92,7 @@ class WorkerLostError(RuntimeError):
     """A multi-worker run lost a worker; restarting all of them resumes it."""
 
 
-def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=None,
-          cache_dir=None, download=False, manual_dir=None, verbose="auto"):
+def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_options=None, verbose="auto"):
     """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
 
     The batch size and learning rate scale with the number of replicas, as in
@@ -105,14 +104,12 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
             a folder or `.tar.gz` of class folders, or `(images, labels)`;
             for the imagenet recipe, a folder of class folders or
             `"tfds:imagenet2012"` (`keras_robust.data.streaming`).
-        out_dir: Where checkpoints (`backup/`), `model.keras`, `log.csv`,
-            TensorBoard logs and `summary.json` go.
+        out_dir: The run's folder (`RunFolder`: checkpoints, `model.keras`,
+            `log.csv`, TensorBoard logs, `summary.json`).
         limit_train: Train on this many examples only (short runs).
         limit_test: Evaluate on this many test examples only.
-        data_dir: TFDS data directory.
-        cache_dir: Where decoded images are cached.
-        download: Let a `"tfds:NAME"` source download and prepare the data.
-        manual_dir: Where TFDS finds manually downloaded archives (ImageNet).
+        data_options: A `keras_robust.data.DataOptions`: where the data's
+            files are and whether a `tfds:` source may download.
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -120,37 +117,73 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
     """
     if not isinstance(config, TrainingConfig):
         raise ValueError(f"`config` must be a TrainingConfig. Received: config={config!r}")
-    os.makedirs(out_dir, exist_ok=True)
+    run = RunFolder(out_dir).make()
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    recipe = get_recipe(config.recipe)
-    if recipe.streamed:
-        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir, manual_dir=manual_dir,
-                      seed=config.seed, image_size=recipe.image_size)
-        load = stream_images
-    else:
-        common = dict(batch_size=config.batch_size * replicas, data_dir=data_dir,
-                      cache_dir=cache_dir, download=download, seed=config.seed)
-        load = load_dataset
-    test_data = load(data, "test", limit=limit_test, **common)
+    load = _data_loader(config, data, data_options or DataOptions(), strategy.num_replicas_in_sync)
+    test_data = load("test", limit=limit_test)
     identity = run_identity(config, test_data)
-    check_same_run(out_dir, identity)
-    finished = finished_summary(out_dir, config)
-    restored = None if finished else restore_latest(os.path.join(out_dir, BACKUP_DIR))
-    start = config.epochs if finished else restored[1]["epoch"] if restored else 0
-    agree_on_progress(strategy, start, out_dir)
+    check_same_run(run, identity)
+    finished, restored, start = _resume_point(run, config, strategy)
     if finished is not None:
         return finished
+    train_data = load("train", limit=limit_train, first_epoch=start)
     chief = is_chief(strategy)
-    # Epochs numbered from the resume point: a resumed run sees the batches an
-    # uninterrupted one would. Equal per-replica batches keep the mean of
-    # per-replica means exact.
-    if not recipe.streamed:
-        common["drop_remainder"] = replicas > 1
-    train_data = load(data, "train", limit=limit_train, first_epoch=start, **common)
     if chief:
-        write_atomically(os.path.join(out_dir, RUN_FILE), json.dumps(identity, indent=2))
+        run.write_json(run.identity, identity)
+    model, xla = _compiled_model(config, strategy, train_data)
+    callbacks = _callbacks(run, config, strategy, restored, chief)
+    history = _fit(model, train_data, strategy, config, callbacks, verbose, run)
+    test = model.evaluate(test_data.distribute(strategy), steps=test_data.steps_per_epoch, verbose=0,
+                          return_dict=True)
+    summary = {
+        "config": dataclasses.asdict(config),
+        "psi": model.psi if config.robust else None,
+        "psi_accumulator": float(model.psi_accumulator.numpy()),
+        "train_last_epoch": {k: float(v[-1]) for k, v in history.history.items() if v},
+        "test": {**test, "num_examples": test_data.num_examples},
+        "train_examples": train_data.num_examples,
+        "class_names": train_data.class_names,
+        "replicas": strategy.num_replicas_in_sync,
+        "xla": xla,
+    }
+    if chief:
+        run.write_json(run.summary, summary)
+    return summary
+
+
+def _data_loader(config, data, options, replicas):
+    """`load(split, **keywords)` for the recipe: in memory, or streamed (ImageNet)."""
+    recipe = get_recipe(config.recipe)
+    common = dict(batch_size=config.batch_size * replicas, seed=config.seed)
+    if recipe.streamed:
+        common.update(data_dir=options.data_dir, manual_dir=options.manual_dir, image_size=recipe.image_size)
+        return lambda split, **keywords: stream_images(data, split, **common, **keywords)
+    common.update(options.load_keywords())
+
+    def load(split, **keywords):
+        # Equal per-replica batches keep the mean of per-replica means exact.
+        drop = dict(drop_remainder=replicas > 1) if split == "train" else {}
+        return load_dataset(data, split, **common, **drop, **keywords)
+
+    return load
+
+
+def _resume_point(run, config, strategy):
+    """`(finished summary or None, restored checkpoint or None, first epoch)`, agreed by every worker.
+
+    Epochs are numbered from the resume point, so a resumed run sees the
+    batches an uninterrupted one would.
+    """
+    finished = finished_summary(run, config)
+    restored = None if finished else restore_latest(run.backup)
+    start = config.epochs if finished else restored[1]["epoch"] if restored else 0
+    agree_on_progress(strategy, start, run.path)
+    return finished, restored, start
+
+
+def _compiled_model(config, strategy, train_data):
+    """The compiled `RobustModel`, and whether its step is XLA-compiled."""
     num_classes = len(train_data.class_names)
 
     def fresh_model():
@@ -164,23 +197,30 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         model = fresh_model()
         model.compile(
             optimizer=keras.optimizers.SGD(
-                learning_rate=learning_rate_at(0, config, replicas), momentum=config.momentum
+                learning_rate=learning_rate_at(0, config, strategy.num_replicas_in_sync), momentum=config.momentum
             ),
             jit_compile=xla,
         )
-    nan_guard = StopOnNonFiniteLoss()
-    run_state = RunState(out_dir, restored, title=f"Training run {os.path.basename(os.path.abspath(out_dir))}",
-                         write=chief)
+    return model, xla
+
+
+def _callbacks(run, config, strategy, restored, chief):
+    replicas = strategy.num_replicas_in_sync
+    run_state = RunState(run, restored, write=chief)
     callbacks = [
-        nan_guard,
-        keras.callbacks.LearningRateScheduler(
-            lambda epoch: learning_rate_at(epoch, config, replicas)
-        ),
+        StopOnNonFiniteLoss(),
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
         # After the scheduler, so each epoch's log row holds its learning rate.
         run_state,
+        TrainingReport(run, run_state, write=chief),
     ]
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard))
+    return callbacks
+
+
+def _fit(model, train_data, strategy, config, callbacks, verbose, run):
+    """`model.fit` on the run, with a lost worker or a non-finite loss or weight as a clear error."""
     try:
         history = model.fit(
             train_data.distribute(strategy),
@@ -193,36 +233,19 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_dir=
         raise WorkerLostError(
             f"Another worker of the cluster stopped, so {worker_description(strategy)} stops too "
             f"({error.message.splitlines()[0][:200]}). Restart every worker with the same command: "
-            f"the run resumes from its last checkpoint in {out_dir}/{BACKUP_DIR}"
+            f"the run resumes from its last checkpoint in {run.backup}"
         ) from None
+    nan_guard = next(c for c in callbacks if isinstance(c, StopOnNonFiniteLoss))
+    run_state = next(c for c in callbacks if isinstance(c, RunState))
     failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
                else run_state.failure)
     if failure:
         raise NonFiniteLossError(
             f"Training stopped at {failure}. The last good checkpoint is kept in "
-            f"{out_dir}/backup (and model.keras); lower the learning rate or check "
+            f"{run.backup} (and model.keras); lower the learning rate or check "
             "the data, then rerun the same command to resume from it."
         )
-    test = model.evaluate(test_data.distribute(strategy), steps=test_data.steps_per_epoch, verbose=0,
-                          return_dict=True)
-    summary = {
-        "config": dataclasses.asdict(config),
-        "psi": model.psi if config.robust else None,
-        "psi_accumulator": float(model.psi_accumulator.numpy()),
-        "train_last_epoch": {k: float(v[-1]) for k, v in history.history.items() if v},
-        "test": {**test, "num_examples": test_data.num_examples},
-        "train_examples": train_data.num_examples,
-        "class_names": train_data.class_names,
-        "replicas": replicas,
-        "xla": xla,
-    }
-    if chief:
-        write_atomically(os.path.join(out_dir, SUMMARY_FILE), json.dumps(summary, indent=2, default=float))
-    return summary
-
-
-RUN_FILE = "run.json"
-SUMMARY_FILE = "summary.json"
+    return history
 
 
 def run_identity(config, data):
@@ -232,12 +255,12 @@ def run_identity(config, data):
     return identity
 
 
-def check_same_run(out_dir, identity):
-    """Refuses to resume a run in `out_dir` that trained another network, naming what differs."""
-    recorded = _read_json(os.path.join(out_dir, RUN_FILE))
+def check_same_run(run, identity):
+    """Refuses to resume a run in the `RunFolder` `run` that trained another network, naming what differs."""
+    recorded = run.read_json(run.identity)
     if recorded is None:
         # Runs from before run.json: their summary holds the config.
-        recorded = (_read_json(os.path.join(out_dir, SUMMARY_FILE)) or {}).get("config")
+        recorded = (run.read_json(run.summary) or {}).get("config")
     if not recorded:
         return
     recorded = upgraded_identity(recorded)
@@ -248,7 +271,7 @@ def check_same_run(out_dir, identity):
     ]
     if differences:
         raise ValueError(
-            f"{out_dir} holds a run of another network ({'; '.join(differences)}). "
+            f"{run.path} holds a run of another network ({'; '.join(differences)}). "
             "Use another --out, or the run's own options to resume it"
         )
 
@@ -264,16 +287,10 @@ def upgraded_identity(recorded):
     return {**{k: v for k, v in recorded.items() if k != "l2_min"}, "adversarial_training": mode}
 
 
-def finished_summary(out_dir, config):
-    """The summary of a run in `out_dir` that already trained `config.epochs` epochs, or None."""
-    summary = _read_json(os.path.join(out_dir, SUMMARY_FILE))
+def finished_summary(run, config):
+    """The summary of the run in `run` if it already trained `config.epochs` epochs, or None."""
+    summary = run.read_json(run.summary)
     if summary is None or summary.get("config", {}).get("epochs") != config.epochs:
         return None
     return {**summary, "already_complete": True}
 
-
-def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)

@@ -4,10 +4,6 @@ import csv
 import io
 import os
 
-LOG_FILE = "log.csv"
-CURVES_FILE = "training_curves.png"
-REPORT_FILE = "report.html"
-
 
 def read_log(path):
     """The rows of a `log.csv` as dicts of floats (`epoch` as int); none if there is no file."""
