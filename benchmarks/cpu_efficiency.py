@@ -46,9 +46,9 @@ def model_measurements(depth, batch_size, jit, activation):
     import keras
     import numpy as np
     import tensorflow as tf
+    from train_speed import forward_flops
 
     import keras_robust
-    from train_speed import forward_flops
 
     classifier = keras_robust.resnet(depth=depth, activation=activation)
     flops = forward_flops(classifier)

@@ -31,10 +31,10 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from keras_robust.reporting import plots
     from keras_robust.data import load_dataset
-    from keras_robust.explanations.adversarial import AdversarialExplainer
     from keras_robust.evaluation.accuracy_robustness import ara, evaluation_indices
+    from keras_robust.explanations.adversarial import AdversarialExplainer
+    from keras_robust.reporting import plots
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, labels = data.arrays()

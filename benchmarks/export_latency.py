@@ -38,8 +38,8 @@ def main():
     import tensorflow as tf
 
     from keras_robust.data import load_dataset
-    from keras_robust.export import export_model, read_card
     from keras_robust.evaluation.accuracy_robustness import evaluation_indices
+    from keras_robust.export import export_model, read_card
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, _ = data.arrays()

@@ -57,11 +57,11 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras_robust
-    from keras_robust.reporting import plots
     from keras_robust.common.atomic import write_atomically
     from keras_robust.data import load_dataset
     from keras_robust.evaluation.accuracy_robustness import accuracy_robustness_area, ara, evaluation_indices
     from keras_robust.models.zoo.catalog import card_path
+    from keras_robust.reporting import plots
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, labels = data.arrays()

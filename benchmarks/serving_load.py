@@ -48,10 +48,10 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from keras_robust.data import load_dataset
-    from keras_robust.export import export_model
     from keras_robust.common.machine import cpu_summary
+    from keras_robust.data import load_dataset
     from keras_robust.evaluation.accuracy_robustness import evaluation_indices
+    from keras_robust.export import export_model
 
     data = load_dataset(args.data, "test", batch_size=1000)
     images, _ = data.arrays()

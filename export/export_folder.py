@@ -7,8 +7,8 @@ import os
 import re
 
 from keras_robust.common.atomic import write_atomically
-from keras_robust.export import card
 from keras_robust.common.validation import check_explanation_settings
+from keras_robust.export import card
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

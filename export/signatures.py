@@ -6,10 +6,10 @@ The SavedModel signatures are traced from these functions; the ONNX graphs
 
 import tensorflow as tf
 
-from keras_robust.method.attack_settings import AttackSettings
-from keras_robust.method.attacks import attack_loop
 from keras_robust.common.defaults import MAX_RHO
 from keras_robust.export.card import MAX_STEPS
+from keras_robust.method.attack_settings import AttackSettings
+from keras_robust.method.attacks import attack_loop
 
 
 def input_specs(image_shape):

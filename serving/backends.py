@@ -11,8 +11,8 @@ import os
 import numpy as np
 import onnxruntime
 
-from keras_robust.export import read_card
 from keras_robust.common.validation import check_choice
+from keras_robust.export import read_card
 
 KINDS = ("onnx", "savedmodel")
 DEVICES = ("cpu", "cuda")

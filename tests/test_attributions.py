@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from keras_robust import resnet
-
 from keras_robust.explanations import attributions
 
 

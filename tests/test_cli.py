@@ -223,14 +223,14 @@ def test_help_describes_every_option_with_its_default():
 def test_command_line_defaults_are_the_librarys():
     import inspect
 
-    from keras_robust.reporting import demo
-    import keras_robust.explanations.adversarial as explain
     import keras_robust.evaluation.accuracy_robustness as robustness
+    import keras_robust.explanations.adversarial as explain
     import keras_robust.training.loop as training
+    from keras_robust.common.strategies import STRATEGIES
     from keras_robust.export import export_model
+    from keras_robust.reporting import demo
     from keras_robust.training.precision import PRECISIONS
     from keras_robust.training.recipes import RECIPES
-    from keras_robust.common.strategies import STRATEGIES
 
     def defaults(function):
         return {k: p.default for k, p in inspect.signature(function).parameters.items()}

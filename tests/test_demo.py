@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from keras_robust import cli
-
+from keras_robust.data.image_files import load_readable_images
 from keras_robust.reporting import demo
 
 
@@ -20,7 +20,7 @@ def test_read_images_skips_unreadable_files_by_name(tmp_path):
     good = tmp_path / "good.png"
     Image.fromarray(np.full((40, 50, 3), 200, "uint8")).save(good)
     (tmp_path / "bad.jpg").write_text("not an image")
-    images, names, skipped = demo.read_images([good, tmp_path / "bad.jpg", tmp_path / "missing.png"])
+    images, names, skipped = load_readable_images([good, tmp_path / "bad.jpg", tmp_path / "missing.png"])
     assert names == ["good.png"] and images.shape == (1, 32, 32, 3)
     np.testing.assert_allclose(images, 200 / 255, atol=1e-6)
     assert [str(path).rsplit("/", 1)[-1] for path, _ in skipped] == ["bad.jpg", "missing.png"]

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 import keras_robust
-from keras_robust.method import attacks
-from keras_robust.method import replicated_attack
 from keras_robust.explanations.adversarial import AdversarialExplainer
+from keras_robust.method import attacks, replicated_attack
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """What a wheel installs: export/ and serving/ inside keras_robust, the shipped networks."""
 
+import shutil
 import subprocess
 import sys
 
-import shutil
-
 import numpy as np
-
 from conftest import REPO_ROOT
 
 # What the distribution is built from; copied so that building leaves no build/ in the checkout.

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_robust.reporting import plots
-from keras_robust.explanations.comparison import ExplanationComparison
-from keras_robust.explanations.adversarial import Explanation
 from keras_robust.evaluation.accuracy_robustness import AraResult, accuracy_robustness_area
+from keras_robust.explanations.adversarial import Explanation
+from keras_robust.explanations.comparison import ExplanationComparison
+from keras_robust.reporting import plots
 
 CLASS_NAMES = ("cat", "dog", "ship", "frog")
 

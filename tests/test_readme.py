@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CIFAR10_ARCHIVE, REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")

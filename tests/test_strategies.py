@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_robust.training import checkpoint
 from keras_robust.common.strategies import (
     STRATEGIES,
     agreed_value,
@@ -16,6 +15,7 @@ from keras_robust.common.strategies import (
     is_multi_worker,
     make_strategy,
 )
+from keras_robust.training import checkpoint
 from tests.multiworker_harness import fit_on_workers, kill_all, start_workers, train_on_workers
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from keras_robust import cli
 from keras_robust.training.checkpoint import nonfinite_count, restore_latest
-from keras_robust.training.run_folder import RunFolder
 from keras_robust.training.loop import (
     NonFiniteLossError,
     TrainingConfig,
@@ -18,6 +17,7 @@ from keras_robust.training.loop import (
     run_identity,
     train,
 )
+from keras_robust.training.run_folder import RunFolder
 
 
 def test_learning_rate_schedule_scales_with_epochs_and_replicas():
@@ -46,8 +46,8 @@ def test_the_imagenet_recipe_defaults_and_schedule():
 
 
 def test_the_imagenet_recipe_trains_resnet50_on_streamed_224_crops(tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for split, count in (("train", 2), ("val", 1)):

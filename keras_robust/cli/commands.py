@@ -15,6 +15,7 @@ from keras_robust.cli.checks import training_config_from
 from keras_robust.data.options import DataOptions
 from keras_robust.training.run_folder import RunFolder
 
+
 def _train(args):
     from keras_robust.training.loop import train
 
@@ -104,12 +105,10 @@ def _out_dir(args):
 def _explain(args):
     import numpy as np
 
-    from keras_robust.reporting import plots
-
-    from keras_robust.reporting import report
     from keras_robust.common.atomic import save_npz_atomically
-    from keras_robust.explanations.adversarial import AdversarialExplainer
     from keras_robust.data.image_files import load_images
+    from keras_robust.explanations.adversarial import AdversarialExplainer
+    from keras_robust.reporting import plots, report
 
     model = _load_model(args.model)
     if args.images:
@@ -164,7 +163,8 @@ def _target_roles(standard, labelled, count):
 
 
 def _demo(args):
-    from keras_robust.reporting.demo import read_images, run_demo, sample_images
+    from keras_robust.data.image_files import load_readable_images
+    from keras_robust.reporting.demo import run_demo, sample_images
 
     labels = None
     if args.data:
@@ -172,7 +172,7 @@ def _demo(args):
         images, labels, _ = _test_split(args, n_images=4, indices=indices)
         image_names = [f"test image {i}" for i in (indices or range(len(images)))]
     elif args.images:
-        images, image_names, skipped = read_images(args.images)
+        images, image_names, skipped = load_readable_images(args.images)
         for path, reason in skipped:
             print(f"skipping {path}: {reason}", file=sys.stderr)
         if not image_names:
@@ -191,12 +191,10 @@ def _demo(args):
 def _evaluate(args):
     import numpy as np
 
-    from keras_robust.reporting import plots
-
-    from keras_robust.reporting import report
     from keras_robust.common.atomic import save_npz_atomically, write_atomically
-    from keras_robust.evaluation.accuracy_robustness import ara
     from keras_robust.common.strategies import is_chief, make_strategy
+    from keras_robust.evaluation.accuracy_robustness import ara
+    from keras_robust.reporting import plots, report
 
     # First: a multi-worker strategy must exist before other TensorFlow work.
     strategy = make_strategy(args.strategy)
@@ -232,13 +230,12 @@ def _evaluate(args):
 
 
 def _compare(args):
-    from keras_robust.explanations import attributions
-    from keras_robust.reporting import plots
-    from keras_robust.reporting import report
-    from keras_robust.common.atomic import write_atomically
-    from keras_robust.explanations.comparison import compare_explanations
-
     import numpy as np
+
+    from keras_robust.common.atomic import write_atomically
+    from keras_robust.explanations import attributions
+    from keras_robust.explanations.comparison import compare_explanations
+    from keras_robust.reporting import plots, report
 
     model = _load_model(args.model)
     # An image misclassified from the start has no class change to explain, so
@@ -303,7 +300,6 @@ def _export_onnx(args):
 
 
 def _serve(args):
-    import dataclasses
 
     from keras_robust.serving import serve
     from keras_robust.serving.admission import Limits

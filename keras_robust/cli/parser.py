@@ -7,8 +7,17 @@ defaults shown are the library's own, imported from where they are defined.
 import argparse
 import dataclasses
 
-from keras_robust.common.defaults import (ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMENTUM, EXPLAIN_OVERSHOOT, EXPLAIN_RHO,
-                                          EXPLAIN_STEPS, SEED, SMALLEST_CHANGE_RHO, SMALLEST_CHANGE_STEPS)
+from keras_robust.common.defaults import (
+    ARA_BATCH_SIZE,
+    ARA_STEPS,
+    ATTACK_MOMENTUM,
+    EXPLAIN_OVERSHOOT,
+    EXPLAIN_RHO,
+    EXPLAIN_STEPS,
+    SEED,
+    SMALLEST_CHANGE_RHO,
+    SMALLEST_CHANGE_STEPS,
+)
 from keras_robust.models.zoo import pretrained_names
 from keras_robust.models.zoo.catalog import DEMO_MODEL
 from keras_robust.training.config import TrainingConfig

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from keras_robust.common.atomic import save_npz_atomically
 from keras_robust.common.cache import cache_dir
-from tqdm import tqdm
 
 # Bump when the cache contents change meaning, so stale caches are ignored.
 _CACHE_VERSION = 1

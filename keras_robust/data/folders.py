@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_robust.data.options import check_source
 from keras_robust.data.decoding import (
     _CACHE_VERSION,
     _cache_file,
@@ -19,6 +18,7 @@ from keras_robust.data.decoding import (
     _read_cache,
     _write_cache,
 )
+from keras_robust.data.options import check_source
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar")

@@ -1,4 +1,5 @@
-"""Reading image files for explanation, with clear errors and size handling."""
+"""Reading image files for explanation, with clear errors and size handling: every
+image file the command line, the demo and the explainers read goes through `load_image`."""
 
 import os
 import warnings
@@ -60,3 +61,25 @@ def load_image(path, size):
             return np.asarray(image, dtype="float32") / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path} is not a readable image file ({error})") from None
+
+
+def load_readable_images(paths, size=(32, 32)):
+    """Reads the readable ones of `paths`, resized to `size` without a warning each,
+    and names the others (the demo explains what it can read).
+
+    Returns:
+        `(images, names, skipped)`: a float32 array `(n, H, W, 3)` in [0, 1],
+        the file names read, and `(path, reason)` for every file that could
+        not be read.
+    """
+    images, names, skipped = [], [], []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                images.append(load_image(path, size))
+            names.append(os.path.basename(path))
+        except (OSError, ValueError) as error:
+            skipped.append((path, str(error)))
+    stacked = np.stack(images) if images else np.zeros((0, *size, 3), "float32")
+    return stacked, names, skipped

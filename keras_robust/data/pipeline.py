@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.common.validation import check_positive_int
 from keras_robust.data.arrays import _load_arrays, _resize_array
 from keras_robust.data.augmentation import augment_batch
 from keras_robust.data.folders import _load_image_folders
 from keras_robust.data.tfds_source import _load_tfds
-from keras_robust.common.validation import check_positive_int
 
 
 @dataclasses.dataclass(frozen=True)

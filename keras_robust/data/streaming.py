@@ -19,8 +19,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.data import list_image_folders
 from keras_robust.common.validation import check_positive_int
+from keras_robust.data import list_image_folders
 
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT_RATIO = (3 / 4, 4 / 3)

@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.common.defaults import RMSE_EPSILON
-from keras_robust.method.model_calls import call_model
 from keras_robust.common.validation import check_tensorflow_backend
 from keras_robust.method.attack_settings import AttackSettings
+from keras_robust.method.model_calls import call_model
+
 MAX_UNROLLED_STEPS = 16
 
 AttackResult = collections.namedtuple(

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.common.strategies import is_multi_worker
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import AttackResult, attack_details, check_sanity
-from keras_robust.common.strategies import is_multi_worker
 
 
 def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, sanity_check=None, **options):

@@ -1,17 +1,26 @@
 """`RobustModel`: robust training around any Keras classifier (docs/method.md §3)."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_robust.method import regularizer
 from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED
+from keras_robust.common.strategies import is_multi_worker
+from keras_robust.common.validation import (
+    check_adversarial_mode,
+    check_positive_int,
+    check_range,
+    check_tensorflow_backend,
+)
+from keras_robust.method import regularizer
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
-from keras_robust.common.strategies import is_multi_worker
-from keras_robust.common.validation import (check_adversarial_mode, check_pixels, check_positive_int, check_range,
-                                     check_tensorflow_backend)
-
+from keras_robust.method.training_batches import (
+    bad_batch_message,
+    check_training_inputs,
+    checked_dataset,
+    checked_generator,
+    num_classes_of,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_robust")
@@ -92,32 +101,16 @@ class RobustModel(keras.Model):
     ):
         check_tensorflow_backend("RobustModel")
         super().__init__(**kwargs)
-        check_range("z", z, low=1.0)
-        check_range("zeta", zeta, low=0.0, high=1.0)
-        for name, value in [
-            ("target_loss", target_loss),
-            ("psi_initial", psi_initial),
-            ("psi_rate", psi_rate),
-            ("epsilon_better", epsilon_better),
-            ("epsilon_worse", epsilon_worse),
-        ]:
-            check_range(name, value, low=0.0, strict=True)
-        check_range("weight_decay", weight_decay, low=0.0)
         if initial_psi_accumulator is None:
             card = getattr(classifier, "pretrained_card", None) or {}
             initial_psi_accumulator = card.get("psi_accumulator_R") or 0.0
-        check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
-        check_adversarial_mode(adversarial_training)
         if adversarial_rho is None and adversarial_training:
-            adversarial_rho = ADVERSARIAL_MODES[adversarial_training]
-        if adversarial_rho is not None:
-            check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
-        check_positive_int("adversarial_steps", adversarial_steps)
-        if not callable(classifier):
-            raise ValueError(
-                "`classifier` must be a Keras model mapping images to logits. "
-                f"Received: classifier={classifier!r}"
-            )
+            adversarial_rho = ADVERSARIAL_MODES.get(adversarial_training)
+        _check_arguments(classifier, z=z, zeta=zeta, target_loss=target_loss, psi_initial=psi_initial,
+                         psi_rate=psi_rate, epsilon_better=epsilon_better, epsilon_worse=epsilon_worse,
+                         weight_decay=weight_decay, initial_psi_accumulator=initial_psi_accumulator,
+                         adversarial_training=adversarial_training, adversarial_rho=adversarial_rho,
+                         adversarial_steps=adversarial_steps)
         self.classifier = classifier
         self.robust = bool(robust)
         self.z = float(z)
@@ -198,12 +191,12 @@ class RobustModel(keras.Model):
         [0, 1], labels in range), and a bad batch stops training with a
         `ValueError` that gives its number, before it reaches the weights.
         """
-        _check_training_inputs(self, x, y)
+        check_training_inputs(self.classifier, x, y)
         streamed = isinstance(x, tf.data.Dataset) or callable(getattr(x, "__next__", None))
         if isinstance(x, tf.data.Dataset):
-            x = _checked_dataset(x, _num_classes(self))
+            x = checked_dataset(x, num_classes_of(self.classifier))
         elif streamed:
-            x = _checked_generator(self, x)
+            x = checked_generator(self.classifier, x)
         if streamed and not args:
             # Datasets and generators shuffle themselves; Keras would warn
             # that its default shuffle=True is ignored for them.
@@ -211,7 +204,7 @@ class RobustModel(keras.Model):
         try:
             return super().fit(x, y, *args, **kwargs)
         except tf.errors.InvalidArgumentError as error:
-            problem = _bad_batch_message(error)
+            problem = bad_batch_message(error)
             if problem is None:
                 raise
             raise ValueError(problem) from None
@@ -355,6 +348,26 @@ class RobustModel(keras.Model):
         return cls(**config)
 
 
+def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulator, adversarial_training,
+                     adversarial_rho, adversarial_steps, **positive):
+    """`RobustModel`'s argument checks; `positive` holds the settings that must be > 0."""
+    check_range("z", z, low=1.0)
+    check_range("zeta", zeta, low=0.0, high=1.0)
+    for name, value in positive.items():
+        check_range(name, value, low=0.0, strict=True)
+    check_range("weight_decay", weight_decay, low=0.0)
+    check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
+    check_adversarial_mode(adversarial_training)
+    if adversarial_rho is not None:
+        check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
+    check_positive_int("adversarial_steps", adversarial_steps)
+    if not callable(classifier):
+        raise ValueError(
+            "`classifier` must be a Keras model mapping images to logits. "
+            f"Received: classifier={classifier!r}"
+        )
+
+
 def _cross_entropy(labels, logits):
     return keras.losses.sparse_categorical_crossentropy(
         labels, tf.cast(logits, tf.float32), from_logits=True
@@ -380,108 +393,3 @@ def _global_mean(local_mean):
         return local_mean
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, local_mean)
     return total / context.num_replicas_in_sync
-
-
-def _check_training_inputs(model, x, y):
-    """Validates array inputs, or a dataset's first batch, before training starts."""
-    if isinstance(x, tf.data.Dataset):
-        batch = next(iter(x.take(1)), None)
-        if batch is None:
-            raise ValueError("The training dataset is empty. Received: x=<empty tf.data.Dataset>")
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    elif x is not None and y is not None and not callable(getattr(x, "__next__", None)):
-        images, labels = x, y
-    else:
-        return
-    _validate_batch(model, np.asarray(images), np.asarray(labels))
-
-
-BAD_BATCH_MARKER = "keras-robust: bad training batch"
-
-
-def _checked_dataset(dataset, num_classes):
-    """`dataset` with an in-graph check of each batch, numbered from 1 in every epoch.
-
-    The check runs in the input pipeline, outside the (possibly XLA-compiled)
-    train step, where an assertion would be dropped.
-    """
-
-    def check(index, batch):
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        images = tf.convert_to_tensor(images)
-        labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-        number = index + 1
-        checks = [
-            (tf.reduce_all(tf.math.is_finite(tf.cast(images, tf.float32))),
-             ["has NaN or infinite image values"]),
-            (tf.logical_and(tf.reduce_min(images) >= 0, tf.reduce_max(images) <= 1),
-             ["has image values outside [0, 1]: min", tf.reduce_min(images), "max", tf.reduce_max(images)]),
-        ]
-        if num_classes:
-            bad = tf.logical_or(labels < 0, labels >= num_classes)
-            checks.append((tf.logical_not(tf.reduce_any(bad)),
-                           [f"has a label outside 0..{num_classes - 1}:", tf.boolean_mask(labels, bad)[:1]]))
-        asserts = [tf.debugging.Assert(ok, [BAD_BATCH_MARKER, number, *what], summarize=3) for ok, what in checks]
-        with tf.control_dependencies(asserts):
-            return tf.nest.map_structure(tf.identity, batch)
-
-    return dataset.enumerate().map(check)
-
-
-def _checked_generator(model, generator):
-    for number, batch in enumerate(generator, start=1):
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(batch)
-        try:
-            _validate_batch(model, np.asarray(images), np.asarray(labels))
-        except ValueError as error:
-            raise ValueError(f"Training batch {number}: {error}") from None
-        yield batch
-
-
-def _bad_batch_message(error):
-    """'Training batch N has ...' from a failed batch check, or None for other errors."""
-    text = str(getattr(error, "message", error))
-    if BAD_BATCH_MARKER not in text:
-        return None
-    # Assert prints its data as "[marker] [number] [what]..." on the first line.
-    fields = text.split(BAD_BATCH_MARKER, 1)[1].split("\n", 1)[0].strip(" []").split("] [")
-    return "Training batch " + " ".join(field.strip() for field in fields) + "; training stopped before it"
-
-
-def _validate_batch(model, images, labels):
-    """Clear errors for the mistakes that would otherwise fail deep in TensorFlow."""
-    expected = model.classifier.input_shape[1:] if _has_input_shape(model) else None
-    if expected and (
-        images.ndim != len(expected) + 1
-        or any(e is not None and e != s for e, s in zip(expected, images.shape[1:]))
-    ):
-        raise ValueError(
-            f"Images must have shape (batch, {', '.join(map(str, expected))}) for this "
-            f"classifier. Received: images.shape={images.shape}"
-        )
-    check_pixels(images)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"Labels must be integer class indices. Received: labels.dtype={labels.dtype}"
-        )
-    num_classes = _num_classes(model)
-    bad = labels[(labels < 0) | (labels >= (num_classes or np.inf))]
-    if bad.size:
-        raise ValueError(
-            f"Labels must be in [0, {num_classes}) for this {num_classes}-class classifier. "
-            f"Received: label {int(bad[0])}"
-        )
-
-
-def _has_input_shape(model):
-    try:
-        return model.classifier.input_shape is not None
-    except (AttributeError, ValueError):
-        return False
-
-
-def _num_classes(model):
-    try:
-        return int(model.classifier.output_shape[-1])
-    except (AttributeError, ValueError, TypeError):
-        return None

@@ -2,9 +2,9 @@
 
 import keras
 
-from keras_robust.method.activations import get_activation_layer
 from keras_robust.common.defaults import CIFAR10_MEAN, CIFAR10_STD
 from keras_robust.common.validation import validate_depth
+from keras_robust.method.activations import get_activation_layer
 
 STAGE_WIDTHS = (16, 32, 64)
 BN_EPSILON = 1e-5

@@ -16,20 +16,17 @@ Example:
 
 import os
 import time
-import warnings
 
 import numpy as np
 
-from keras_robust.reporting import plots
-
-from keras_robust.reporting import report
 from keras_robust.common.defaults import EXPLAIN_STEPS, SMALLEST_CHANGE_STEPS
-from keras_robust.method.model_calls import predict_logits
-from keras_robust.explanations.comparison import compare_explanations
+from keras_robust.data.image_files import load_readable_images
 from keras_robust.explanations.adversarial import AdversarialExplainer
-from keras_robust.data.image_files import load_image
+from keras_robust.explanations.comparison import compare_explanations
+from keras_robust.method.model_calls import predict_logits
 from keras_robust.models.zoo import pretrained, pretrained_card, pretrained_names
 from keras_robust.models.zoo.catalog import DEMO_MODEL, STANDARD_MODEL
+from keras_robust.reporting import plots, report
 
 SAMPLE_IMAGES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_images")
 PROTOTYPE_GREY = 0.5
@@ -72,28 +69,7 @@ def sample_images(size=(32, 32)):
         for name in os.listdir(SAMPLE_IMAGES_DIR)
         if name.endswith(".png")
     )
-    return read_images(paths, size)
-
-
-def read_images(paths, size=(32, 32)):
-    """Reads the readable ones of `paths`, resized to `size` without a warning each.
-
-    Returns:
-        `(images, names, skipped)`: a float32 array `(n, H, W, 3)` in [0, 1],
-        the file names read, and `(path, reason)` for every file that could
-        not be read.
-    """
-    images, names, skipped = [], [], []
-    for path in paths:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                images.append(load_image(path, size))
-            names.append(os.path.basename(path))
-        except (OSError, ValueError) as error:
-            skipped.append((path, str(error)))
-    stacked = np.stack(images) if images else np.zeros((0, *size, 3), "float32")
-    return stacked, names, skipped
+    return load_readable_images(paths, size)
 
 
 def run_demo(images, image_names, out_dir="demo", model=DEMO_MODEL, labels=None, steps=EXPLAIN_STEPS,

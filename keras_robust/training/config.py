@@ -7,10 +7,15 @@ defaults from these fields without loading TensorFlow.
 import dataclasses
 
 from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED, STRATEGIES
+from keras_robust.common.validation import (
+    check_adversarial_mode,
+    check_choice,
+    check_positive_int,
+    check_range,
+    validate_depth,
+)
 from keras_robust.training.precision import PRECISIONS, check_precision
 from keras_robust.training.recipes import RECIPES, get_recipe
-from keras_robust.common.validation import (check_adversarial_mode, check_choice, check_positive_int,
-                                     check_range, validate_depth)
 
 JIT_COMPILE_CHOICES = ("auto", "on", "off")
 

@@ -6,20 +6,20 @@ import math
 import keras
 import tensorflow as tf
 
+from keras_robust.common.strategies import agree_on_progress, is_chief, make_strategy, worker_description
 from keras_robust.data.options import DataOptions
 from keras_robust.data.pipeline import load_dataset
 from keras_robust.data.streaming import stream_images
-from keras_robust.training.jit_choice import choose_jit_compile
-from keras_robust.training.recipes import get_recipe
+from keras_robust.method.robust_model import RobustModel
 from keras_robust.models.cifar_resnet import resnet
 from keras_robust.models.imagenet_resnet import resnet50
-from keras_robust.method.robust_model import RobustModel
 from keras_robust.reporting.training_report import TrainingReport
 from keras_robust.training.checkpoint import RunState, restore_latest
-from keras_robust.training.run_folder import RunFolder
-from keras_robust.training.precision import precision_scope
-from keras_robust.common.strategies import agree_on_progress, is_chief, make_strategy, worker_description
 from keras_robust.training.config import TrainingConfig
+from keras_robust.training.jit_choice import choose_jit_compile
+from keras_robust.training.precision import precision_scope
+from keras_robust.training.recipes import get_recipe
+from keras_robust.training.run_folder import RunFolder
 
 # What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
 # may change between a run and its resumption.
