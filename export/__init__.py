@@ -12,9 +12,8 @@ of an ONNX classifier that have no derivative rule.
 it; the other names load their modules on first use.
 """
 
-import importlib
-
 from keras_robust.export.card import read_card
+from keras_robust.lazy_loading import lazy_attributes
 
 _LAZY = {
     "FORMATS": "keras_robust.export.exporter",
@@ -26,13 +25,4 @@ _LAZY = {
 __all__ = ["FORMATS", "describe_unsupported", "export_model", "export_onnx_classifier", "read_card"]
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'keras_robust.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(globals(), {**_LAZY, "read_card": "keras_robust.export.card"})

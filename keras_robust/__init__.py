@@ -10,9 +10,7 @@ The Keras layers and models register with Keras as soon as Keras is imported,
 before or after this package, so `keras.saving.load_model` finds them.
 """
 
-import importlib
-
-from keras_robust import registration
+from keras_robust import lazy_loading
 
 __version__ = "0.1.0"
 
@@ -42,21 +40,6 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-# The public names that are modules; the others are attributes of their module.
-_MODULES = ("attributions", "data")
+__getattr__, __dir__ = lazy_loading.lazy_attributes(globals(), _PUBLIC)
 
-
-def __getattr__(name):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'keras_robust' has no attribute {name!r}")
-    module = importlib.import_module(_PUBLIC[name])
-    value = module if name in _MODULES else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
-
-
-registration.install()
+lazy_loading.install()

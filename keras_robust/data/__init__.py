@@ -9,7 +9,7 @@ source's files live (`DataOptions`), `streaming` data sets too large for memory
 (ImageNet) and `image_files` single image files (the command line's, the demo's).
 """
 
-import importlib
+from keras_robust.lazy_loading import lazy_attributes
 
 # Public name -> the module holding it; they load on first use, so that the
 # TensorFlow-free parts (`options`, `folders`) import without TensorFlow.
@@ -27,13 +27,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'keras_robust.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_attributes(globals(), _PUBLIC)

@@ -6,6 +6,10 @@ import os
 from keras_robust.common.atomic import write_atomically
 
 
+def _in_run(name, doc):
+    return property(lambda self: os.path.join(self.path, name), doc=doc)
+
+
 class RunFolder:
     """The folder of one training run.
 
@@ -39,37 +43,14 @@ class RunFolder:
     def name(self):
         return os.path.basename(os.path.abspath(self.path))
 
-    @property
-    def backup(self):
-        return os.path.join(self.path, "backup")
-
-    @property
-    def identity(self):
-        return os.path.join(self.path, "run.json")
-
-    @property
-    def log(self):
-        return os.path.join(self.path, "log.csv")
-
-    @property
-    def curves(self):
-        return os.path.join(self.path, "training_curves.png")
-
-    @property
-    def report(self):
-        return os.path.join(self.path, "report.html")
-
-    @property
-    def model(self):
-        return os.path.join(self.path, "model.keras")
-
-    @property
-    def tensorboard(self):
-        return os.path.join(self.path, "tensorboard")
-
-    @property
-    def summary(self):
-        return os.path.join(self.path, "summary.json")
+    backup = _in_run("backup", "The checkpoints (`keras_robust.training.checkpoint`).")
+    identity = _in_run("run.json", "What the checkpoints depend on: the network and the data's shape.")
+    log = _in_run("log.csv", "One row per finished epoch.")
+    curves = _in_run("training_curves.png", "The log's curves.")
+    report = _in_run("report.html", "The curves and the log, in one page.")
+    model = _in_run("model.keras", "The newest good model.")
+    tensorboard = _in_run("tensorboard", "TensorBoard's logs.")
+    summary = _in_run("summary.json", "The finished run's settings and test figures.")
 
     def make(self):
         os.makedirs(self.path, exist_ok=True)

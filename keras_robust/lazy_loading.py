@@ -1,9 +1,12 @@
-"""Registering the package's Keras classes the moment Keras is imported.
+"""Public names that load on first use, and the Keras registration that cannot wait.
 
-Keras resolves a saved layer's registered name only among registered objects
-(it imports modules by name for its own packages alone), so registration
-cannot wait for the classes' first use, and the package's public names load
-lazily (see `keras_robust/__init__.py`). This module imports nothing heavy.
+The package's public names, and those of `keras_robust.data` and
+`keras_robust.export`, load their modules on first use, so the parts that
+need no TensorFlow (the command line's checks, the ONNX server) start without
+it. Keras, though, resolves a saved layer's registered name only among
+registered objects (it imports modules by name for its own packages alone),
+so the package's Keras classes register the moment Keras is imported. This
+module imports nothing heavy.
 """
 
 import importlib
@@ -55,6 +58,30 @@ class KerasRegistration(importlib.abc.MetaPathFinder):
             sys.meta_path.remove(self)
         for module in SERIALIZABLE_MODULES:
             importlib.import_module(module)
+
+
+def lazy_attributes(package, public):
+    """A package's `(__getattr__, __dir__)` loading each name of `public` on first use.
+
+    Args:
+        package: The package module's `globals()`.
+        public: Public name -> the module holding it (for the names in
+            a module named for the public name, like `keras_robust.data`,
+            the module itself).
+    """
+
+    def __getattr__(name):
+        if name not in public:
+            raise AttributeError(f"module {package['__name__']!r} has no attribute {name!r}")
+        module = importlib.import_module(public[name])
+        value = module if module.__name__.endswith("." + name) else getattr(module, name)
+        package[name] = value
+        return value
+
+    def __dir__():
+        return sorted(set(package) | set(public))
+
+    return __getattr__, __dir__
 
 
 def install():
