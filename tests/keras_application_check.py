@@ -3,7 +3,7 @@
     python -m tests.keras_application_check NAME
 
 prints `{"gradient": relative error, "explanation": max |δ ONNX − δ TF| or null}`.
-Used by tests/test_export_keras_applications.py, one process per network.
+Used by tests/export/test_keras_applications.py, one process per network.
 """
 
 import json
@@ -30,7 +30,7 @@ APPLICATIONS = {
 # others do not: hard-swish, squeeze-excitation and Clip; layer norm, GELU
 # and depthwise 7x7 convolutions.
 EXPLAINED = {"MobileNetV3Small", "ConvNeXtTiny"}
-# ReLU-like kinks make long trajectories diverge on rounding (tests/test_export.py).
+# ReLU-like kinks make long trajectories diverge on rounding (tests/export/test_exporter.py).
 STEPS = 4
 
 

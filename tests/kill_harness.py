@@ -1,5 +1,5 @@
 """Kill a real training subprocess at random instants and inside checkpoint writes, resume
-each time, and check what every kill left behind. `tests/test_checkpoint.py` runs it briefly;
+each time, and check what every kill left behind. `tests/training/test_checkpoint.py` runs it briefly;
 `benchmarks/kill_resume.py` runs it long and prints the figures of docs/reliability.md."""
 
 import json

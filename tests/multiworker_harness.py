@@ -2,7 +2,7 @@
 
 Each worker is a fresh Python process with its own `TF_CONFIG`, as on separate
 machines; they share this machine's cores, so these runs test correctness, not
-speed. `tests/test_strategies.py` and `benchmarks/multiworker.py` use them.
+speed. `tests/common/test_strategies.py` and `benchmarks/multiworker.py` use them.
 """
 
 import json

@@ -4,7 +4,8 @@ import importlib.util
 import json
 
 import pytest
-from conftest import REPO_ROOT
+
+from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

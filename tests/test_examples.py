@@ -13,6 +13,7 @@ from PIL import Image
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.multiprocess
 def test_explain_over_http_prints_both_answers_and_saves_the_panel(tiny_server, tmp_path):
     image = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
@@ -32,6 +33,7 @@ def test_explain_over_http_prints_both_answers_and_saves_the_panel(tiny_server, 
 K8S = EXAMPLES / "k8s"
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("job_file", ["train-job.yaml", "evaluate-job.yaml"])
 def test_kubernetes_job_gives_every_worker_a_tf_config_naming_the_others(job_file):
     """The manifests are valid YAML, the Service's DNS names are the hosts TF_CONFIG

@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import REPO_ROOT
+import pytest
+
+from tests.helpers import REPO_ROOT
 
 # What the distribution is built from; copied so that building leaves no build/ in the checkout.
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "keras_robust", "export", "serving")
@@ -39,6 +41,7 @@ def build_and_install_wheel(tmp_path):
     return site
 
 
+@pytest.mark.multiprocess
 def test_export_and_serving_install_as_subpackages_only(tmp_path):
     # Run outside the repository, so only what is installed can be imported.
     script = (
@@ -53,6 +56,7 @@ def test_export_and_serving_install_as_subpackages_only(tmp_path):
     assert "index.html" in pages
 
 
+@pytest.mark.multiprocess
 def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_path, pretrained_dir,
                                                                           reference_images):
     site = build_and_install_wheel(tmp_path)
@@ -77,6 +81,7 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
 
 
+@pytest.mark.multiprocess
 def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tmp_path):
     script = (
         "import sys\n"
@@ -90,11 +95,12 @@ def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tm
     assert lines[-3:] == ["False False", "True True keras_robust.data", "[]"]
 
 
+@pytest.mark.multiprocess
 def test_saved_models_load_whichever_is_imported_first(tmp_path):
     """Keras finds the package's layers and RobustModel when Keras is imported before
     the package, after it, or by one of its modules, without touching a public name."""
     import keras_robust
-    from tests.conftest import tiny_resnet
+    from tests.helpers import tiny_resnet
 
     path = str(tmp_path / "robust.keras")
     keras_robust.RobustModel(tiny_resnet()).save(path)

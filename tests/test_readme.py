@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CIFAR10_ARCHIVE, REPO_ROOT
+
+from tests.helpers import CIFAR10_ARCHIVE, REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
@@ -21,6 +22,7 @@ def test_readme_opens_with_the_demo_and_the_test_command():
     assert ci == 'pip install -e ".[dev]" && tests/run.sh'
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_snippet_runs_as_written(index, tmp_path, cifar10_archive):
     code = PYTHON_BLOCKS[index].replace("../shared/data/cifar10-jpeg.tar.gz", str(CIFAR10_ARCHIVE))

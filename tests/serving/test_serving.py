@@ -33,7 +33,7 @@ from keras_robust.serving import backends as serving_backends
 from keras_robust.serving.data_plane import DataPlane, InferenceRequest
 from keras_robust.serving.errors import ServingError
 from keras_robust.serving.registry import load_models
-from tests.conftest import REPO_ROOT, call, call_announcing, run_onnx
+from tests.helpers import REPO_ROOT, call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)
 IMAGE = np.full((32, 32, 3), 0.5).tolist()
@@ -403,7 +403,7 @@ def test_error_answers_stay_small_for_huge_urls(tiny_server):
 
 
 def test_a_body_that_never_arrives_times_out_and_an_aborted_upload_logs_no_error(tiny_export, caplog):
-    from conftest import running_server
+    from tests.helpers import running_server
 
     with running_server(create_app(str(tiny_export[0]), limits=Limits(timeout_s=1.0))) as url:
         parts = urllib.parse.urlsplit(url)
@@ -610,7 +610,7 @@ def test_server_is_healthy_after_bad_requests(tiny_server, sessions, images):
 
 
 def test_a_timed_out_explanation_is_cancelled_and_frees_its_slot(tiny_export):
-    from conftest import running_server
+    from tests.helpers import running_server
 
     limits = Limits(timeout_s=1.0, max_concurrent=1, max_steps=5000, max_image_steps=40000)
     with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
@@ -624,7 +624,7 @@ def test_a_timed_out_explanation_is_cancelled_and_frees_its_slot(tiny_export):
 
 
 def test_request_bytes_in_flight_are_bounded(tiny_export):
-    from conftest import running_server
+    from tests.helpers import running_server
 
     limits = Limits(max_request_bytes=1000, max_inflight_bytes=1500)
     with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
@@ -672,6 +672,7 @@ sys.meta_path.insert(0, Unavailable())
 """
 
 
+@pytest.mark.multiprocess
 def test_the_onnx_server_runs_without_tensorflow(tiny_export, sessions, images):
     """The ONNX path must not import TensorFlow: it would cost the server seconds and
     hundreds of MB at start-up. Here TensorFlow and Keras cannot be imported at all."""

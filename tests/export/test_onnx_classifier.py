@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from keras_robust.export import describe_unsupported, export_onnx_classifier
 from keras_robust.export.autodiff import gradient_model, prepare_classifier
-from tests.conftest import REPO_ROOT, call, run_onnx, running_server
+from tests.helpers import REPO_ROOT, call, run_onnx, running_server
 
 TORCH_DIR = REPO_ROOT / "tests" / "data" / "torch_classifiers"
 TORCH_MODELS = ("squeezenet", "mobilenet_v3", "vit")
@@ -114,6 +114,7 @@ def test_served_over_rest_and_v2_with_explanations(torch_exports):
     assert np.sqrt(np.mean(delta ** 2)) == pytest.approx(0.1, rel=0.05)
 
 
+@pytest.mark.multiprocess
 def test_cli_exports_an_onnx_file_without_tensorflow(tmp_path):
     code = (
         "import sys; from keras_robust.cli import main; "

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from keras_robust import __version__
 from keras_robust.serving import Limits, create_app
-from tests.conftest import call, call_announcing, run_onnx
+from tests.helpers import call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults
 IMAGE = np.full((1, 32, 32, 3), 0.5, np.float32)

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from keras_robust.export.autodiff import RULES, backpropagate
 from keras_robust.export.autodiff.emitter import Emitter
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 FLOAT = onnx.TensorProto.FLOAT
 

@@ -60,6 +60,7 @@ def test_ara_and_explanations_under_a_strategy_match_one_device(model, rng, two_
     np.testing.assert_allclose(two.confidence_after, one.confidence_after, rtol=1e-4)
 
 
+@pytest.mark.multiprocess
 def test_evaluate_on_two_workers_gives_the_one_process_result(tmp_path):
     """`keras-robust evaluate --strategy multiworker` on a 2-process cluster: each
     worker attacks half of every batch, the chief alone writes, and the figures are

@@ -6,7 +6,7 @@ import pytest
 
 import keras_robust
 from keras_robust.common.validation import check_range
-from tests.conftest import tiny_resnet
+from tests.helpers import tiny_resnet
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,7 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.multiprocess
 def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):
     import grpc
     import tensorflow as tf
@@ -186,6 +187,7 @@ def _post(url, payload):
         return json.loads(response.read())
 
 
+@pytest.mark.multiprocess
 def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     script = (
         "import contextlib, io, sys\n"

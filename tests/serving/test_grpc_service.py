@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from keras_robust.serving import Limits, create_app
-from tests.conftest import TEST_LIMITS, call, run_onnx, running_server
+from tests.helpers import TEST_LIMITS, call, run_onnx, running_server
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults
 

@@ -23,7 +23,7 @@ import pytest
 import keras_robust
 from keras_robust.export import export_model
 from keras_robust.export.onnx_graphs import keras_to_onnx
-from tests.conftest import REPO_ROOT, run_onnx
+from tests.helpers import REPO_ROOT, run_onnx
 from tests.keras_application_check import APPLICATIONS, STEPS, A, gradient_error
 
 
@@ -43,6 +43,7 @@ def checked():
         return dict(zip(APPLICATIONS, pool.map(check, APPLICATIONS)))
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APPLICATIONS)
 def test_onnx_gradient_and_explanation_equal_tensorflow(checked, name):

@@ -13,7 +13,7 @@ from keras_robust.serving import backends as serving_backends
 from keras_robust.serving.admission import Gate
 from keras_robust.serving.batching import PredictBatcher
 from keras_robust.serving.errors import ServingError
-from tests.conftest import call, running_server
+from tests.helpers import call, running_server
 
 
 class RecordingBackend:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_robust
 from keras_robust.export import export_model, read_card
-from tests.conftest import TINY_CLASSES, tiny_resnet
+from tests.helpers import TINY_CLASSES, tiny_resnet
 
 RHO, STEPS = 0.1, 35
 # ReLU's gradient jumps where a unit crosses zero, and the RMSE-normalised steps
@@ -71,6 +71,7 @@ def test_layout_and_card(exported):
     assert f'name: "{model_dir.name}"' in config and f'base_path: "/models/{model_dir.name}"' in config
 
 
+@pytest.mark.multiprocess
 def test_saved_model_cli_show_lists_both_signatures(exported):
     _, version_dir, _ = exported
     shown = _saved_model_cli("show", "--dir", str(version_dir), "--all")
@@ -83,6 +84,7 @@ def test_saved_model_cli_show_lists_both_signatures(exported):
         assert f"['{name}']" in default
 
 
+@pytest.mark.multiprocess
 def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     _, version_dir, model = exported
     images = _images(3)

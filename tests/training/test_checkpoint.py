@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from kill_harness import kill_and_resume
 
 from keras_robust.reporting.training_report import TrainingReport
 from keras_robust.training import checkpoint
 from keras_robust.training.loop import TrainingConfig, build_model
+from tests.kill_harness import kill_and_resume
 
 
 def small_state(tmp_path, rng):
@@ -53,6 +53,7 @@ def test_nonfinite_count_sees_the_psi_accumulator(tmp_path, rng):
     assert checkpoint.nonfinite_count(model) == 1
 
 
+@pytest.mark.multiprocess
 def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
     figures = kill_and_resume(tmp_path, rng, attempts=8)
     assert figures["problems"] == []

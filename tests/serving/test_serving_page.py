@@ -14,6 +14,8 @@ import pytest
 
 from keras_robust.export import read_card
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
