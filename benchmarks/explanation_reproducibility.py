@@ -34,7 +34,7 @@ def main():
     images, _ = data.arrays()
     x = images[evaluation_indices(len(images), args.n_images)].astype("float32")
     targets = np.arange(args.n_images, dtype=np.int32) % 10
-    settings = dict(rho=0.1, steps=35, overshoot=5.0, explain=True, sanity_check=False)
+    settings = dict(rho=0.1, steps=35, overshoot=5.0, targeted=True, sanity_check=False)
     for path in args.models:
         model = keras.saving.load_model(path, compile=False)
         model = getattr(model, "classifier", model)

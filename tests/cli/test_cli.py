@@ -207,6 +207,35 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     assert completed.stderr == ""
 
 
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "{data}", "--out", "o", "--lr", "-1"], "Received: learning_rate=-1.0"),
+    (["train", "--data", "{data}", "--out", "o", "--depth", "45"], "Received: depth=45"),
+    (["train", "--data", "missing.tar.gz", "--out", "o"], "Image source not found: missing.tar.gz"),
+    (["explain", "m.keras", "a.png", "--data", "{data}"], "not both"),
+    (["explain", "m.keras", "--rho", "2"], "Nothing to explain"),
+    (["explain", "m.keras", "--data", "{data}", "--rho", "2"], "Received: rho=2.0"),
+    (["evaluate", "m.keras", "--data", "{data}", "--momentum", "1"], "Received: momentum=1.0"),
+    (["evaluate", "m.keras", "--data", "{data}", "--batch-size", "0"], "Received: batch_size=0"),
+    (["export", "m.keras", "out", "--steps", "1"], "Received: steps=1"),
+    (["export", "m.keras", "out", "--layout", "NCHW"], "describe an .onnx model's input"),
+    (["export", "m.onnx", "out"], "needs --layout"),
+    (["serve", "{data}", "--max-batch", "0"], "Received: max_batch=0"),
+])
+def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path, argv, message):
+    argv = [word.replace("{data}", str(tmp_path)) for word in argv]
+    script = (
+        "import sys\n"
+        "from keras_robust.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print(code, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120)
+    assert completed.stdout.strip() == "1 []", completed.stderr
+    assert message in completed.stderr and "Traceback" not in completed.stderr
+
+
 def test_help_describes_every_option_with_its_default():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
