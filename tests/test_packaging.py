@@ -56,6 +56,7 @@ def test_export_and_serving_install_as_subpackages_only(tmp_path):
     assert "index.html" in pages
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_path, pretrained_dir,
                                                                           reference_images):
@@ -81,6 +82,7 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tmp_path):
     script = (
@@ -95,6 +97,7 @@ def test_importing_the_package_loads_no_tensorflow_and_keeps_the_public_names(tm
     assert lines[-3:] == ["False False", "True True keras_robust.data", "[]"]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_saved_models_load_whichever_is_imported_first(tmp_path):
     """Keras finds the package's layers and RobustModel when Keras is imported before

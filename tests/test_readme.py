@@ -22,6 +22,7 @@ def test_readme_opens_with_the_demo_and_the_test_command():
     assert ci == 'pip install -e ".[dev]" && tests/run.sh'
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_snippet_runs_as_written(index, tmp_path, cifar10_archive):

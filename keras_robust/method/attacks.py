@@ -123,7 +123,6 @@ def attack_loop(model, x, y, settings, half_and_half_mask=None):
     rho = tf.cast(settings.rho, x.dtype)
     overshoot = tf.cast(settings.overshoot, x.dtype)
     attacked = tf.ones([tf.shape(x)[0]], x.dtype) if half_and_half_mask is None else half_and_half_mask
-    static_steps = isinstance(steps, (int, np.integer))
     steps_float = tf.cast(steps, x.dtype)
     total = steps_float * (steps_float + 1.0) / 2.0
     rank = len(x.shape)
@@ -172,24 +171,7 @@ def attack_loop(model, x, y, settings, half_and_half_mask=None):
             delta = tf.clip_by_value(x + delta, *clip_range) - x
         return i + 1, delta, velocity, best_delta, best_rmse, first_met
 
-    batch = tf.shape(x)[0]
-    zeros = tf.zeros_like(x)
-    state = (
-        tf.constant(0),
-        zeros,
-        zeros,
-        zeros,
-        tf.fill([batch], tf.constant(np.inf, x.dtype)),
-        tf.fill([batch], tf.constant(-1)),
-    )
-    if static_steps and steps <= MAX_UNROLLED_STEPS:
-        # XLA compiles a short unrolled loop far better than a while loop that
-        # holds a tape and batch-norm updates (3.5x faster adversarial training).
-        for _ in range(steps):
-            state = body(*state)
-    else:
-        last = steps if static_steps else tf.cast(tf.reduce_max(steps), tf.int32)
-        state = tf.while_loop(lambda i, *_: i < last, body, state)
+    state = _run_steps(body, _initial_state(x), steps)
     end, delta, _, best_delta, best_rmse, first_met = state
     if best_tracking:
         # One more evaluation after the last step, so its δ can be the best.
@@ -197,6 +179,26 @@ def attack_loop(model, x, y, settings, half_and_half_mask=None):
         best_delta, _, first_met = record(end, met, delta, best_delta, best_rmse, first_met)
         delta = best_delta
     return AttackResult(x + delta, delta, per_example_rmse(delta), first_met, attacked)
+
+
+def _initial_state(x):
+    """`(step, δ, velocity, best δ, best RMSE, first met step)` before the first step."""
+    batch = tf.shape(x)[0]
+    zeros = tf.zeros_like(x)
+    return (tf.constant(0), zeros, zeros, zeros, tf.fill([batch], tf.constant(np.inf, x.dtype)),
+            tf.fill([batch], tf.constant(-1)))
+
+
+def _run_steps(body, state, steps):
+    """`body` applied `steps` times: unrolled for a short static N, else a while loop to the largest N."""
+    if isinstance(steps, (int, np.integer)) and steps <= MAX_UNROLLED_STEPS:
+        # XLA compiles a short unrolled loop far better than a while loop that
+        # holds a tape and batch-norm updates (3.5x faster adversarial training).
+        for _ in range(steps):
+            state = body(*state)
+        return state
+    last = steps if isinstance(steps, (int, np.integer)) else tf.cast(tf.reduce_max(steps), tf.int32)
+    return tf.while_loop(lambda i, *_: i < last, body, state)
 
 
 def per_example_rmse(values):

@@ -39,6 +39,7 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_explain_image_files_writes_report(workspace, capsys, tmp_path):
     image = workspace / "data" / "test" / "bee" / "0.png"
     code, out, err = run(capsys, "explain", workspace / "model.keras", image, "--steps", "6",
@@ -54,6 +55,7 @@ def test_explain_image_files_writes_report(workspace, capsys, tmp_path):
     assert saved["images"].shape == (1, 5, 16, 16, 3)
 
 
+@pytest.mark.slow
 def test_explain_from_data_toward_named_class(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "explain", workspace / "model.keras", "--data", workspace / "data",
                          "--indices", "0", "5", "--targets", "cow", "--steps", "6",
@@ -63,6 +65,7 @@ def test_explain_from_data_toward_named_class(workspace, capsys, tmp_path):
     assert "test image 0: toward cow" in out and "test image 5: toward cow" in out
 
 
+@pytest.mark.slow
 def test_evaluate_prints_aras_and_writes_curve(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "evaluate", workspace / "model.keras", "--data", workspace / "data",
                          "--n-images", "6", "--steps", "20", "--out", tmp_path,
@@ -74,6 +77,7 @@ def test_evaluate_prints_aras_and_writes_curve(workspace, capsys, tmp_path):
     assert (tmp_path / "ara_curve.png").exists() and (tmp_path / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_compare_explanations_runs(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "compare-explanations", workspace / "model.keras", "--data",
                          workspace / "data", "--n-images", "2", "--methods", "saliency", "grad_cam",
@@ -97,6 +101,7 @@ def test_clear_errors(workspace, capsys, tmp_path):
     assert code == 1 and "rho" in err
 
 
+@pytest.mark.slow
 def test_export_writes_both_formats_and_a_card_from_the_training_summary(workspace, capsys, tmp_path):
     model_dir = tmp_path / "run"
     model_dir.mkdir()
@@ -127,6 +132,7 @@ def _free_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):
     import grpc
@@ -291,6 +297,7 @@ def test_command_line_defaults_are_the_librarys():
         runner["steps"], runner["attack_steps"], runner["out_dir"])
 
 
+@pytest.mark.slow
 def test_commands_accept_a_shipped_network_by_name(capsys, tmp_path):
     image = tmp_path / "grey.png"
     Image.fromarray(np.full((32, 32, 3), 128, "uint8")).save(image)

@@ -37,6 +37,7 @@ def test_one_process_is_its_own_chief():
     assert agreed_value(strategy, 7) == 7
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_workers_match_one_worker_with_twice_the_batch(tmp_path):
     """Data-level sharding splits each global batch between the workers, the
@@ -51,6 +52,7 @@ def test_two_workers_match_one_worker_with_twice_the_batch(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_workers_with_batchnorm_match_two_devices_of_one_machine(tmp_path):
     """With BatchNormalization each replica normalises by its own batch's
@@ -68,6 +70,7 @@ def test_two_workers_with_batchnorm_match_two_devices_of_one_machine(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_killed_worker_run_resumes_from_the_last_checkpoint_with_nothing_lost(tmp_path):
     """SIGKILL one of two workers mid-run: the other stops with a clear error, both
@@ -99,6 +102,7 @@ def test_killed_worker_run_resumes_from_the_last_checkpoint_with_nothing_lost(tm
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_workers_that_read_different_progress_all_stop_and_say_why(tmp_path):
     """Worker i claims i finished epochs (as if each read its own, unshared run folder)."""

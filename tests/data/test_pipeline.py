@@ -535,6 +535,7 @@ def test_tfds_prepared_dataset_loads(tmp_path):
 # Real data.
 
 
+@pytest.mark.slow
 def test_cifar10_jpeg_test_split(tmp_path, cifar10_archive):
     start = time.monotonic()
     loaded = data.load_dataset(cifar10_archive, "test", cache_dir=tmp_path)

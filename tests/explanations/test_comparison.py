@@ -15,6 +15,7 @@ def test_spearman_against_ranked_pearson(rng):
     np.testing.assert_allclose(spearman(a, -a), -1.0)
 
 
+@pytest.mark.slow
 def test_compare_explanations_on_a_tiny_conv_net(rng):
     keras.utils.set_random_seed(4)
     model = keras.Sequential([

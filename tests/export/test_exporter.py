@@ -54,6 +54,7 @@ def _tf_explanation(model, inputs):
     return explainer.explain(inputs["images"], inputs["targets"][:, None])
 
 
+@pytest.mark.slow
 def test_layout_and_card(exported):
     model_dir, version_dir, model = exported
     assert (version_dir / "saved_model.pb").exists()
@@ -71,6 +72,7 @@ def test_layout_and_card(exported):
     assert f'name: "{model_dir.name}"' in config and f'base_path: "/models/{model_dir.name}"' in config
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_saved_model_cli_show_lists_both_signatures(exported):
     _, version_dir, _ = exported
@@ -84,6 +86,7 @@ def test_saved_model_cli_show_lists_both_signatures(exported):
         assert f"['{name}']" in default
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     _, version_dir, model = exported
@@ -99,6 +102,7 @@ def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     assert np.array_equal(np.load(tmp_path / "out" / "classes.npy"), np.argmax(logits, -1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 8])
 def test_loaded_saved_model_predict_and_explain(exported, batch):
     _, version_dir, model = exported
@@ -148,6 +152,7 @@ def test_onnx_explain_matches_tensorflow_explanation(exported, batch):
         np.testing.assert_allclose(rmse, RHO, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_onnx_explain_takes_rho_and_steps_per_example(tiny_export):
     base, name, model = tiny_export
     session = _session(base / name, "onnx_explain")
@@ -256,6 +261,7 @@ def _session(model_dir, key):
     return ort.InferenceSession(str(model_dir / card["files"][key]), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 def test_shipped_robust_resnet44_explains_the_same_in_onnx(tmp_path):
     """N4, the authors' half-Huber ResNet-44: 35 steps agree as on the tiny ResNets."""
     model = keras_robust.pretrained("resnet44-cifar10-robust")

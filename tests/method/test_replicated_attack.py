@@ -45,6 +45,7 @@ def test_the_sanity_check_covers_every_shard(model, rng, two_cpus):
         attack_on_replicas(model, images, labels, strategy=two_cpus, rho=1e-4, steps=4, mode="l2min")
 
 
+@pytest.mark.slow
 def test_ara_and_explanations_under_a_strategy_match_one_device(model, rng, two_cpus):
     images = rng.random((9, 8, 8, 3)).astype("float32")
     labels = rng.integers(0, 5, 9)
@@ -60,6 +61,7 @@ def test_ara_and_explanations_under_a_strategy_match_one_device(model, rng, two_
     np.testing.assert_allclose(two.confidence_after, one.confidence_after, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_evaluate_on_two_workers_gives_the_one_process_result(tmp_path):
     """`keras-robust evaluate --strategy multiworker` on a 2-process cluster: each

@@ -133,6 +133,7 @@ def one_step(strategy, data, **kwargs):
     return model, history.history
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_default_strategy(rng):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2
@@ -151,6 +152,7 @@ def test_mirrored_strategy_matches_default_strategy(rng):
     assert mirrored_logs["ce"][0] == pytest.approx(single_logs["ce"][0], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_adversarial_half_and_half_training_runs(rng):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     x = rng.random((16, 8, 8, 3)).astype("float32")
@@ -281,6 +283,7 @@ def _small_robust_model():
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "spoil, message",
     [

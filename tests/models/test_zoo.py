@@ -43,6 +43,7 @@ def monkeypatch_module():
         yield patch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_ported_logits_match_the_reference_code(name, reference_images, pretrained_dir, no_network):
     reference = np.load(pretrained_dir / f"reference_logits_{NETWORKS[name]}.npy")
@@ -102,6 +103,7 @@ def test_shipped_files_stay_small():
     assert total <= 12 * 2**20
 
 
+@pytest.mark.slow
 def test_robust_model_keeps_the_networks_psi_accumulator(tmp_path):
     card = keras_robust.pretrained_card("resnet44-cifar10-all")
     model = keras_robust.RobustModel(keras_robust.pretrained("resnet44-cifar10-all"), adversarial_training="l2min")

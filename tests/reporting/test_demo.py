@@ -1,6 +1,7 @@
 """`keras-robust demo`: shipped photos, unreadable files, and the report, end to end."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from keras_robust import cli
@@ -27,6 +28,7 @@ def test_read_images_skips_unreadable_files_by_name(tmp_path):
     assert "not a readable image" in skipped[0][1] and "No image file" in skipped[1][1]
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_with_a_bad_file_among_good_ones(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -62,6 +64,7 @@ def test_demo_refuses_when_nothing_is_readable(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_demo_on_test_images_with_all_four_networks(cifar10_archive, tmp_path, capsys):
     out = tmp_path / "fig4"
     code = cli.main(["demo", "--data", str(cifar10_archive), "--indices", "0", "--all-networks",

@@ -62,6 +62,7 @@ def test_concurrent_requests_run_as_one_batch_and_get_their_own_rows():
     assert [a["rows"].tolist() for a in answers] == [[0], [1, 2], [3, 4, 5]]
 
 
+@pytest.mark.slow
 def test_a_full_batch_closes_early_and_large_requests_run_alone():
     backend = RecordingBackend()
     started = time.monotonic()

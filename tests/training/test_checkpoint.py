@@ -53,6 +53,7 @@ def test_nonfinite_count_sees_the_psi_accumulator(tmp_path, rng):
     assert checkpoint.nonfinite_count(model) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
     figures = kill_and_resume(tmp_path, rng, attempts=8)
@@ -62,6 +63,7 @@ def test_training_killed_at_random_instants_resumes_without_loss(tmp_path, rng):
     assert figures["summary_epochs"] == 12
 
 
+@pytest.mark.slow
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, rng):
     from keras_robust.training.loop import train
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 import keras_robust
 from keras_robust.training.jit_choice import CACHE_FILE, choose_jit_compile
 
@@ -11,6 +13,7 @@ def _builder(counter):
     return build
 
 
+@pytest.mark.slow
 def test_probe_times_both_and_caches_the_answer(tmp_path):
     builds, lines = [], []
     choice = choose_jit_compile(_builder(builds), 8, (32, 32, 3), 10, cache=tmp_path, log=lines.append)
@@ -24,6 +27,7 @@ def test_probe_times_both_and_caches_the_answer(tmp_path):
     assert again == choice and len(builds) == 4
 
 
+@pytest.mark.slow
 def test_another_configuration_or_a_broken_cache_is_probed_anew(tmp_path):
     builds = []
     choose_jit_compile(_builder(builds), 8, (32, 32, 3), 10, cache=tmp_path, log=lambda _: None)

@@ -45,6 +45,7 @@ def test_the_imagenet_recipe_defaults_and_schedule():
         TrainingConfig(recipe="coco")
 
 
+@pytest.mark.slow
 def test_the_imagenet_recipe_trains_resnet50_on_streamed_224_crops(tmp_path):
     import numpy as np
     from PIL import Image
@@ -71,6 +72,7 @@ def small_data(rng, n=48):
     return rng.random((n, 8, 8, 3)).astype("float32"), rng.integers(0, 3, n)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
     data = small_data(rng)
     config = TrainingConfig(depth=8, robust=True, epochs=2, batch_size=16, jit_compile="off")
@@ -92,6 +94,7 @@ def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
     assert float(rows[2]["psi"]) > float(rows[1]["psi"]) > float(rows[0]["psi"])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, jit_compile="off")
     train(config, small_data(rng), tmp_path, verbose=0)
@@ -108,6 +111,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     assert nonfinite_count(restored) == 0
 
 
+@pytest.mark.slow
 def test_cli_robust_training_on_real_cifar10_subset_reduces_loss(cifar10_archive, tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(
@@ -144,6 +148,7 @@ def test_cli_rejects_bad_depth(tmp_path, capsys):
     assert "Received: depth=45" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_log_has_one_row_per_epoch_after_a_divergence_and_resume(rng, tmp_path):
     data = small_data(rng)
     config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, jit_compile="off")
@@ -161,6 +166,7 @@ def test_log_has_one_row_per_epoch_after_a_divergence_and_resume(rng, tmp_path):
     assert "Training curves" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_rerun_with_another_network_names_what_differs(rng, tmp_path, capsys):
     data = small_data(rng)
     train(TrainingConfig(depth=8, epochs=1, batch_size=16, jit_compile="off"), data, tmp_path, verbose=0)
@@ -195,6 +201,7 @@ def test_runs_recorded_with_the_earlier_adversarial_fields_resume(tmp_path, reco
             check_same_run(run, run_identity(config, data))
 
 
+@pytest.mark.slow
 def test_cli_says_a_finished_run_is_complete(cifar10_archive, tmp_path, capsys):
     argv = ["train", "--data", str(cifar10_archive), "--depth", "8", "--epochs", "1", "--batch-size", "64",
             "--limit-train", "128", "--limit-test", "64", "--jit-compile", "off",

@@ -49,6 +49,7 @@ def test_unknown_precision_is_refused():
         check_precision("int8")
 
 
+@pytest.mark.slow
 def test_bf16_input_gradient_and_penalty_track_float32(reference_images, pretrained_dir):
     images, labels = reference_images[:32], np.repeat(np.arange(10), 20)[:32].astype("int32")
     half_model = _twin("resnet44-cifar10-robust", "bf16")
@@ -63,6 +64,7 @@ def test_bf16_input_gradient_and_penalty_track_float32(reference_images, pretrai
     assert abs(penalty[1] / penalty[0] - 1) < BF16_PENALTY_RELATIVE_ERROR, penalty
 
 
+@pytest.mark.slow
 def test_bf16_attack_keeps_delta_float32_and_its_rmse_exact(reference_images, pretrained_dir):
     model = _twin("resnet44-cifar10-robust", "bf16")
     result = attack_details(model, reference_images[:4], [3, 1, 4, 1], rho=0.1, overshoot=5.0,
@@ -93,6 +95,7 @@ def _short_robust_run(precision, images, labels, steps=24):
     return model, history.history
 
 
+@pytest.mark.slow
 def test_bf16_robust_training_tracks_float32(rng):
     images, labels = _learnable_data(rng)
     full_model, full = _short_robust_run("fp32", images, labels)
@@ -104,6 +107,7 @@ def test_bf16_robust_training_tracks_float32(rng):
     assert half["ce"][-1] < half["ce"][0]
 
 
+@pytest.mark.slow
 def test_fp16_training_scales_the_loss_and_matches_a_float32_step(rng):
     images, labels = _learnable_data(rng, 32)
     steps = {}
