@@ -40,14 +40,23 @@ def rng():
     return np.random.default_rng(1776)
 
 
+def shared_data(path, what, variable):
+    """`path`, a copy of data that lives outside the repository (../shared here).
+
+    Missing outside CI, the test is skipped with the reason (a bare clone's
+    test command stays green); missing in CI (`CI` set), it is an error.
+    """
+    if path.exists():
+        return path
+    message = f"{what} is missing at {path}; set {variable} to its path"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise FileNotFoundError(message)
+    pytest.skip(message + " (without it these tests are skipped, except in CI)")
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive():
-    if not CIFAR10_ARCHIVE.exists():
-        raise FileNotFoundError(
-            f"The shared CIFAR-10 archive is missing at {CIFAR10_ARCHIVE}; set "
-            "KERAS_ROBUST_CIFAR10 to its path."
-        )
-    return CIFAR10_ARCHIVE
+    return shared_data(CIFAR10_ARCHIVE, "The CIFAR-10 JPEG archive", "KERAS_ROBUST_CIFAR10")
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +100,7 @@ def tiny_server(tiny_export):
 @pytest.fixture(scope="session")
 def pretrained_dir():
     """The authors' networks as `.npz` state_dicts and their reference logits."""
-    if not (PRETRAINED_DIR / "meta.json").exists():
-        raise FileNotFoundError(
-            f"The authors' networks are missing at {PRETRAINED_DIR}; set "
-            "KERAS_ROBUST_PRETRAINED to the folder that holds meta.json."
-        )
+    shared_data(PRETRAINED_DIR / "meta.json", "The authors' networks (meta.json)", "KERAS_ROBUST_PRETRAINED")
     return PRETRAINED_DIR
 
 

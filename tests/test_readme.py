@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import CIFAR10_ARCHIVE, REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
@@ -25,8 +25,10 @@ def test_readme_opens_with_the_demo_and_the_test_command():
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_python_snippet_runs_as_written(index, tmp_path, cifar10_archive):
-    code = PYTHON_BLOCKS[index].replace("../shared/data/cifar10-jpeg.tar.gz", str(CIFAR10_ARCHIVE))
+def test_python_snippet_runs_as_written(index, tmp_path, request):
+    code = PYTHON_BLOCKS[index]
+    if "../shared/data/cifar10-jpeg.tar.gz" in code:
+        code = code.replace("../shared/data/cifar10-jpeg.tar.gz", str(request.getfixturevalue("cifar10_archive")))
     completed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                                timeout=600, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
                                                  "HOME": str(tmp_path)})
