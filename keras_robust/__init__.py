@@ -35,6 +35,7 @@ _PUBLIC = {
     "resnet": "keras_robust.models.cifar_resnet",
     "resnet50": "keras_robust.models.imagenet_resnet",
     "RobustModel": "keras_robust.method.robust_model",
+    "with_half_huber_relu": "keras_robust.method.smooth_activations",
 }
 
 __all__ = sorted(_PUBLIC)

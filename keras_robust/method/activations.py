@@ -65,6 +65,10 @@ class HalfHuberReLU(keras.layers.Layer):
     f(x) = x**2 / (2 delta)  if 0 < x <= delta
     f(x) = x - delta / 2     if x > delta
     ```
+    With `max_value` m, the output is `f(x) - f(x - m)`: the same bend
+    mirrored at m, so it saturates at m like `ReLU(max_value=m)` (ReLU6)
+    with a continuous derivative (not part of the paper; for converting
+    networks built with capped ReLUs).
 
     Example:
 
@@ -75,28 +79,40 @@ class HalfHuberReLU(keras.layers.Layer):
     Args:
         delta: Float > 0, width of the quadratic region. Defaults to `0.5`,
             the paper's value.
+        max_value: None (default, the paper's function), or a float > delta
+            where the output saturates.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
     """
 
-    def __init__(self, delta=DEFAULT_DELTA, **kwargs):
+    def __init__(self, delta=DEFAULT_DELTA, max_value=None, **kwargs):
         super().__init__(**kwargs)
         if delta is None or not delta > 0:
             raise ValueError(
                 "The value of `delta` for layer HalfHuberReLU must be a "
                 f"positive float. Received: delta={delta}"
             )
+        if max_value is not None and not max_value > delta:
+            raise ValueError(
+                "The value of `max_value` for layer HalfHuberReLU must be None or greater than "
+                f"delta ({delta}). Received: max_value={max_value}"
+            )
         self.delta = float(delta)
+        self.max_value = None if max_value is None else float(max_value)
         self.supports_masking = True
 
     def call(self, inputs):
-        return half_huber_relu(inputs, delta=self.delta)
+        outputs = half_huber_relu(inputs, delta=self.delta)
+        if self.max_value is None:
+            return outputs
+        # The cap mirrors the bend at 0, so the derivative stays continuous there too.
+        return outputs - half_huber_relu(inputs - self.max_value, delta=self.delta)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update({"delta": self.delta})
+        config.update({"delta": self.delta, "max_value": self.max_value})
         return config
 
 

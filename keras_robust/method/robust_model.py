@@ -183,6 +183,12 @@ class RobustModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """`keras.Model.export` of the classifier: what is served is images to
+        logits; the regulariser and adversarial training exist only in training.
+        For the explanation endpoint too, use `keras_robust.export.export_model`."""
+        return self.classifier.export(filepath, format=format, **kwargs)
+
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, with every batch of the training data checked.
 
