@@ -7,7 +7,13 @@ mistyped command answers at once instead of after seconds of start-up.
 import dataclasses
 import os
 
-from keras_robust.common.validation import check_explanation_settings, check_positive_int, check_range, check_steps
+from keras_robust.common.validation import (
+    check_explanation_settings,
+    check_positive_int,
+    check_range,
+    check_steps,
+    check_strategy_environment,
+)
 from keras_robust.data.options import check_source
 from keras_robust.training.config import TrainingConfig
 
@@ -46,7 +52,7 @@ def _check_demo(args):
 
 
 def _check_train(args):
-    training_config_from(args)
+    check_strategy_environment(training_config_from(args).strategy)
     check_source(args.data)
     for name in ("limit_train", "limit_test"):
         if getattr(args, name) is not None:
@@ -72,7 +78,7 @@ def _check_evaluate(args):
         raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={args.momentum}")
     for eps in args.eps:
         check_range("eps", eps, low=0, strict=True)
-    TrainingConfig(strategy=args.strategy)
+    check_strategy_environment(TrainingConfig(strategy=args.strategy).strategy)
 
 
 def _check_compare(args):

@@ -27,12 +27,13 @@ def _train(args):
         limit_train=args.limit_train,
         limit_test=args.limit_test,
         data_options=DataOptions.from_args(args),
+        force=args.force,
         verbose="auto" if sys.stdout.isatty() else 2,
     )
     psi = summary["psi"]
     if summary.get("already_complete"):
         print(f"{args.out} already holds this run, complete after {summary['config']['epochs']} epochs; "
-              "use another --out (or more --epochs) to train again")
+              "use another --out (or more --epochs with --force) to train again")
     print(
         f"test accuracy {summary['test']['accuracy']:.4f} on "
         f"{summary['test']['num_examples']} images; final psi "
@@ -55,6 +56,10 @@ def _load_model(spec):
         raise FileNotFoundError(
             f"No model file at {spec} (shipped networks: {', '.join(keras_robust.pretrained_names())})"
         )
+    if spec.endswith(".keras") and not zipfile.is_zipfile(spec):
+        # Keras would answer "File not found" for a file that is there but damaged.
+        raise ValueError(f"{spec} is not a readable Keras model file: a .keras file is a zip archive, and this "
+                         "one is not (truncated or corrupt)")
     try:
         model = keras.saving.load_model(spec, compile=False)
     except TypeError as error:

@@ -90,6 +90,8 @@ def _train_parser(commands):
                        help="the same as --adversarial-training l2min")
     train.add_argument("--limit-train", type=int, help="train on this many images only")
     train.add_argument("--limit-test", type=int, help="evaluate on this many test images only")
+    train.add_argument("--force", action="store_true",
+                       help="resume the run in --out even if it was started with other settings (they are named)")
     _data_options(train)
 
 

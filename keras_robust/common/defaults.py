@@ -18,6 +18,9 @@ MIN_EXPLAIN_STEPS = 2
 # every pixel from black to white, and larger budgets only overflow.
 MAX_RHO = 1.0
 
+# The deepest CIFAR ResNet of He et al. (2016); deeper ones only take longer to build.
+MAX_DEPTH = 1202
+
 # The CIFAR-10 training images' per-channel mean and standard deviation, which the
 # CIFAR ResNets' first layer removes.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

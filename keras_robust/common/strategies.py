@@ -9,7 +9,7 @@ describes (`docs/distributed.md`), each with its own devices.
 import tensorflow as tf
 
 from keras_robust.common.defaults import STRATEGIES
-from keras_robust.common.validation import check_choice
+from keras_robust.common.validation import check_choice, check_strategy_environment
 
 
 def make_strategy(name):
@@ -23,6 +23,7 @@ def make_strategy(name):
             between GPUs, `collective_implementation`).
     """
     check_choice("strategy", name, STRATEGIES)
+    check_strategy_environment(name)
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":

@@ -2,8 +2,9 @@
 
 import math
 import numbers
+import os
 
-from keras_robust.common.defaults import ADVERSARIAL_MODES, MAX_RHO, MIN_EXPLAIN_STEPS
+from keras_robust.common.defaults import ADVERSARIAL_MODES, MAX_DEPTH, MAX_RHO, MIN_EXPLAIN_STEPS
 
 
 def check_range(name, value, low=None, high=None, strict=False):
@@ -42,11 +43,30 @@ def check_choice(name, value, choices):
 
 
 def validate_depth(depth):
-    """Raises unless `depth` is 6n + 2 for some n >= 1 (docs/method.md §2)."""
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 8 or (depth - 2) % 6:
+    """Raises unless `depth` is 6n + 2 for some n >= 1, at most `MAX_DEPTH` (docs/method.md §2)."""
+    if (isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 8 or (depth - 2) % 6
+            or depth > MAX_DEPTH):
         raise ValueError(
-            "`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, "
-            f"110, ...). Received: depth={depth!r}"
+            f"`depth` must be an integer 6n+2 with n >= 1 (8, 20, 32, 44, 56, 110, ..., {MAX_DEPTH}). "
+            f"Received: depth={depth!r}"
+        )
+
+
+def check_labels(labels, num_classes, what="labels"):
+    """Raises unless every entry of the integer array `labels` is a class index of `num_classes`."""
+    bad = [int(label) for label in labels if not 0 <= int(label) < num_classes][:1]
+    if bad:
+        raise ValueError(f"`{what}` must be class indices in [0, {num_classes}) for this {num_classes}-class "
+                         f"model. Received: {what} entry {bad[0]}")
+
+
+def check_strategy_environment(strategy):
+    """A multi-worker strategy needs its cluster described in `TF_CONFIG`; without it
+    TensorFlow would run one worker alone, silently."""
+    if strategy == "multiworker" and not os.environ.get("TF_CONFIG"):
+        raise ValueError(
+            "The multiworker strategy needs the cluster in the TF_CONFIG environment variable "
+            "(docs/distributed.md); use strategy 'mirrored' for one machine. Received: TF_CONFIG unset"
         )
 
 

@@ -15,7 +15,7 @@ from keras_robust.method.model_calls import predict_logits
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.strategies import agree_on_progress, is_chief
 from keras_robust.data.image_files import check_images
-from keras_robust.common.validation import check_positive_int
+from keras_robust.common.validation import check_labels, check_positive_int
 
 ARA_SEED = SEED
 HISTOGRAM_BINS = 1000
@@ -154,6 +154,7 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
             f"Received: {len(images)} images, {len(labels)} labels"
         )
     num_classes = predict_logits(model, images[:1]).shape[1]
+    check_labels(labels, num_classes)
     strategy = strategy or tf.distribute.get_strategy()
     fingerprint = _fingerprint(images, labels, steps, rho, momentum, batch_size)
     found, correct = _read_checkpoint(checkpoint, fingerprint)

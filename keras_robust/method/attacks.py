@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.common.defaults import RMSE_EPSILON
-from keras_robust.common.validation import check_tensorflow_backend
+from keras_robust.common.validation import check_labels, check_tensorflow_backend
 from keras_robust.method.attack_settings import AttackSettings
-from keras_robust.method.model_calls import call_model
+from keras_robust.method.model_calls import call_model, num_classes_of
 
 MAX_UNROLLED_STEPS = 16
 
@@ -93,6 +93,9 @@ def attack_details(model, images, labels, settings=None, *, sanity_check=None, s
             f"Received: images.dtype={images.dtype.name}"
         )
     labels = _as_labels(labels, images)
+    num_classes = num_classes_of(model)
+    if tf.executing_eagerly() and num_classes is not None:
+        check_labels(labels.numpy(), num_classes, "targets" if settings.targeted else "labels")
     if sanity_check is None:
         sanity_check = settings.sanity_check_by_default
     mask = half_and_half_mask(images, settings.half_and_half, seed)

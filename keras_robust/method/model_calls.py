@@ -67,3 +67,11 @@ def _accepts_training(function):
     return "training" in parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
     )
+
+
+def num_classes_of(classifier):
+    """K from a Keras model's output shape, or None when it is not known before a call."""
+    try:
+        return int(classifier.output_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        return None

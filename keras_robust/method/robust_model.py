@@ -14,12 +14,12 @@ from keras_robust.common.validation import (
 from keras_robust.method import regularizer
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
+from keras_robust.method.model_calls import num_classes_of
 from keras_robust.method.training_batches import (
     bad_batch_message,
     check_training_inputs,
     checked_dataset,
     checked_generator,
-    num_classes_of,
 )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_robust.common.validation import check_pixels
+from keras_robust.method.model_calls import num_classes_of
 
 
 def check_training_inputs(classifier, x, y):
@@ -108,10 +109,3 @@ def _has_input_shape(classifier):
         return classifier.input_shape is not None
     except (AttributeError, ValueError):
         return False
-
-
-def num_classes_of(classifier):
-    try:
-        return int(classifier.output_shape[-1])
-    except (AttributeError, ValueError, TypeError):
-        return None

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import keras
 import tensorflow as tf
@@ -21,9 +22,9 @@ from keras_robust.training.precision import precision_scope
 from keras_robust.training.recipes import get_recipe
 from keras_robust.training.run_folder import RunFolder
 
-# What fixes the network a run's checkpoints hold; the rest (lr, epochs, ...)
-# may change between a run and its resumption.
-RUN_IDENTITY_FIELDS = ("recipe", "depth", "robust", "adversarial_training")
+# The settings that do not change what a run computes; every other one is part
+# of its identity, and resuming with another value is refused unless forced.
+NOT_IDENTITY_FIELDS = ("jit_compile",)
 
 
 def learning_rate_at(epoch, config, replicas=1):
@@ -92,7 +93,8 @@ class WorkerLostError(RuntimeError):
     """A multi-worker run lost a worker; restarting all of them resumes it."""
 
 
-def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_options=None, verbose="auto"):
+def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_options=None, force=False,
+          verbose="auto"):
     """Trains with the reference recipe, resuming from `out_dir` if it holds a run.
 
     The batch size and learning rate scale with the number of replicas, as in
@@ -110,6 +112,8 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_opti
         limit_test: Evaluate on this many test examples only.
         data_options: A `keras_robust.data.DataOptions`: where the data's
             files are and whether a `tfds:` source may download.
+        force: Resume a run in `out_dir` even if it was started with other
+            settings (named in a warning); the run then mixes them.
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -122,8 +126,8 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_opti
     strategy = make_strategy(config.strategy)
     load = _data_loader(config, data, data_options or DataOptions(), strategy.num_replicas_in_sync)
     test_data = load("test", limit=limit_test)
-    identity = run_identity(config, test_data)
-    check_same_run(run, identity)
+    identity = run_identity(config, test_data, limit_train)
+    check_same_run(run, identity, force)
     finished, restored, start = _resume_point(run, config, strategy)
     if finished is not None:
         return finished
@@ -240,23 +244,25 @@ def _fit(model, train_data, strategy, config, callbacks, verbose, run):
     failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
                else run_state.failure)
     if failure:
-        raise NonFiniteLossError(
-            f"Training stopped at {failure}. The last good checkpoint is kept in "
-            f"{run.backup} (and model.keras); lower the learning rate or check "
-            "the data, then rerun the same command to resume from it."
-        )
+        kept = (f"The last good checkpoint is kept in {run.backup} (and {run.model}); lower the learning rate or "
+                "check the data, then rerun the same command to resume from it." if restore_latest(run.backup)
+                else "No epoch finished with finite weights, so there is no checkpoint to resume from; lower the "
+                "learning rate or check the data, and start again.")
+        raise NonFiniteLossError(f"Training stopped at {failure}. {kept}")
     return history
 
 
-def run_identity(config, data):
-    """What a run's checkpoints depend on: the network's recipe and the data's shape."""
-    identity = {field: getattr(config, field) for field in RUN_IDENTITY_FIELDS}
-    identity.update(num_classes=len(data.class_names), image_shape=list(data.image_shape))
+def run_identity(config, data, limit_train=None):
+    """What a run computes depends on: every setting but `NOT_IDENTITY_FIELDS`, the
+    training images used and the data's shape."""
+    identity = {field: value for field, value in dataclasses.asdict(config).items() if field not in NOT_IDENTITY_FIELDS}
+    identity.update(limit_train=limit_train, num_classes=len(data.class_names), image_shape=list(data.image_shape))
     return identity
 
 
-def check_same_run(run, identity):
-    """Refuses to resume a run in the `RunFolder` `run` that trained another network, naming what differs."""
+def check_same_run(run, identity, force=False):
+    """Refuses to resume a run in the `RunFolder` `run` started with other settings, naming
+    what differs; with `force`, warns instead."""
     recorded = run.read_json(run.identity)
     if recorded is None:
         # Runs from before run.json: their summary holds the config.
@@ -269,11 +275,14 @@ def check_same_run(run, identity):
         for key, value in identity.items()
         if key in recorded and recorded[key] != value
     ]
-    if differences:
-        raise ValueError(
-            f"{run.path} holds a run of another network ({'; '.join(differences)}). "
-            "Use another --out, or the run's own options to resume it"
-        )
+    if not differences:
+        return
+    message = f"{run.path} holds a run started with other settings ({'; '.join(differences)})"
+    if force:
+        warnings.warn(f"{message}; resuming it with the new ones, as forced", stacklevel=3)
+        return
+    raise ValueError(f"{message}. Use another --out, the run's own options to resume it, or --force "
+                     "(train(..., force=True)) to resume it with these")
 
 
 def upgraded_identity(recorded):

@@ -93,6 +93,9 @@ def test_clear_errors(workspace, capsys, tmp_path):
     assert code == 1 and "x.txt is not a readable image" in err and "Traceback" not in err
     code, _, err = run(capsys, "explain", tmp_path / "nope.keras", tmp_path / "x.txt")
     assert code == 1 and "nope.keras" in err
+    (tmp_path / "torn.keras").write_bytes((workspace / "model.keras").read_bytes()[:200])
+    code, _, err = run(capsys, "explain", tmp_path / "torn.keras", tmp_path / "x.txt")
+    assert code == 1 and "torn.keras is not a readable Keras model file" in err and "not found" not in err
     code, _, err = run(capsys, "explain", workspace / "model.keras", "--data", workspace / "data",
                        "--targets", "horse", "--steps", "4", "--cache-dir", tmp_path / "c")
     assert code == 1 and "Unknown class name" in err
@@ -218,6 +221,10 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     (["train", "--data", "{data}", "--out", "o", "--lr", "-1"], "Received: learning_rate=-1.0"),
     (["train", "--data", "{data}", "--out", "o", "--depth", "45"], "Received: depth=45"),
     (["train", "--data", "missing.tar.gz", "--out", "o"], "Image source not found: missing.tar.gz"),
+    (["train", "--data", "{data}", "--out", "o", "--depth", "1000004"], "Received: depth=1000004"),
+    (["train", "--data", "{data}", "--out", "o", "--strategy", "multiworker"], "Received: TF_CONFIG unset"),
+    (["evaluate", "m.keras", "--data", "{data}", "--strategy", "multiworker"], "Received: TF_CONFIG unset"),
+    (["evaluate", "m.keras", "--data", "{data}", "--eps", "-1"], "Received: eps=-1.0"),
     (["explain", "m.keras", "a.png", "--data", "{data}"], "not both"),
     (["explain", "m.keras", "--rho", "2"], "Nothing to explain"),
     (["explain", "m.keras", "--data", "{data}", "--rho", "2"], "Received: rho=2.0"),
@@ -228,8 +235,9 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     (["export", "m.onnx", "out"], "needs --layout"),
     (["serve", "{data}", "--max-batch", "0"], "Received: max_batch=0"),
 ])
-def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path, argv, message):
+def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path, monkeypatch, argv, message):
     argv = [word.replace("{data}", str(tmp_path)) for word in argv]
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     script = (
         "import sys\n"
         "from keras_robust.cli import main\n"

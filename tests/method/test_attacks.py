@@ -780,3 +780,13 @@ def test_attack_settings_object_and_keywords_run_the_same_attack():
 def test_attack_settings_reject_bad_fields_by_name(fields, match):
     with pytest.raises(ValueError, match=match):
         AttackSettings(**fields)
+
+
+def test_labels_outside_the_classes_are_refused_before_any_step():
+    x, W, b = problem(seed=4)
+    model = linear_keras(W, b)
+    classes = W.shape[1]
+    with pytest.raises(ValueError, match=f"Received: targets entry {classes}"):
+        attack(model, x, [classes] * len(x), rho=0.1, steps=4, targeted=True)
+    with pytest.raises(ValueError, match=r"Received: labels entry -1"):
+        attack_details(model, x, [-1] * len(x), rho=0.1, steps=4)

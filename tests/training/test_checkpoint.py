@@ -73,7 +73,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, rng):
     config.epochs = 1
     train(config, data, tmp_path / "split", verbose=0)
     config.epochs = 2
-    train(config, data, tmp_path / "split", verbose=0)
+    with pytest.warns(UserWarning, match="epochs=1 there, 2 now"):  # more epochs: a named, forced resumption
+        train(config, data, tmp_path / "split", force=True, verbose=0)
     _, whole = checkpoint.restore_latest(tmp_path / "whole" / "backup")
     _, split = checkpoint.restore_latest(tmp_path / "split" / "backup")
     # The tandem/logit draws continue where they stopped; without the restore they would repeat epoch 1's.

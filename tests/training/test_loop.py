@@ -87,7 +87,7 @@ def test_resume_continues_from_checkpoint_with_psi(rng, tmp_path):
     # Rerun with more epochs: only the new epoch trains, and R continues from
     # the saved value instead of restarting at 0.
     config.epochs = 3
-    second = train(config, data, tmp_path, verbose=0)
+    second = train(config, data, tmp_path, force=True, verbose=0)
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert second["psi_accumulator"] > first["psi_accumulator"]
@@ -102,7 +102,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     # Valid data, but a learning rate that makes the loss diverge in epoch 2.
     config.epochs, config.learning_rate = 2, 1e30
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch \d+.*last good checkpoint"):
-        train(config, small_data(rng), tmp_path, verbose=0)
+        train(config, small_data(rng), tmp_path, force=True, verbose=0)
     assert (tmp_path / "backup" / "checkpoint.json").read_bytes() == good
     folder, state = restore_latest(tmp_path / "backup")
     assert state["epoch"] == 1
@@ -155,9 +155,9 @@ def test_log_has_one_row_per_epoch_after_a_divergence_and_resume(rng, tmp_path):
     train(config, data, tmp_path, verbose=0)
     config.epochs, config.learning_rate = 2, 1e30
     with pytest.raises(NonFiniteLossError):
-        train(config, data, tmp_path, verbose=0)
+        train(config, data, tmp_path, force=True, verbose=0)
     config.learning_rate = 0.01
-    train(config, data, tmp_path, verbose=0)
+    train(config, data, tmp_path, force=True, verbose=0)
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert all(float(r["loss"]) == float(r["loss"]) for r in rows)  # no NaN row left
@@ -170,9 +170,18 @@ def test_log_has_one_row_per_epoch_after_a_divergence_and_resume(rng, tmp_path):
 def test_rerun_with_another_network_names_what_differs(rng, tmp_path, capsys):
     data = small_data(rng)
     train(TrainingConfig(depth=8, epochs=1, batch_size=16, jit_compile="off"), data, tmp_path, verbose=0)
-    with pytest.raises(ValueError, match=r"another network \(depth=8 there, 14 now; robust=False there, True now\)"):
+    with pytest.raises(ValueError, match=r"other settings \(depth=8 there, 14 now; robust=False there, True now\)"):
         train(TrainingConfig(depth=14, robust=True, epochs=1, batch_size=16, jit_compile="off"), data,
               tmp_path, verbose=0)
+    more = TrainingConfig(depth=8, epochs=2, batch_size=16, learning_rate=0.05, jit_compile="off")
+    with pytest.raises(ValueError, match=r"epochs=1 there, 2 now; learning_rate=0.1 there, 0.05 now"):
+        train(more, data, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match=r"limit_train=None there, 8 now"):
+        train(TrainingConfig(depth=8, epochs=1, batch_size=16, jit_compile="off"), data, tmp_path, limit_train=8,
+              verbose=0)
+    with pytest.warns(UserWarning, match="resuming it with the new ones"):
+        summary = train(more, data, tmp_path, force=True, verbose=0)
+    assert summary["config"]["epochs"] == 2 and len(list(csv.DictReader(open(tmp_path / "log.csv")))) == 2
 
 
 def test_train_names_a_config_that_is_not_a_training_config(rng, tmp_path):
@@ -197,7 +206,7 @@ def test_runs_recorded_with_the_earlier_adversarial_fields_resume(tmp_path, reco
     if differs is None:
         check_same_run(run, run_identity(config, data))
     else:
-        with pytest.raises(ValueError, match=re.escape(f"another network ({differs})")):
+        with pytest.raises(ValueError, match=re.escape(f"other settings ({differs})")):
             check_same_run(run, run_identity(config, data))
 
 
@@ -212,3 +221,12 @@ def test_cli_says_a_finished_run_is_complete(cifar10_archive, tmp_path, capsys):
     second = capsys.readouterr().out
     assert "already holds this run, complete after 1 epochs" in second
     assert first.splitlines()[-1] == second.splitlines()[-1]  # the same summary
+
+
+@pytest.mark.slow
+def test_a_divergence_before_any_checkpoint_says_there_is_none(rng, tmp_path):
+    config = TrainingConfig(depth=8, robust=True, epochs=1, batch_size=16, learning_rate=1e30, jit_compile="off")
+    with pytest.raises(NonFiniteLossError, match="no checkpoint to resume from") as raised:
+        train(config, small_data(rng), tmp_path, verbose=0)
+    assert "last good checkpoint" not in str(raised.value)
+    assert not (tmp_path / "backup").exists() or not any((tmp_path / "backup").iterdir())
