@@ -33,6 +33,7 @@ def main(argv=None):
             # tf2onnx and TensorFlow warn about their own internals, which users cannot act on.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.formatwarning = _one_line
         from keras_robust.cli.commands import COMMANDS
 
         if not args.verbose:
@@ -41,6 +42,11 @@ def main(argv=None):
             return COMMANDS[args.command](args)
         except (ValueError, RuntimeError, OSError) as error:
             return _fail(args, error)
+
+
+def _one_line(message, category, filename, lineno, line=None):
+    """A warning as the line a user reads (`--verbose` keeps Python's source lines)."""
+    return f"keras-robust: note: {message}\n"
 
 
 def _fail(args, error):

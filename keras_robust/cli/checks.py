@@ -89,6 +89,11 @@ def _check_compare(args):
 def _check_export(args):
     from keras_robust.export.export_folder import check_export_settings
 
+    if (args.out is None) == (args.out_flag is None):
+        raise ValueError("Give the output folder once: `export MODEL OUT` or `export MODEL --out OUT`. "
+                         f"Received: out={args.out!r}, --out={args.out_flag!r}")
+    args.out = args.out or args.out_flag
+
     onnx = args.model.lower().endswith(".onnx")
     if onnx and args.layout is None:
         raise ValueError("An .onnx model needs --layout NCHW (PyTorch) or NHWC: the graph does not say which "

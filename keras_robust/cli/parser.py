@@ -169,7 +169,8 @@ def _export_parser(commands):
     export.add_argument("model", help="a .keras model (a RobustModel exports its classifier), "
                                       "the name of a shipped network, or an .onnx image classifier "
                                       "from any framework (give --layout; ONNX only, no TensorFlow)")
-    export.add_argument("out", help="base folder (TF Serving's model base path parent)")
+    export.add_argument("out", nargs="?", help="base folder (TF Serving's model base path parent); or give --out")
+    export.add_argument("--out", dest="out_flag", metavar="OUT", help="the base folder, as the other commands take it")
     export.add_argument("--name", help="model name in URLs (default: the model's name)")
     export.add_argument("--version", type=int, default=1, help="version subfolder (default 1)")
     export.add_argument("--formats", nargs="+", choices=["savedmodel", "onnx"],

@@ -233,6 +233,8 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     (["export", "m.keras", "out", "--steps", "1"], "Received: steps=1"),
     (["export", "m.keras", "out", "--layout", "NCHW"], "describe an .onnx model's input"),
     (["export", "m.onnx", "out"], "needs --layout"),
+    (["export", "m.keras", "out", "--out", "out2"], "Give the output folder once"),
+    (["export", "m.keras"], "Give the output folder once"),
     (["serve", "{data}", "--max-batch", "0"], "Received: max_batch=0"),
 ])
 def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path, monkeypatch, argv, message):
