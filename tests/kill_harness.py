@@ -106,6 +106,9 @@ def kill_and_resume(work_dir, rng, attempts, epochs=12, examples=256):
         logged = [int(line.split(",")[0]) for line in file.read().splitlines()[1:]]
     if logged != list(range(epochs)):
         figures["problems"].append(f"log.csv epochs {logged}")
+    leftovers = sorted(name for name in os.listdir(out) if name.startswith(".partial"))
+    if leftovers:
+        figures["problems"].append(f"files killed writes left: {leftovers}")
     with open(os.path.join(out, "summary.json"), encoding="utf-8") as file:
         figures["summary_epochs"] = json.load(file)["config"]["epochs"]
     return figures

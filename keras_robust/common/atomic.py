@@ -10,6 +10,9 @@ import contextlib
 import os
 import tempfile
 
+# How a file being written is named until it is complete; a kill can leave one behind.
+PARTIAL_PREFIX = ".partial-"
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -30,7 +33,7 @@ def atomic_path(path):
     path = os.fspath(path)
     directory, base = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix="-" + base)
+    fd, partial = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX, suffix="-" + base)
     os.close(fd)
     # mkstemp creates the file private (0600); give it the mode a plain open() would.
     umask = os.umask(0)

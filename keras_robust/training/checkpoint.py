@@ -30,7 +30,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_robust.common.atomic import atomic_path, fsync_file, write_atomically
+from keras_robust.common.atomic import PARTIAL_PREFIX, atomic_path, fsync_file, write_atomically
 from keras_robust.training.run_folder import RunFolder
 
 # The files of one checkpoint folder, and the pointer beside them.
@@ -114,7 +114,7 @@ def save_checkpoint(backup_dir, model, state, before_save=None):
     """
     os.makedirs(backup_dir, exist_ok=True)
     name = f"epoch-{state['epoch']:05d}"
-    partial = tempfile.mkdtemp(prefix=f".partial-{name}-", dir=backup_dir)
+    partial = tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{name}-", dir=backup_dir)
     model.save_weights(os.path.join(partial, WEIGHTS_FILE))
     with open(os.path.join(partial, STATE_FILE), "w", encoding="utf-8") as file:
         json.dump(state, file)
@@ -150,7 +150,7 @@ def restore_latest(backup_dir):
         return None
     pointer = _read_pointer(backup_dir)
     if pointer is None:
-        if any(not f.startswith(".partial") for f in os.listdir(backup_dir)):
+        if any(not f.startswith(PARTIAL_PREFIX) for f in os.listdir(backup_dir)):
             raise CorruptCheckpointError(
                 f"{backup_dir} holds no readable {POINTER_FILE}, so no checkpoint can be trusted; "
                 f"delete {backup_dir} to start the run over"

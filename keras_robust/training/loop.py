@@ -134,6 +134,7 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_opti
     train_data = load("train", limit=limit_train, first_epoch=start)
     chief = is_chief(strategy)
     if chief:
+        run.remove_leftovers()
         run.write_json(run.identity, identity)
     model, xla = _compiled_model(config, strategy, train_data)
     callbacks = _callbacks(run, config, strategy, restored, chief)

@@ -2,8 +2,9 @@
 
 import json
 import os
+import shutil
 
-from keras_robust.common.atomic import write_atomically
+from keras_robust.common.atomic import PARTIAL_PREFIX, write_atomically
 
 
 def _in_run(name, doc):
@@ -55,6 +56,14 @@ class RunFolder:
     def make(self):
         os.makedirs(self.path, exist_ok=True)
         return self
+
+    def remove_leftovers(self):
+        """Removes the partial files a killed write left (`keras_robust.common.atomic`); call
+        it only where no write is under way, as the one process writing the run starts."""
+        for name in os.listdir(self.path):
+            if name.startswith(PARTIAL_PREFIX):
+                path = os.path.join(self.path, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     @staticmethod
     def read_json(path):
