@@ -28,15 +28,20 @@ class Limits:
             take the default 35 steps, and keeps `max_concurrent` such
             requests to a ResNet-44 within `timeout_s` on 2 CPU cores (about
             200 image-steps per second with ONNX Runtime, docs/serving.md).
-        timeout_s: Seconds a request may wait and run (longer: 504).
+        timeout_s: Seconds a request's body may take to arrive (longer: 408),
+            and then seconds it may wait and run (longer: 504).
+        body_start_timeout_s: Seconds between a request's headers and the
+            first bytes of its body (longer: 408), so that a connection that
+            announces a body and sends nothing is closed early.
         max_concurrent: Inferences running at once, all sharing one loaded
             model per version.
         max_queue: Requests waiting for a free slot (more: 503).
-        max_inflight_bytes: Request bytes being received or parsed at once,
-            counted by Content-Length (else `max_request_bytes`) from the
-            moment a body starts to arrive until its answer is ready (more:
-            503). Bounds the memory of large requests, and how long their
-            parsing can keep Python busy. At least `max_request_bytes`.
+        max_inflight_bytes: Request bytes received or being parsed at once,
+            each counted as it arrives (not as a Content-Length announces
+            it) until its request's answer is ready (more: 503). Bounds the
+            memory of large requests, and how long their parsing can keep
+            Python busy, while connections that announce large bodies and
+            send nothing hold nothing. At least `max_request_bytes`.
         batch_window_ms: How long a predict request waits for others to
             run with it as one batch (TF Serving's `batch_timeout_micros`);
             0 runs each request alone. Answers are the same either way.
@@ -50,6 +55,7 @@ class Limits:
     max_steps: int = 200
     max_image_steps: int = 2500
     timeout_s: float = 60.0
+    body_start_timeout_s: float = 10.0
     max_concurrent: int = 4
     max_queue: int = 32
     max_inflight_bytes: int = 64 * 2**20
@@ -59,7 +65,7 @@ class Limits:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "timeout_s":
+            if field.name in ("timeout_s", "body_start_timeout_s"):
                 valid, wanted = isinstance(value, (int, float)) and value > 0, "a number > 0"
             elif field.name == "batch_window_ms":
                 valid, wanted = isinstance(value, (int, float)) and 0 <= value <= 1000, "a number in [0, 1000]"
@@ -143,9 +149,12 @@ class Gate:
 
 
 class InflightBytes:
-    """Counts the request bytes being received or parsed; refuses (503) beyond the limit.
+    """Counts the request bytes received and not yet answered; refuses (503) beyond the limit.
 
-    Used only from the event loop's thread, so a plain counter is enough.
+    Bytes count as they arrive, not as a Content-Length announces them: a
+    connection that announces 32 MiB and sends nothing holds nothing, so
+    idle announcers cannot make every other request wait. Used only from
+    the event loop's thread, so a plain counter is enough.
     """
 
     def __init__(self, limits):
@@ -153,20 +162,26 @@ class InflightBytes:
         self._bytes = 0
 
     @contextlib.contextmanager
-    def reserve(self, request):
-        length = request.headers.get("content-length", "")
-        size = min(int(length), self._limits.max_request_bytes) if length.isdigit() else self._limits.max_request_bytes
-        if self._bytes + size > self._limits.max_inflight_bytes:
-            raise ServingError(
-                503, f"The server is receiving or parsing {self._bytes} request bytes, and this request "
-                     f"would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry later. "
-                     f"Received: {received(request)} of {size} bytes"
-            )
-        self._bytes += size
+    def counter(self, request):
+        """Yields `add(size)`, which counts `size` more bytes of `request`; they are
+        released when the block ends."""
+        held = 0
+
+        def add(size):
+            nonlocal held
+            if self._bytes + size > self._limits.max_inflight_bytes:
+                raise ServingError(
+                    503, f"The server holds {self._bytes} request bytes received or being parsed, and this "
+                         f"request's would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry "
+                         f"later. Received: {received(request)} with {held + size} body bytes so far"
+                )
+            self._bytes += size
+            held += size
+
         try:
-            yield
+            yield add
         finally:
-            self._bytes -= size
+            self._bytes -= held
 
 
 class Cancellation:

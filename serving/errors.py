@@ -47,9 +47,10 @@ def unknown_model(name, models, received):
 
 def unknown_version(name, version, versions):
     """The 404 of a version (a path segment) the model's card does not list."""
+    version = version if len(version) <= 40 else version[:40] + "..."
     return ServingError(
         404, f"Model {name!r} has no version {version}; its versions are "
-             f"{', '.join(map(str, versions))}. Received: /versions/{version}"
+             f"{', '.join(map(str, versions))} (ASCII digits). Received: /versions/{version}"
     )
 
 

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import bad_request, show, unknown_signature
 from keras_robust.serving.grpc_server import answer
-from keras_robust.serving.inputs import REQUIRED, tensor_columns
+from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
 from keras_robust.serving.registry import METHOD_NAME
 
 INPUT_DTYPES = {
@@ -34,6 +34,13 @@ INPUT_DTYPES = {
     "targets": (types_pb2.DT_INT32, types_pb2.DT_INT64),
     "rho": (types_pb2.DT_FLOAT,),
     "steps": (types_pb2.DT_INT32, types_pb2.DT_INT64),
+}
+# Each input dtype's numpy type and the TensorProto field holding its values when
+# `tensor_content` (the packed bytes) is empty.
+DTYPE_VALUES = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"),
+    types_pb2.DT_INT64: (np.int64, "int64_val"),
 }
 
 
@@ -78,7 +85,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if list(request.metadata_field) != ["signature_def"]:
             raise bad_request(
                 "metadata_field must be ['signature_def'], as in TF Serving. "
-                f"Received: {list(request.metadata_field)}"
+                f"Received: metadata_field={show(list(request.metadata_field))}"
             )
         backend = self._backend(request.model_spec)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -90,7 +97,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         served = self._plane.model(spec.name, f"model_spec.name={spec.name[:80]!r}")
         if spec.version_label:
             raise bad_request(f"Version labels are not supported; give model_spec.version. "
-                              f"Received: version_label={spec.version_label!r}")
+                              f"Received: version_label={show(spec.version_label)}")
         return served.backend(str(spec.version.value) if spec.HasField("version") else None)
 
 
@@ -100,27 +107,53 @@ def _columns(tensors, signature, card, limits):
     unknown = sorted(set(tensors) - set(names))
     missing = [n for n in REQUIRED if n in names and n not in tensors]
     if unknown or missing:
-        raise bad_request(f"The signature's inputs are {', '.join(names)}. Received: unknown {unknown}, "
+        raise bad_request(f"The signature's inputs are {', '.join(names)}. Received: unknown {show(unknown)}, "
                           f"missing {missing}")
-    arrays = {name: _array(name, tensors[name]) for name in names if name in tensors}
+    arrays = {name: _array(name, tensors[name], limits) for name in names if name in tensors}
     return tensor_columns(arrays, {}, names, card, limits)
 
 
-def _array(name, proto):
+def _array(name, proto, limits):
+    """The array of one `TensorProto`, its size checked before anything is allocated.
+
+    TF Serving fills a tensor given fewer values than its shape holds with
+    the last one, so 48 bytes could ask for 1.17 GB; here the values given
+    must be exactly the shape's.
+    """
+    where = f"inputs[{name!r}]"
     if proto.dtype not in INPUT_DTYPES[name]:
         wanted = " or ".join(types_pb2.DataType.Name(d) for d in INPUT_DTYPES[name])
-        raise bad_request(f"inputs[{name!r}]: dtype must be {wanted}. "
-                          f"Received: {types_pb2.DataType.Name(proto.dtype)}")
+        raise bad_request(f"{where}: dtype must be {wanted}. Received: dtype={_dtype_name(proto.dtype)}")
+    if proto.tensor_shape.unknown_rank:
+        raise bad_request(f"{where}: tensor_shape must give the dims. Received: unknown_rank=true")
+    dtype, field = DTYPE_VALUES[proto.dtype]
+    itemsize = np.dtype(dtype).itemsize
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    count = check_tensor_size(where, shape, _dtype_name(proto.dtype), itemsize, limits)
+    if proto.tensor_content:
+        given, unit = len(proto.tensor_content), f"tensor_content bytes ({itemsize} per value)"
+        expected = count * itemsize
+    else:
+        given, unit, expected = len(getattr(proto, field)), f"{field} values", count
+    if given != expected:
+        raise bad_request(
+            f"{where}: a tensor of shape {shape} holds {count} values, each given once. Received: {given} {unit}"
+        )
+    return tf.make_ndarray(proto)
+
+
+def _dtype_name(number):
+    """A `DataType`'s name; protobuf keeps enum numbers it does not know, which have none."""
     try:
-        return np.asarray(tf.make_ndarray(proto))
-    except (ValueError, TypeError) as error:
-        raise bad_request(f"inputs[{name!r}] is not a readable tensor. Received: {show(str(error))}") from None
+        return types_pb2.DataType.Name(number)
+    except ValueError:
+        return f"an unknown DataType number {number}"
 
 
 def _output_names(output_filter, names):
     unknown = sorted(set(output_filter) - set(names))
     if unknown:
-        raise bad_request(f"output_filter names outputs of {', '.join(names)}. Received: unknown {unknown}")
+        raise bad_request(f"output_filter names outputs of {', '.join(names)}. Received: unknown {show(unknown)}")
     return tuple(n for n in names if not output_filter or n in output_filter)
 
 

@@ -12,13 +12,15 @@ from starlette.requests import ClientDisconnect
 
 from keras_robust.serving.admission import InflightBytes
 from keras_robust.serving.errors import ServingError, bad_request, received
+from keras_robust.serving.inputs import parse_decimal
 
 logger = logging.getLogger("keras_robust.serving")
 
 
 class Bodies:
-    """Reads request bodies: at most `max_request_bytes` each (413), within
-    `timeout_s` (408), and at most `max_inflight_bytes` at once (503)."""
+    """Reads request bodies: at most `max_request_bytes` each (413), their first bytes
+    within `body_start_timeout_s` and all within `timeout_s` (408), and at most
+    `max_inflight_bytes` received and not yet answered at once (503)."""
 
     def __init__(self, limits):
         self._limits = limits
@@ -26,33 +28,41 @@ class Bodies:
 
     @contextlib.asynccontextmanager
     async def read(self, request):
-        """The body, its bytes counted in flight until the block ends (once its answer is ready)."""
-        with self._inflight.reserve(request):
-            try:
-                body = await asyncio.wait_for(_read_body(request, self._limits.max_request_bytes),
-                                              self._limits.timeout_s)
-            except asyncio.TimeoutError:
-                raise ServingError(
-                    408, f"The request body did not arrive within timeout_s={self._limits.timeout_s:g} s. "
-                         f"Received: {received(request)} with a body still incomplete"
-                ) from None
-            yield body
+        """The body, its bytes counted in flight as they arrive until the block ends (once
+        its answer is ready)."""
+        with self._inflight.counter(request) as count:
+            yield await _read_body(request, self._limits, count)
 
 
-async def _read_body(request, limit):
-    """The body, refused (413) as soon as it is known to exceed `limit` bytes."""
+async def _read_body(request, limits, count):
+    """The body, refused (413) as soon as it is known to exceed `max_request_bytes`; each
+    chunk is passed to `count` as it arrives."""
+    limit = limits.max_request_bytes
     too_large = f"A request body has at most max_request_bytes={limit} bytes. Received: "
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    length = parse_decimal(request.headers.get("content-length", ""))
+    if length is not None and length > limit:
         raise ServingError(413, too_large + f"Content-Length {length}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.timeout_s
+    # Until the first chunk, a shorter deadline: a connection that announces a body
+    # and sends nothing must not hold the server for all of timeout_s.
+    first_deadline = min(loop.time() + limits.body_start_timeout_s, deadline)
+    stream = request.stream()  # chunked bodies have no Content-Length
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():  # chunked bodies have no Content-Length
+        while True:
+            first = not chunks
+            try:
+                chunk = await asyncio.wait_for(anext(stream, None), (first_deadline if first else deadline) - loop.time())
+            except asyncio.TimeoutError:
+                raise _late(request, limits, first) from None
+            if chunk is None:
+                return b"".join(chunks)
             size += len(chunk)
             if size > limit:
                 raise ServingError(413, too_large + f"over {limit} bytes")
+            count(len(chunk))
             chunks.append(chunk)
-        return b"".join(chunks)
     except ClientDisconnect:
         # An aborted upload: nobody reads the answer, so no traceback in the log; the
         # chunks are dropped now rather than when the exception's frames are collected.
@@ -60,6 +70,19 @@ async def _read_body(request, limit):
         raise ServingError(400, f"The client closed the connection after {size} body bytes") from None
     finally:
         chunks.clear()
+
+
+def _late(request, limits, first):
+    """The 408 of a body whose first bytes, or whose end, came too late."""
+    if first and limits.body_start_timeout_s < limits.timeout_s:
+        return ServingError(
+            408, f"The request body did not start within body_start_timeout_s={limits.body_start_timeout_s:g} s. "
+                 f"Received: {received(request)} with headers and no body bytes"
+        )
+    return ServingError(
+        408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
+             f"Received: {received(request)} with a body still incomplete"
+    )
 
 
 def parse_json(body):
@@ -83,7 +106,10 @@ def add_error_handlers(app):
     """Every error is TF Serving's `{"error": "..."}`, unexpected ones a logged 500."""
 
     async def serving_error(_, error):
-        return JSONResponse({"error": error.message}, error.status)
+        # After a 408 the connection is closed: what is left of the late body could not be
+        # told from a next request, and an idle announcer must not keep its socket.
+        headers = {"Connection": "close"} if error.status == 408 else None
+        return JSONResponse({"error": error.message}, error.status, headers=headers)
 
     async def http_error(request, error):  # unknown routes (404), wrong methods (405)
         return JSONResponse(

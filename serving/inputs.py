@@ -10,7 +10,9 @@ message.
 
 Everything the ONNX graphs do not check is checked here: shapes, dtypes,
 finite pixels in [0, 1], targets in [0, K), rho > 0, 1 <= steps <= the cap,
-and the request's total explanation work.
+and the request's total explanation work. So are the sizes a request
+declares (a tensor's shape, a length, a version), before anything is
+allocated by them: `check_tensor_size` and `parse_decimal`.
 """
 
 import base64
@@ -27,6 +29,16 @@ from keras_robust.serving.errors import ServingError, bad_request, show
 # The inputs a request must give; the explain signature's rho and steps default to the card's.
 REQUIRED = ("images", "targets")
 IMAGE_MODES = {1: "L", 3: "RGB"}
+# The value of a full-scale pixel in Pillow's modes of more than 8 bits per channel,
+# which `convert` to L or RGB would clip at 255 (all white) instead of scaling. 16-bit
+# PNGs open as I;16, 16-bit PGMs as I; F is taken as [0, 1] already. A value above
+# full scale (a 32-bit I image) is then refused by the pixel check, never clipped.
+HIGH_DEPTH_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+# No input has more dimensions than images' 4; numpy refuses more than 64.
+MAX_TENSOR_RANK = 8
+# Sizes, lengths and versions written in text have at most this many digits
+# (below 2**63), so that none is a number too large to handle.
+MAX_DIGITS = 18
 
 
 def convert_columns(columns, card, limits):
@@ -47,9 +59,59 @@ def convert_columns(columns, card, limits):
     }
 
 
-def check_batch_size(size, limits):
+def parse_decimal(text):
+    """`text` as an int if it is 1 to MAX_DIGITS ASCII digits, else None.
+
+    `str.isdigit` also takes other scripts' digits (`"١"`, which `int` reads
+    as 1, and `"²"`, which it refuses): a version or a length in a request is
+    ASCII digits only.
+    """
+    if isinstance(text, str) and 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def nested_shape(value):
+    """The sizes of a nested list along its first elements (`[]` for a scalar): its
+    shape if it is not ragged, found without converting it."""
+    dims = []
+    while isinstance(value, list) and value:
+        dims.append(len(value))
+        value = value[0]
+    return dims
+
+
+def check_tensor_size(where, shape, datatype, itemsize, limits):
+    """The element count of a tensor of `shape`, checked before anything of that size is allocated.
+
+    `shape` is what the request declares (V2's `shape`, a `TensorProto`'s
+    dims): a list of at most MAX_TENSOR_RANK integers >= 0, the first (the
+    batch) at most `max_batch` (400), and no more than `max_request_bytes` of
+    `datatype` values (413), computed in Python integers, which cannot overflow.
+    """
+    valid = (isinstance(shape, list) and len(shape) <= MAX_TENSOR_RANK
+             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape))
+    if not valid:
+        raise bad_request(
+            f"{where}: shape is a list of at most {MAX_TENSOR_RANK} integer sizes >= 0. Received: shape={show(shape)}"
+        )
+    if shape:
+        check_batch_size(shape[0], limits, f"{where}: a tensor's first dimension (the batch)")
+    # Zero-size dimensions count as 1, so that [0, 10**30] is refused too.
+    extent = 1
+    for size in shape:
+        extent *= max(size, 1)
+        if extent * itemsize > limits.max_request_bytes:
+            raise ServingError(
+                413, f"{where}: a tensor holds at most max_request_bytes={limits.max_request_bytes} bytes. "
+                     f"Received: shape={show(shape)} of {datatype} ({itemsize} bytes each)"
+            )
+    return extent if all(shape) else 0
+
+
+def check_batch_size(size, limits, what="A request"):
     if size > limits.max_batch:
-        raise bad_request(f"A request holds at most max_batch={limits.max_batch} examples. Received: {size}")
+        raise bad_request(f"{what} holds at most max_batch={limits.max_batch} examples. Received: {show(size)}")
 
 
 def check_work(steps, limits):
@@ -107,6 +169,10 @@ def _image(where, value, shape, limits):
     """One image `(H, W, C)` float32 in [0, 1], from a nested list, an array or `{"b64": ...}`."""
     if isinstance(value, dict):
         return _decode_b64(where, value, shape, limits)
+    if isinstance(value, list) and tuple(nested_shape(value)) != shape:
+        raise bad_request(
+            f"{where}: images must have shape {list(shape)}. Received: shape {show(nested_shape(value))}"
+        )
     try:
         array = np.asarray(value)
     except ValueError:
@@ -150,13 +216,26 @@ def _decode_b64(where, value, shape, limits):
         raise bad_request(f"{where}: encoded images need a model with 1 or 3 channels. Received: {channels}")
     image = _open_image(where, data, limits)
     try:
-        image = image.convert(IMAGE_MODES[channels])
-        if image.size != (width, height):
-            image = image.resize((width, height), PIL.Image.BILINEAR)
-        pixels = np.asarray(image, np.float32) / 255.0
+        if image.mode in HIGH_DEPTH_FULL_SCALE:
+            pixels = _high_depth_pixels(image, width, height, channels)
+        else:
+            image = image.convert(IMAGE_MODES[channels])
+            if image.size != (width, height):
+                image = image.resize((width, height), PIL.Image.BILINEAR)
+            pixels = np.asarray(image, np.float32) / 255.0
     except (OSError, ValueError) as error:  # truncated or corrupt image data
         raise bad_request(f"{where}: images.b64 is not a readable image. Received: {error}") from None
-    return pixels.reshape(shape)
+    return _check_pixels(where, pixels.reshape(shape))
+
+
+def _high_depth_pixels(image, width, height, channels):
+    """A one-channel image of more than 8 bits (16-bit PNG, PGM, float TIFF), scaled by
+    its depth into [0, 1] and resized in floats; repeated for a 3-channel model."""
+    scaled = np.asarray(image, np.float64) / HIGH_DEPTH_FULL_SCALE[image.mode]
+    image = PIL.Image.fromarray(scaled.astype(np.float32))  # mode F
+    if image.size != (width, height):
+        image = image.resize((width, height), PIL.Image.BILINEAR)
+    return np.repeat(np.asarray(image, np.float32)[..., None], channels, axis=-1)
 
 
 def _open_image(where, data, limits):

@@ -1,7 +1,8 @@
 """The Open Inference Protocol (V2: KServe, Triton, MLServer) request and response formats.
 
-A request is `{"id"?, "inputs": [tensor, ...], "outputs"?: [...],
-"parameters"?: {...}}`; a tensor is `{"name", "shape", "datatype", "data"}`
+A request is `{"id"?, "model_name"?, "model_version"?, "inputs": [tensor, ...],
+"outputs"?: [...], "parameters"?: {...}}` (KServe's client sends `id` and
+`model_name`, which must name the model of the URL); a tensor is `{"name", "shape", "datatype", "data"}`
 with `data` in row-major order (flat or nested), or, with the binary tensor
 data extension, `"parameters": {"binary_data_size": n}` and its bytes after
 the JSON header, whose length the `Inference-Header-Content-Length` header
@@ -19,9 +20,9 @@ import numpy as np
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import bad_request, show
 from keras_robust.serving.http_io import encode_json, parse_json
-from keras_robust.serving.inputs import REQUIRED, tensor_columns
+from keras_robust.serving.inputs import REQUIRED, check_tensor_size, parse_decimal, tensor_columns
 
-REQUEST_KEYS = ("id", "inputs", "outputs", "parameters")
+REQUEST_KEYS = ("id", "model_name", "model_version", "inputs", "outputs", "parameters")
 TENSOR_KEYS = ("name", "shape", "datatype", "data", "parameters")
 # The datatypes each input takes; outputs keep their own numpy type.
 INPUT_DATATYPES = {
@@ -38,16 +39,18 @@ EXPLAIN_PARAMETERS = ("rho", "steps")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def parse_infer_request(body, header_length, card, limits, signature):
+def parse_infer_request(body, header_length, card, limits, signature, model_name):
     """Parses and validates an `/infer` (or `/explain`) request body.
 
     Args:
         body: The raw request body (bytes).
         header_length: The `Inference-Header-Content-Length` header, or None
             when the body is JSON alone.
-        card: The served version's model card.
+        card: The model card of the version that answers.
         limits: The server's `Limits`.
         signature: `"serving_default"` or `"explain"`.
+        model_name: The model's name in the URL, which the body's
+            `model_name` must repeat if it has one.
 
     Returns:
         An `InferenceRequest` whose `wire` is `(in_binary, request_id)`: the
@@ -58,10 +61,11 @@ def parse_infer_request(body, header_length, card, limits, signature):
     payload = parse_json(header)
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
-        raise bad_request(f"An inference request has the keys {', '.join(REQUEST_KEYS)}. Received: unknown keys {unknown}")
+        raise bad_request(f"An inference request has the keys {', '.join(REQUEST_KEYS)}. Received: unknown keys {show(unknown)}")
+    _check_model(payload, model_name, card["version"])
     names = card["signatures"][signature]["inputs"]
     parameters = _parameters(payload.get("parameters", {}), signature)
-    columns = tensor_columns(_tensors(payload.get("inputs"), names, binary), parameters, names, card, limits)
+    columns = tensor_columns(_tensors(payload.get("inputs"), names, binary, limits), parameters, names, card, limits)
     outputs = _requested_outputs(payload.get("outputs"), card["signatures"][signature]["outputs"],
                                  parameters.get("binary_data_output", False))
     request_id = payload.get("id")
@@ -122,12 +126,27 @@ def _split(body, header_length):
     """`(JSON header, binary part)` of a body."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    length = parse_decimal(header_length)
+    if length is None or length > len(body):
         raise bad_request(
-            f"{HEADER_LENGTH} is the JSON header's length in bytes, at most the body's "
+            f"{HEADER_LENGTH} is the JSON header's length in bytes (ASCII digits), at most the body's "
             f"{len(body)}. Received: {HEADER_LENGTH}: {show(header_length)}"
         )
-    return body[:int(header_length)], body[int(header_length):]
+    return body[:length], body[length:]
+
+
+def _check_model(payload, model_name, version):
+    """The body's `model_name` and `model_version`, if given, name the model of the URL and
+    the version that answers: a request meant for another model is refused, not answered."""
+    for key, expected in (("model_name", model_name), ("model_version", str(version))):
+        given = payload.get(key, expected)
+        if not isinstance(given, str):
+            raise bad_request(f"A request's {key} is a string. Received: {key}={show(given)}")
+        if given != expected:
+            where = "the model in the URL" if key == "model_name" else "the version that answers (the URL's)"
+            raise bad_request(
+                f"The request's {key} must match {where}, {expected!r}. Received: {key}={show(given)}"
+            )
 
 
 def _parameters(parameters, signature):
@@ -137,7 +156,7 @@ def _parameters(parameters, signature):
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise bad_request(
-            f"This endpoint takes the request parameters {', '.join(known)}. Received: unknown {unknown}"
+            f"This endpoint takes the request parameters {', '.join(known)}. Received: unknown {show(unknown)}"
             + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
         )
     if not isinstance(parameters.get("binary_data_output", False), bool):
@@ -148,13 +167,13 @@ def _parameters(parameters, signature):
     return parameters
 
 
-def _tensors(inputs, names, binary):
+def _tensors(inputs, names, binary, limits):
     """`{name: np.ndarray}` of the request's input tensors, JSON or binary."""
     if not isinstance(inputs, list) or not inputs:
         raise bad_request(f"'inputs' must be a non-empty list of tensors. Received: {show(inputs)}")
     arrays, offset, binary = {}, 0, memoryview(binary)
     for i, tensor in enumerate(inputs):
-        name, array, size = _tensor(i, tensor, names, binary[offset:])
+        name, array, size = _tensor(i, tensor, names, binary[offset:], limits)
         if name in arrays:
             raise bad_request(f"inputs[{i}]: each input is sent once. Received: a second {name!r}")
         arrays[name], offset = array, offset + size
@@ -169,7 +188,7 @@ def _tensors(inputs, names, binary):
     return arrays
 
 
-def _tensor(i, tensor, names, binary):
+def _tensor(i, tensor, names, binary, limits):
     """`(name, array, binary bytes used)` of `inputs[i]`."""
     where = f"inputs[{i}]"
     if not isinstance(tensor, dict) or not {"name", "shape", "datatype"} <= set(tensor) or set(tensor) - set(TENSOR_KEYS):
@@ -177,41 +196,50 @@ def _tensor(i, tensor, names, binary):
             f"{where}: a tensor is {{name, shape, datatype, data}}. Received: {show(tensor)}"
         )
     name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
-    if name not in names:
+    if not isinstance(name, str) or name not in names:
         raise bad_request(f"{where}: this endpoint's inputs are {', '.join(names)}. Received: name={show(name)}")
     where = f"inputs[{i}] ({name})"
     types = INPUT_DATATYPES[name]
-    if datatype not in types:
+    if not isinstance(datatype, str) or datatype not in types:
         raise bad_request(f"{where}: datatype must be {' or '.join(types)}. Received: datatype={show(datatype)}")
-    valid_shape = isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    if not valid_shape:
-        raise bad_request(f"{where}: shape is a list of sizes >= 0. Received: shape={show(shape)}")
-    dtype, count = np.dtype(types[datatype]), int(np.prod(shape))
+    dtype = np.dtype(types[datatype])
+    count = check_tensor_size(where, shape, datatype, dtype.itemsize, limits)
     parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise bad_request(f"{where}: a tensor's parameters are an object. Received: {show(parameters)}")
     size = parameters.get("binary_data_size")
     if size is not None:
-        if isinstance(size, bool) or size != count * dtype.itemsize or size > len(binary):
+        exact = isinstance(size, int) and not isinstance(size, bool)
+        if not exact or size != count * dtype.itemsize or size > len(binary):
             raise bad_request(
                 f"{where}: binary_data_size must be {count * dtype.itemsize} ({count} {datatype} values), "
                 f"within the body's binary part ({len(binary)} bytes left). Received: binary_data_size={show(size)}"
             )
         return name, np.frombuffer(binary[:size], dtype.newbyteorder("<")).astype(dtype).reshape(shape), size
-    return name, _json_data(where, tensor.get("data"), dtype, shape, count), 0
+    return name, _json_data(where, tensor.get("data"), datatype, dtype, shape, count), 0
 
 
-def _json_data(where, data, dtype, shape, count):
+def _json_data(where, data, datatype, dtype, shape, count):
+    """The array of a tensor's JSON `data`; integers must fit `datatype` (2**32 + 3 is no INT32,
+    rather than wrapping around to 3)."""
+    if dtype.kind == "f":
+        kinds, wanted = "iuf", "data is a list of numbers, flat or nested"
+    else:
+        info = np.iinfo(dtype)
+        kinds = "iu"
+        wanted = f"data is a list of integers, flat or nested, each in [{info.min}, {info.max}] for {datatype}"
+    if not isinstance(data, list):
+        raise bad_request(f"{where}: {wanted}. Received: data={show(data)}")
     try:
         array = np.asarray(data)
     except ValueError:
-        raise bad_request(f"{where}: data is a list of numbers, flat or nested. Received: a ragged list") from None
-    kinds = "iuf" if dtype.kind == "f" else "iu"
-    if not isinstance(data, list) or array.dtype.kind not in kinds:
-        raise bad_request(
-            f"{where}: data is a list of {'numbers' if dtype.kind == 'f' else 'integers'}, flat or nested. "
-            f"Received: {show(data)}"
-        )
+        raise bad_request(f"{where}: {wanted}. Received: a ragged list") from None
+    # Integers beyond 64 bits make an object array, refused here with the other non-numbers.
+    fits = array.dtype.kind in kinds and (
+        dtype.kind == "f" or not array.size or info.min <= array.min() and array.max() <= info.max
+    )
+    if not fits:
+        raise bad_request(f"{where}: {wanted}. Received: data={show(data)}")
     if array.size != count:
         raise bad_request(f"{where}: data must hold {count} values for shape {shape}. Received: {array.size}")
     return array.astype(dtype).reshape(shape)

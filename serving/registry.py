@@ -12,6 +12,7 @@ from keras_robust.export import read_card
 from keras_robust.export.card import CARD_FILE
 from keras_robust.serving.backends import load_backend
 from keras_robust.serving.errors import ServingError, unknown_version
+from keras_robust.serving.inputs import parse_decimal
 
 logger = logging.getLogger("keras_robust.serving")
 
@@ -81,9 +82,13 @@ class ServedModel:
         return self.backends[number]
 
     def status(self, version=None):
-        """TF Serving's `GetModelStatus` JSON: `{"model_version_status": [...]}`."""
+        """TF Serving's `GetModelStatus` JSON, `{"model_version_status": [...]}`, and KServe
+        V1's `"ready"`: whether a request to this route would be answered."""
         versions = self.versions if version is None else [self._version(version)]
-        return {"model_version_status": [self._version_status(v) for v in reversed(versions)]}
+        return {
+            "model_version_status": [self._version_status(v) for v in reversed(versions)],
+            "ready": any(v in self.backends for v in versions),
+        }
 
     def metadata(self, version=None):
         """TF Serving's `GetModelMetadata` JSON, plus the version's model card.
@@ -117,9 +122,10 @@ class ServedModel:
         }
 
     def _version(self, version):
-        if not (version.isdigit() and int(version) in self.versions):
+        number = parse_decimal(version)
+        if number not in self.versions:
             raise unknown_version(self.name, version, self.versions)
-        return int(version)
+        return number
 
     def _version_status(self, version):
         if version in self.failures:

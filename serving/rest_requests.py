@@ -11,7 +11,7 @@ answer comes back in the request's format.
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import bad_request, show, unknown_signature
 from keras_robust.serving.http_io import parse_json
-from keras_robust.serving.inputs import REQUIRED, check_batch_size
+from keras_robust.serving.inputs import REQUIRED, check_batch_size, nested_shape
 
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 
@@ -36,12 +36,12 @@ def parse_request(body, card, limits, verb="predict"):
     if unknown:
         raise bad_request(
             "A request has the keys 'signature_name' and 'instances' or 'inputs'. "
-            f"Received: unknown keys {unknown}"
+            f"Received: unknown keys {show(unknown)}"
         )
     if ("instances" in payload) == ("inputs" in payload):
         raise bad_request(
             "A request needs exactly one of 'instances' (row format) or 'inputs' "
-            f"(columnar format). Received: keys {sorted(payload)}"
+            f"(columnar format). Received: keys {show(sorted(payload))}"
         )
     names = card["signatures"][signature]["inputs"]
     defaults = _defaults(card, names)
@@ -153,15 +153,13 @@ def _check_names(values, names, where):
         raise bad_request(
             f"{where}: the signature's inputs are {', '.join(names)} "
             f"({', '.join(n for n in REQUIRED if n in names)} required). "
-            f"Received: unknown {unknown}, missing {missing}"
+            f"Received: unknown {show(unknown)}, missing {missing}"
         )
 
 
 def _check_batch(values, limits, shape, where):
     """The batch size cap, and the commonest mistake: one image without its batch dimension."""
-    dims, first = [], values
-    while isinstance(first, list) and first:
-        dims, first = dims + [len(first)], first[0]
+    dims = nested_shape(values)
     if dims == list(shape):
         raise bad_request(
             f"{where} must be a list of images; this is one image without the batch "

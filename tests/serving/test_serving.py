@@ -217,7 +217,8 @@ def test_status_and_metadata(tiny_server, class_names):
         assert answer == {
             "model_version_status": [
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            ]
+            ],
+            "ready": True,  # KServe V1's field, beside TF Serving's
         }
         status, answer = call(f"{tiny_server}/v1/models/tiny{path}/metadata")
         assert status == 200
@@ -630,9 +631,9 @@ def test_request_bytes_in_flight_are_bounded(tiny_export):
     with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
         parts = urllib.parse.urlsplit(url)
         with socket.create_connection((parts.hostname, parts.port), timeout=30) as slow:
-            # A body that is still arriving holds its 900 bytes ...
+            # A body that is still arriving holds the 900 bytes it has sent ...
             slow.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\n"
-                         b"Content-Length: 900\r\n\r\n{")
+                         b"Content-Length: 1000\r\n\r\n{" + b" " * 899)
             time.sleep(0.5)
             status, answer = call(f"{url}/v1/models/tiny:predict", b" " * 900)
             assert status == 503 and "max_inflight_bytes=1500" in answer["error"]
