@@ -19,7 +19,7 @@ setup(
        "keras_robust.serving"],
     package_dir={"keras_robust.export": "export", "keras_robust.serving": "serving"},
     package_data={
-        "keras_robust.serving": ["static/*"],
+        "keras_robust.serving": ["static/*", "protos/*"],
         "keras_robust.models.zoo": ["files/*"],
         "keras_robust.reporting": ["sample_images/*"],
     },
@@ -42,7 +42,7 @@ setup(
         "tensorflow-serving-api",
     ],
     extras_require={
-        "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6", "tritonclient[http]"],
+        "dev": ["pytest>=7", "selenium>=4.10", "pyyaml>=6", "tritonclient[http,grpc]"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
     entry_points={"console_scripts": ["keras-robust=keras_robust.cli:main"]},

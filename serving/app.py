@@ -1,9 +1,13 @@
 """The service put together: the models, the data plane, every protocol's routes, a page.
 
 - TF Serving's REST API and KServe V1's `:explain` (`serving.rest_routes`).
-- The Open Inference Protocol, V2 (`serving.v2_routes`).
-- With `grpc_port`, TF Serving's gRPC `PredictionService` (`serving.grpc_server`).
-- `GET /`: the page (upload an image, see the prediction and explanations).
+- The Open Inference Protocol, V2 (`serving.v2_routes`), with Triton's model
+  configuration and statistics (`serving.triton_extensions`).
+- With `grpc_port`, TF Serving's gRPC `PredictionService` and V2's
+  `GRPCInferenceService` (`serving.grpc_server`).
+- `GET /`: the page (upload an image, see the prediction and explanations) for
+  a browser; KServe V1's liveness answer, `{"status": "alive"}`, for a client
+  that does not ask for HTML.
 
 Every protocol's inference requests go through one `DataPlane`
 (`serving.data_plane`): the same checks, inference slots, batching and
@@ -16,8 +20,8 @@ import os
 
 import h11
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -27,6 +31,7 @@ from keras_robust.serving.errors import PATH_ECHO_CHARS
 from keras_robust.serving.http_io import Bodies, add_error_handlers
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.rest_routes import add_rest_routes
+from keras_robust.serving.triton_extensions import add_triton_routes
 from keras_robust.serving.v2_routes import add_v2_routes
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -41,9 +46,10 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
         backend: `"onnx"` (onnxruntime, default) or `"savedmodel"`.
         limits: A `Limits`; None for the defaults.
         device: `"cpu"` or `"cuda"` (see `load_backend`).
-        grpc_port: Also serve TF Serving's gRPC `PredictionService` on this
-            port (0: any free one, then `app.state.grpc_port`) while the app
-            runs; None (default) for HTTP only.
+        grpc_port: Also serve TF Serving's gRPC `PredictionService` and V2's
+            `GRPCInferenceService` on this port (0: any free one, then
+            `app.state.grpc_port`) while the app runs; None (default) for
+            HTTP only.
         grpc_host: The gRPC interface.
 
     Returns:
@@ -68,6 +74,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
     app = FastAPI(title="keras-robust serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     bodies = Bodies(limits)
     add_rest_routes(app, plane, bodies)
+    add_triton_routes(app, plane)  # first: /v2/models/stats is not the metadata of a model "stats"
     add_v2_routes(app, plane, bodies)
     app.add_api_route("/", _page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -75,8 +82,17 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
     return app
 
 
-async def _page():
-    return FileResponse(os.path.join(STATIC, "index.html"))
+async def _page(request: Request):
+    """The page for a browser (its Accept names text/html), else KServe V1's liveness JSON.
+
+    KServe's client sends `Accept: */*` and reads `{"status": "alive"}`; one
+    that names both application/json and text/html gets the JSON.
+    """
+    accept = request.headers.get("accept", "").lower()
+    vary = {"Vary": "Accept"}  # a cache must not hand the page to a client that wants JSON
+    if "text/html" in accept and "application/json" not in accept:
+        return FileResponse(os.path.join(STATIC, "index.html"), headers=vary)
+    return JSONResponse({"status": "alive"}, headers=vary)
 
 
 def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu", log_level="info",

@@ -22,6 +22,7 @@ from keras_robust.serving.admission import Gate
 from keras_robust.serving.batching import PredictBatcher
 from keras_robust.serving.errors import unknown_model
 from keras_robust.serving.inputs import check_work, convert_columns
+from keras_robust.serving.statistics import Statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class DataPlane:
         _check_default_steps(models, limits)
         self.models = models
         self.limits = limits
+        self.statistics = Statistics()
         self._gate = Gate(limits)
         self._batcher = PredictBatcher(
             self._gate, limits.batch_window_ms / 1000, limits.max_batch_size, self._gate.timed_out
@@ -93,8 +95,13 @@ class DataPlane:
                 `timeout_s`.
 
         Returns:
-            What `encode` returns.
+            What `encode` returns; the request is counted in `statistics`.
         """
+        return await self.statistics.count(
+            backend, decode, encode, lambda decode, encode: self._infer(backend, decode, encode, timeout)
+        )
+
+    async def _infer(self, backend, decode, encode, timeout):
         timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         card = backend.card

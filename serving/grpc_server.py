@@ -16,7 +16,7 @@ from keras_robust.serving.errors import ServingError
 
 logger = logging.getLogger("keras_robust.serving")
 
-SERVICES = ("keras_robust.serving.grpc_service",)
+SERVICES = ("keras_robust.serving.grpc_service", "keras_robust.serving.grpc_inference")
 
 
 async def start_grpc_server(port, host, plane):

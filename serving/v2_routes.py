@@ -15,7 +15,7 @@ from keras_robust.serving import open_inference
 from keras_robust.serving.errors import received
 
 EXPLAINER_SUFFIX = "-explainer"
-V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain")
+V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain", "model_configuration", "statistics")
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}
 
 
@@ -27,10 +27,9 @@ def add_v2_routes(app, plane, bodies):
     def endpoint(request, verb=None):
         """`(served model, signature, name in the URL)`; `<name>-explainer` is explain."""
         name = request.path_params["name"]
-        if name not in plane.models and name.endswith(EXPLAINER_SUFFIX) and verb != "explain":
-            return plane.model(name[:-len(EXPLAINER_SUFFIX)], received(request)), "explain", name
-        signature = "explain" if verb == "explain" else "serving_default"
-        return plane.model(name, received(request)), signature, name
+        if verb == "explain":
+            return plane.model(name, received(request)), "explain", name
+        return (*v2_model(plane, name, received(request)), name)
 
     async def live(_: Request):
         return JSONResponse({"live": True})
@@ -54,19 +53,26 @@ def add_v2_routes(app, plane, bodies):
         served.backend(request.path_params.get("version"))  # 404 or 503 unless loaded
         return JSONResponse({"name": name, "ready": True})
 
-    async def infer(request: Request, verb=None):
+    async def answer(request, verb):
         served, signature, name = endpoint(request, verb)
         backend = served.backend(request.path_params.get("version"))
         header_length = request.headers.get(open_inference.HEADER_LENGTH)
         async with bodies.read(request) as body:
             return await plane.infer(
                 backend,
-                lambda: open_inference.parse_infer_request(body, header_length, backend.card, plane.limits, signature),
+                lambda: open_inference.parse_infer_request(
+                    body, header_length, backend.card, plane.limits, signature, name
+                ),
                 lambda response: _answer(*open_inference.encode_infer_response(name, response)),
             )
 
+    # A route handler's only argument is the request: FastAPI would fill any other
+    # from the query string, and `?verb=explain` must not turn a prediction into an explanation.
+    async def infer(request: Request):
+        return await answer(request, None)
+
     async def explain(request: Request):
-        return await infer(request, "explain")
+        return await answer(request, "explain")
 
     app.add_api_route("/v2/health/live", live, methods=["GET"])
     app.add_api_route("/v2/health/ready", ready, methods=["GET"])
@@ -84,6 +90,16 @@ def _answer(body, header_length):
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream",
                     headers={open_inference.HEADER_LENGTH: str(header_length)})
+
+
+def v2_model(plane, name, received):
+    """`(served model, signature)` of the V2 model `name`; `<name>-explainer` is explain.
+
+    `received` says where the name came from, for the 404 of an unknown one.
+    """
+    if name not in plane.models and name.endswith(EXPLAINER_SUFFIX):
+        return plane.model(name[:-len(EXPLAINER_SUFFIX)], received), "explain"
+    return plane.model(name, received), "serving_default"
 
 
 def check_explainer_names(models):

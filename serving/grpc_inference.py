@@ -1,0 +1,241 @@
+"""The Open Inference Protocol (V2) over gRPC: KServe's and Triton's `inference.GRPCInferenceService`.
+
+Served beside TF Serving's `PredictionService` on the same port, it
+answers what V2 over HTTP answers (`serving.v2_routes`), so V2 gRPC clients
+(`tritonclient.grpc`, KServe's SDK, perf_analyzer) work unchanged:
+`ServerLive`, `ServerReady`, `ModelReady`, `ServerMetadata`,
+`ModelMetadata`, `ModelInfer`, and Triton's `ModelConfig` and
+`ModelStatistics` (`serving.triton_extensions`). Streaming, the model
+repository, shared memory, tracing and logging answer UNIMPLEMENTED.
+
+`ModelInfer` takes its inputs as `raw_input_contents` (one little-endian
+buffer per input) or typed `contents`, and answers `raw_output_contents`,
+as Triton does. Explanations are the model `<name>-explainer`, with
+`targets` and optional `rho` and `steps` as tensors or request parameters.
+Requests go through the data plane every protocol shares (the same checks,
+gate, batching and deadline: `timeout_s` or the client's shorter one), and
+errors carry the status codes of `serving.errors.GRPC_STATUS`.
+
+The messages are built at import from `protos/inference.pb`, Triton's
+`.proto` files compiled, in a descriptor pool of this module's own
+(`protos/README.md` says why and how it was made).
+"""
+
+import os
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+from keras_robust import __version__
+from keras_robust.serving import triton_extensions
+from keras_robust.serving.data_plane import InferenceRequest
+from keras_robust.serving.errors import ServingError, bad_request, show
+from keras_robust.serving.grpc_server import answer
+from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
+from keras_robust.serving.open_inference import (
+    EXPLAIN_PARAMETERS,
+    INPUT_DATATYPES,
+    NUMPY_DATATYPES,
+    PROTOCOL_PARAMETERS,
+    model_metadata,
+)
+from keras_robust.serving.v2_routes import PLATFORMS, V2_EXTENSIONS, v2_model
+
+SERVICE = "inference.GRPCInferenceService"
+DESCRIPTORS = os.path.join(os.path.dirname(__file__), "protos", "inference.pb")
+# perf_analyzer always sends it; it matters only to streaming, which is not served.
+GRPC_PARAMETERS = ("triton_enable_empty_final_response",)
+# The typed `contents` field of each input datatype.
+CONTENTS = {"FP32": "fp32_contents", "INT32": "int_contents", "INT64": "int64_contents"}
+
+
+def _service_descriptor():
+    with open(DESCRIPTORS, "rb") as file:
+        files = descriptor_pb2.FileDescriptorSet.FromString(file.read()).file
+    pool = descriptor_pool.DescriptorPool()
+    for proto in files:  # dependencies first, as protoc wrote them
+        pool.Add(proto)
+    return pool.FindServiceByName(SERVICE)
+
+
+_DESCRIPTOR = _service_descriptor()
+
+
+def message(name):
+    """The class of the message `inference.<name>`."""
+    return message_factory.GetMessageClass(_DESCRIPTOR.file.pool.FindMessageTypeByName(f"inference.{name}"))
+
+
+def add_to_server(server, plane):
+    service = InferenceService(plane)
+    handlers = {}
+    for name in InferenceService.RPCS:
+        method = _DESCRIPTOR.methods_by_name[name]
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            _answering(getattr(service, name), name),
+            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def _answering(call, name):
+    async def handler(request, context):
+        return await answer(context, lambda: call(request, context), name)
+
+    return handler
+
+
+class InferenceService:
+    """The RPCs of `RPCS` over a `DataPlane`, each `async (request, context) -> response`."""
+
+    RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+            "ModelConfig", "ModelStatistics")
+
+    def __init__(self, plane):
+        self._plane = plane
+
+    async def ServerLive(self, request, context):  # noqa: N802 (the protocol's names)
+        return message("ServerLiveResponse")(live=True)
+
+    async def ServerReady(self, request, context):  # noqa: N802
+        return message("ServerReadyResponse")(ready=any(served.backends for served in self._plane.models.values()))
+
+    async def ModelReady(self, request, context):  # noqa: N802
+        # A readiness probe asks a yes-or-no question: an unknown or failed version is "no", as in Triton.
+        try:
+            self._backend(request.name, request.version)
+        except ServingError:
+            return message("ModelReadyResponse")(ready=False)
+        return message("ModelReadyResponse")(ready=True)
+
+    async def ServerMetadata(self, request, context):  # noqa: N802
+        return message("ServerMetadataResponse")(name="keras-robust", version=__version__, extensions=V2_EXTENSIONS)
+
+    async def ModelMetadata(self, request, context):  # noqa: N802
+        served, signature, backend = self._backend(request.name, request.version)
+        metadata = model_metadata(
+            request.name, sorted(served.backends), PLATFORMS[backend.kind], backend.signature_defs()[signature],
+            backend.card["signatures"][signature],
+        )
+        return json_format.ParseDict(metadata, message("ModelMetadataResponse")())
+
+    async def ModelConfig(self, request, context):  # noqa: N802
+        config = triton_extensions.model_config(self._plane, request.name, request.version or None,
+                                                _received(request.name))
+        return json_format.ParseDict({"config": config}, message("ModelConfigResponse")())
+
+    async def ModelStatistics(self, request, context):  # noqa: N802
+        statistics = triton_extensions.model_statistics(self._plane, request.name, request.version or None,
+                                                        _received(request.name))
+        return json_format.ParseDict(statistics, message("ModelStatisticsResponse")())
+
+    async def ModelInfer(self, request, context):  # noqa: N802
+        served, signature, backend = self._backend(request.model_name, request.model_version, "model_name")
+        card = backend.card
+        spec = card["signatures"][signature]
+        names = _output_names(request.outputs, spec["outputs"])
+        parameters = _parameters(request.parameters, signature)
+
+        def decode():
+            arrays = _arrays(request, spec["inputs"], self._plane.limits)
+            return InferenceRequest(signature, tensor_columns(arrays, parameters, spec["inputs"], card,
+                                                              self._plane.limits), names)
+
+        def encode(response):
+            reply = message("ModelInferResponse")(
+                model_name=request.model_name, model_version=str(response.version), id=request.id
+            )
+            for name, value in response.outputs.items():
+                value = np.ascontiguousarray(value)
+                reply.outputs.add(name=name, datatype=NUMPY_DATATYPES[value.dtype], shape=value.shape)
+                reply.raw_output_contents.append(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+            return reply
+
+        return await self._plane.infer(backend, decode, encode, context.time_remaining())
+
+    def _backend(self, name, version, field="name"):
+        """`(served model, signature, backend)` of a V2 model name and version ("" for the latest)."""
+        served, signature = v2_model(self._plane, name, _received(name, field))
+        return served, signature, served.backend(version or None)
+
+
+def _received(name, field="name"):
+    return f"{field}={name[:80]!r}"
+
+
+def _parameters(parameters, signature):
+    """The request's parameters as Python values, refusing any this model does not take."""
+    known = PROTOCOL_PARAMETERS + GRPC_PARAMETERS + (EXPLAIN_PARAMETERS if signature == "explain" else ())
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise bad_request(
+            f"This model takes the request parameters {', '.join(known)}. Received: unknown {show(unknown)}"
+            + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
+        )
+    values = {name: value.WhichOneof("parameter_choice") for name, value in parameters.items()}
+    empty = sorted(name for name, choice in values.items() if choice is None)
+    if empty:
+        raise bad_request(f"A request parameter holds a value. Received: no value for {show(empty)}")
+    return {name: getattr(parameters[name], choice) for name, choice in values.items()}
+
+
+def _arrays(request, names, limits):
+    """`{name: np.ndarray}` of the request's input tensors, from `raw_input_contents` or typed `contents`."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise bad_request(f"raw_input_contents holds one buffer per input, {len(request.inputs)}. "
+                          f"Received: {len(raw)} buffers")
+    arrays = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name not in names:
+            raise bad_request(f"inputs[{i}]: this model's inputs are {', '.join(names)}. "
+                              f"Received: name={show(tensor.name)}")
+        if tensor.name in arrays:
+            raise bad_request(f"inputs[{i}]: each input is sent once. Received: a second {tensor.name!r}")
+        arrays[tensor.name] = _array(f"inputs[{i}] ({tensor.name})", tensor, raw[i] if raw else None, limits)
+    missing = [n for n in REQUIRED if n in names and n not in arrays]
+    if missing:
+        raise bad_request(f"This model's inputs are {', '.join(names)}. Received: no {', '.join(missing)}")
+    return arrays
+
+
+def _array(where, tensor, raw, limits):
+    """One input tensor as an array; `raw` is its `raw_input_contents` buffer, or None.
+
+    Its declared size is checked first, and the values given must be exactly
+    the shape's, so nothing is allocated beyond what the request holds.
+    """
+    types = INPUT_DATATYPES[tensor.name]
+    if tensor.datatype not in types:
+        raise bad_request(f"{where}: datatype must be {' or '.join(types)}. Received: datatype={show(tensor.datatype)}")
+    if tensor.parameters:
+        raise bad_request(f"{where}: tensors take no parameters here (no shared memory). "
+                          f"Received: {show(sorted(tensor.parameters))}")
+    dtype = np.dtype(types[tensor.datatype])
+    count = check_tensor_size(where, list(tensor.shape), tensor.datatype, dtype.itemsize, limits)
+    contents = getattr(tensor.contents, CONTENTS[tensor.datatype])
+    if raw is None:
+        if len(contents) != count:
+            raise bad_request(f"{where}: contents.{CONTENTS[tensor.datatype]} must hold {count} values for shape "
+                              f"{list(tensor.shape)}. Received: {len(contents)}")
+        return np.asarray(contents, dtype).reshape(tensor.shape)
+    if tensor.HasField("contents"):
+        raise bad_request(f"{where}: give raw_input_contents or contents, not both. Received: both")
+    if len(raw) != count * dtype.itemsize:
+        raise bad_request(f"{where}: its raw_input_contents buffer holds {count * dtype.itemsize} bytes "
+                          f"({count} {tensor.datatype} values for shape {list(tensor.shape)}). Received: {len(raw)}")
+    return np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype).reshape(tensor.shape)
+
+
+def _output_names(outputs, names):
+    """The outputs to answer, in the order asked (all, in the signature's order, by default)."""
+    for i, output in enumerate(outputs):
+        if output.name not in names:
+            raise bad_request(f"outputs[{i}]: this model's outputs are {', '.join(names)}. "
+                              f"Received: name={show(output.name)}")
+        if set(output.parameters) - {"binary_data"}:  # gRPC answers are binary anyway
+            raise bad_request(f"outputs[{i}]: an output takes no parameters but binary_data (no classification). "
+                              f"Received: {show(sorted(output.parameters))}")
+    return tuple(output.name for output in outputs) or tuple(names)
