@@ -3,8 +3,10 @@
 `create_app(export_dir)` serves every model `keras_robust.export.export_model`
 wrote under `export_dir`: TF Serving's `:predict`, status and metadata routes,
 KServe's `:explain` verb for adversarial explanations (docs/method.md §5), the
-Open Inference Protocol (V2) with an explain extension, optionally TF
-Serving's gRPC `PredictionService`, and a browser page at `/`.
+Open Inference Protocol (V2) with an explain extension and Triton's model
+configuration and statistics, optionally over gRPC too (TF Serving's
+`PredictionService` and V2's `GRPCInferenceService` on one port), and a
+browser page at `/`.
 `serve(export_dir)` runs it with uvicorn.
 """
 

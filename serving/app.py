@@ -101,7 +101,12 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
 
     `grpc_port` adds TF Serving's gRPC API on that port (TF Serving's is 8500).
     `limits` are `Limits` fields, e.g. `max_steps=500, timeout_s=120`.
+    A `grpc_port` in use raises `OSError` before any model loads.
     """
+    if grpc_port is not None:
+        from keras_robust.serving.grpc_server import check_port_free
+
+        check_port_free(host, grpc_port)
     app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device,
                      grpc_port=grpc_port, grpc_host=host)
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
