@@ -210,9 +210,7 @@ def _array(where, tensor, raw, limits):
     types = INPUT_DATATYPES[tensor.name]
     if tensor.datatype not in types:
         raise bad_request(f"{where}: datatype must be {' or '.join(types)}. Received: datatype={show(tensor.datatype)}")
-    if tensor.parameters:
-        raise bad_request(f"{where}: tensors take no parameters here (no shared memory). "
-                          f"Received: {show(sorted(tensor.parameters))}")
+    _check_parameters(where, tensor.parameters, raw)
     dtype = np.dtype(types[tensor.datatype])
     count = check_tensor_size(where, list(tensor.shape), tensor.datatype, dtype.itemsize, limits)
     contents = getattr(tensor.contents, CONTENTS[tensor.datatype])
@@ -227,6 +225,24 @@ def _array(where, tensor, raw, limits):
         raise bad_request(f"{where}: its raw_input_contents buffer holds {count * dtype.itemsize} bytes "
                           f"({count} {tensor.datatype} values for shape {list(tensor.shape)}). Received: {len(raw)}")
     return np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype).reshape(tensor.shape)
+
+
+def _check_parameters(where, parameters, raw):
+    """A tensor takes one parameter, `binary_data_size`, which must be its raw buffer's length.
+
+    KServe's SDK carries it over from V2 HTTP's binary extension; shared
+    memory's parameters are not served.
+    """
+    if set(parameters) - {"binary_data_size"}:
+        raise bad_request(f"{where}: a tensor takes no parameter but binary_data_size (no shared memory). "
+                          f"Received: {show(sorted(parameters))}")
+    if "binary_data_size" not in parameters:
+        return
+    parameter = parameters["binary_data_size"]
+    size = getattr(parameter, parameter.WhichOneof("parameter_choice") or "int64_param")
+    if raw is None or isinstance(size, (bool, str, float)) or size != len(raw):
+        raise bad_request(f"{where}: binary_data_size must be the length of its raw_input_contents buffer "
+                          f"({'none' if raw is None else len(raw)}). Received: binary_data_size={show(size)}")
 
 
 def _output_names(outputs, names):

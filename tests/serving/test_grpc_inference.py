@@ -206,3 +206,29 @@ def test_raw_contents_must_match_the_shape(served):
         service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "holds 12288 bytes (3072 FP32 values for shape [1, 32, 32, 3]). Received: 100" in error.value.details()
+
+
+@pytest.mark.parametrize("parameters, raw, message", [
+    ({"binary_data_size": 12288}, True, None),  # KServe's SDK sends it with raw contents
+    ({"binary_data_size": 100}, True, "binary_data_size must be the length of its raw_input_contents buffer (12288)"),
+    ({"binary_data_size": 12288}, False, "raw_input_contents buffer (none)"),
+    ({"shared_memory_region": "r"}, True, "no parameter but binary_data_size (no shared memory)"),
+])
+def test_tensor_parameters(served, parameters, raw, message):
+    _, _, channel = served
+    request = service_pb2.ModelInferRequest(model_name="tiny")
+    tensor = request.inputs.add(name="images", datatype="FP32", shape=[1, 32, 32, 3])
+    for name, value in parameters.items():
+        field = "int64_param" if isinstance(value, int) else "string_param"
+        setattr(tensor.parameters[name], field, value)
+    if raw:
+        request.raw_input_contents.append(IMAGE.tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(IMAGE.reshape(-1).tolist())
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    if message is None:
+        assert [output.name for output in stub.ModelInfer(request, timeout=60).outputs][0] == "logits"
+        return
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
