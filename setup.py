@@ -42,7 +42,9 @@ setup(
         "tensorflow-serving-api",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.100", "selenium>=4.10", "pyyaml>=6", "tritonclient[http,grpc]", "kserve>=0.21"],
+        # The clients the serving tests run unchanged, and the property-based tests' generators.
+        "dev": ["pytest>=7", "hypothesis>=6.100", "schemathesis>=4.30", "selenium>=4.10", "pyyaml>=6",
+                "tritonclient[http,grpc]", "kserve>=0.21"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "onnxruntime-gpu"],
     },
     entry_points={"console_scripts": ["keras-robust=keras_robust.cli:main"]},

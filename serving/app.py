@@ -5,6 +5,7 @@
   configuration and statistics (`serving.triton_extensions`).
 - With `grpc_port`, TF Serving's gRPC `PredictionService` and V2's
   `GRPCInferenceService` (`serving.grpc_server`).
+- `GET /openapi.json`: the OpenAPI document of every route (`serving.openapi`).
 - `GET /`: the page (upload an image, see the prediction and explanations) for
   a browser; KServe V1's liveness answer, `{"status": "alive"}`, for a client
   that does not ask for HTML.
@@ -29,6 +30,7 @@ from keras_robust.serving.admission import Limits
 from keras_robust.serving.data_plane import DataPlane
 from keras_robust.serving.errors import PATH_ECHO_CHARS
 from keras_robust.serving.http_io import Bodies, add_error_handlers
+from keras_robust.serving.openapi import openapi_document
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.rest_routes import add_rest_routes
 from keras_robust.serving.triton_extensions import add_triton_routes
@@ -70,8 +72,10 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
             await grpc_server.stop(grace=1)
         plane.close()
 
-    # Only the documented routes: no generated OpenAPI pages.
+    # The routes read raw requests, so FastAPI's generated document would not describe them.
     app = FastAPI(title="keras-robust serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    document = openapi_document([plane.models[name].card for name in sorted(plane.models)])
+    app.add_api_route("/openapi.json", lambda: JSONResponse(document), methods=["GET"])
     bodies = Bodies(limits)
     add_rest_routes(app, plane, bodies)
     add_triton_routes(app, plane)  # first: /v2/models/stats is not the metadata of a model "stats"

@@ -21,12 +21,16 @@ GRPC_STATUS = {
 
 
 class ServingError(Exception):
-    """An error answered as TF Serving answers one: HTTP `status`, `{"error": message}`."""
+    """An error answered as TF Serving answers one: HTTP `status`, `{"error": message}`.
 
-    def __init__(self, status, message):
+    `allow` names the methods the route takes, for a 405's `Allow` header.
+    """
+
+    def __init__(self, status, message, allow=None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.allow = allow
 
     @property
     def grpc_status(self):

@@ -108,7 +108,9 @@ def add_error_handlers(app):
     async def serving_error(_, error):
         # After a 408 the connection is closed: what is left of the late body could not be
         # told from a next request, and an idle announcer must not keep its socket.
-        headers = {"Connection": "close"} if error.status == 408 else None
+        headers = {"Connection": "close"} if error.status == 408 else {}
+        if error.allow:
+            headers["Allow"] = error.allow
         return JSONResponse({"error": error.message}, error.status, headers=headers)
 
     async def http_error(request, error):  # unknown routes (404), wrong methods (405)

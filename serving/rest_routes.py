@@ -26,14 +26,10 @@ def add_rest_routes(app, plane, bodies):
     with `bodies` (`serving.http_io.Bodies`)."""
 
     def model(request):
-        name = request.path_params["name"]
-        if ":" in name:  # a verb the POST routes did not take, or a GET of a POST verb
-            name, verb = name.split(":", 1)
-            if verb in VERBS:
-                raise ServingError(405, f":{verb} takes POST. Received: {received(request)}")
-            raise ServingError(404, f"Unknown verb {verb[:40]!r}; verbs: {', '.join(VERBS)}. "
-                                    f"Received: {received(request)}")
-        return plane.model(name, received(request))
+        last = request.path_params.get("version", request.path_params["name"])
+        if ":" in last:  # a GET of a verb
+            raise _verb_error(last.split(":", 1)[1], request)
+        return plane.model(request.path_params["name"], received(request))
 
     async def infer(request, verb):
         backend = model(request).backend(request.path_params.get("version"))
@@ -45,10 +41,10 @@ def add_rest_routes(app, plane, bodies):
             )
 
     async def status(request: Request):
-        served = model(request)
-        if request.method == "POST":
-            raise ServingError(405, f"POST needs a verb, :predict or :explain. Received: {received(request)}")
-        return JSONResponse(served.status(request.path_params.get("version")))
+        return JSONResponse(model(request).status(request.path_params.get("version")))
+
+    async def unknown_verb(request: Request):
+        raise _verb_error(request.path_params["verb"], request)
 
     async def metadata(request: Request):
         return JSONResponse(model(request).metadata(request.path_params.get("version")))
@@ -69,7 +65,13 @@ def add_rest_routes(app, plane, bodies):
     for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
         app.add_api_route(prefix + ":predict", predict, methods=["POST"])
         app.add_api_route(prefix + ":explain", explain, methods=["POST"])
+        app.add_api_route(prefix + ":{verb}", unknown_verb, methods=["POST"])  # after the verbs served
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
-        # After the verbs, and with POST, so that an unknown verb is a 404 and a
-        # missing one a 405, both in JSON.
-        app.add_api_route(prefix, status, methods=["GET", "POST"])
+        app.add_api_route(prefix, status, methods=["GET"])
+
+
+def _verb_error(verb, request):
+    """The 405 of a verb asked with GET, or the 404 of a verb not served."""
+    if verb in VERBS:
+        return ServingError(405, f":{verb} takes POST. Received: {received(request)}", allow="POST")
+    return ServingError(404, f"Unknown verb {verb[:40]!r}; verbs: {', '.join(VERBS)}. Received: {received(request)}")

@@ -386,8 +386,21 @@ def test_unknown_routes_and_methods_get_json_errors(tiny_server):
     assert status == 405 and ":predict takes POST" in answer["error"]
     status, answer = call(f"{tiny_server}/v1/models/tiny:classify", {"instances": [IMAGE]})
     assert status == 404 and "Unknown verb 'classify'; verbs: predict, explain" in answer["error"]
-    status, answer = call(f"{tiny_server}/v1/models/tiny", {"instances": [IMAGE]})
-    assert status == 405 and "POST needs a verb" in answer["error"]
+    status, answer = call(f"{tiny_server}/v1/models/tiny:classify")  # GET
+    assert status == 404 and "Unknown verb 'classify'" in answer["error"]
+    status, answer = call(f"{tiny_server}/v1/models/tiny", {"instances": [IMAGE]})  # no verb
+    assert status == 405 and "Received: POST /v1/models/tiny" in answer["error"]
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/v1/models/tiny:predict", "POST"), ("GET", "/v1/models/tiny/versions/1:explain", "POST"),
+    ("POST", "/v1/models/tiny", "GET"), ("PUT", "/v2/models/tiny/infer", "POST"), ("DELETE", "/v2", "GET"),
+])
+def test_405_answers_name_the_methods_allowed(tiny_server, method, path, allow):
+    request = urllib.request.Request(tiny_server + path, data=b"{}" if method != "GET" else None, method=method)
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request)
+    assert error.value.code == 405 and error.value.headers["Allow"] == allow
 
 
 def test_error_answers_stay_small_for_huge_urls(tiny_server):
