@@ -12,9 +12,10 @@ Exports the model (default: an untrained ResNet-20, whose requests cost what
 a trained one's do) and starts `keras-robust serve` on it (ONNX Runtime)
 twice: dynamic batching off (`--batch-window-ms 0`) and at its default. On
 each, perf_analyzer sends `--concurrency` requests at a time of one
-CIFAR-sized image in [0, 1], over V2 HTTP (binary tensors) and V2 gRPC:
-predict to the model, explain to `<model>-explainer` (a target class, the
-card's ρ and steps). It prints the CPU, the commands, and a markdown table
+CIFAR-sized image in [0, 1], over V2 HTTP (binary tensors), V2 gRPC and TF
+Serving's gRPC (`--service-kind tfserving`): predict to the model, explain
+to `<model>-explainer` over V2 and to the model's `explain` signature over
+TF Serving (a target class, the card's ρ and steps). It prints the CPU, the commands, and a markdown table
 of throughput and p50/p95 latency, with the server's own split of a request
 (queue and compute, from the statistics extension).
 """
@@ -36,7 +37,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "keras-robust", "perf_analyzer")
-PROTOCOLS = ("http", "grpc")
+# perf_analyzer's protocol: V2 over HTTP, V2 over gRPC, TF Serving's gRPC.
+PROTOCOLS = ("http", "grpc", "tfserving")
+PROTOCOL_NAMES = {"http": "V2 HTTP (binary)", "grpc": "V2 gRPC", "tfserving": "TF Serving gRPC"}
 KINDS = ("predict", "explain")
 # The server's split of a request, as perf_analyzer reports it in microseconds (its CSV's columns).
 SERVER_COLUMNS = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output")
@@ -66,7 +69,8 @@ def main():
             with _server(folder, limits) as ports:
                 for kind in KINDS:
                     for protocol in PROTOCOLS:
-                        command = _command(binary, kind, protocol, ports, data[kind], args)
+                        inputs = data[f"{kind}-tfserving" if protocol == "tfserving" else kind]
+                        command = _command(binary, kind, protocol, ports, inputs, args)
                         print("$", " ".join(command), flush=True)
                         figures["runs"].append({"kind": kind, "protocol": protocol, "batching": batching,
                                                 **_measure(command, binary)})
@@ -85,12 +89,13 @@ def markdown(figures):
         "|---|---|---|---|---|---|---|",
     ]
     for run in figures["runs"]:
-        request = f"| {run['kind']} | V2 {run['protocol']} | {run['batching']} |"
+        request = f"| {run['kind']} | {PROTOCOL_NAMES[run['protocol']]} | {run['batching']} |"
         if "error" in run:
             lines.append(f"{request} {run['error']} | | | |")
         else:
-            lines.append(f"{request} {run['infer_per_s']} | {run['p50_ms']} | {run['p95_ms']} | "
-                         f"{run['server_queue_ms']} / {run['server_compute_ms']} |")
+            server = (f"{run['server_queue_ms']} / {run['server_compute_ms']}" if "server_queue_ms" in run
+                      else "not reported")
+            lines.append(f"{request} {run['infer_per_s']} | {run['p50_ms']} | {run['p95_ms']} | {server} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,16 +126,28 @@ def _input_data(folder):
     no implicit batch dimension; rho and steps are left out (optional: the
     card's defaults apply).
     """
-    image = np.random.default_rng(0).random((32, 32, 3)).round(4).reshape(-1).tolist()
+    image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32).round(4)
     contents = {
-        "predict": {"images": image},
-        "explain": {"images": {"content": image, "shape": [1, 32, 32, 3]}, "targets": {"content": [3], "shape": [1]}},
+        "predict": {"images": image.reshape(-1).tolist()},
+        "explain": {"images": {"content": image.reshape(-1).tolist(), "shape": [1, 32, 32, 3]},
+                    "targets": {"content": [3], "shape": [1]}},
     }
     paths = {}
     for kind, data in contents.items():
         paths[kind] = os.path.join(folder, f"{kind}.json")
         with open(paths[kind], "w", encoding="utf-8") as file:
             json.dump({"data": [data]}, file)
+    # perf_analyzer 2.51's TF Serving client sends no values from a JSON file, but reads a
+    # folder of raw little-endian files, one per input. A signature has no optional inputs,
+    # so the explain signature gets all four (the card's rho and steps).
+    raw = {"predict-tfserving": {"images": image},
+           "explain-tfserving": {"images": image, "targets": np.int32([3]), "rho": np.float32([0.1]),
+                                 "steps": np.int32([35])}}
+    for kind, arrays in raw.items():
+        paths[kind] = os.path.join(folder, kind)
+        os.makedirs(paths[kind])
+        for name, array in arrays.items():
+            array.astype(array.dtype.newbyteorder("<")).tofile(os.path.join(paths[kind], name))
     return paths
 
 
@@ -141,7 +158,14 @@ def _command(binary, kind, protocol, ports, data, args):
     else:  # a few explanations a second: windows of a request count, not of a time, stabilise
         model = "model-explainer"
         window = ["--measurement-mode", "count_windows", "--measurement-request-count", str(args.explain_requests)]
-    return [binary, "-m", model, "-i", protocol, "-u", f"127.0.0.1:{port}", "--input-data", data,
+    options = []
+    if protocol == "tfserving":  # signatures have dynamic shapes, which it must be told
+        signature = "serving_default" if kind == "predict" else "explain"
+        model, protocol = "model", "grpc"
+        options = ["--service-kind", "tfserving", "--model-signature-name", signature, "--shape", "images:1,32,32,3"]
+        if kind == "explain":
+            options += ["--shape", "targets:1", "--shape", "rho:1", "--shape", "steps:1"]
+    return [binary, "-m", model, "-i", protocol, *options, "-u", f"127.0.0.1:{port}", "--input-data", data,
             "--concurrency-range", str(args.concurrency), *window, "--stability-percentage",
             str(args.stability_percentage), "--max-trials", "10", "-f", os.path.join(os.path.dirname(data), "pa.csv")]
 
@@ -160,13 +184,15 @@ def _measure(command, binary):
         return {"error": lines[-1]}
     with open(command[-1], encoding="utf-8") as file:
         row = next(csv.DictReader(io.StringIO(file.read())))
-    return {
+    figures = {
         "infer_per_s": round(float(row["Inferences/Second"]), 1),
         "p50_ms": round(int(row["p50 latency"]) / 1000, 1),
         "p95_ms": round(int(row["p95 latency"]) / 1000, 1),
-        "server_queue_ms": round(int(row["Server Queue"]) / 1000, 2),
-        "server_compute_ms": round(sum(int(row[c]) for c in SERVER_COLUMNS[1:]) / 1000, 2),
     }
+    if all(row.get(column) for column in SERVER_COLUMNS):  # TF Serving's API has no statistics to ask
+        figures["server_queue_ms"] = round(int(row["Server Queue"]) / 1000, 2)
+        figures["server_compute_ms"] = round(sum(int(row[c]) for c in SERVER_COLUMNS[1:]) / 1000, 2)
+    return figures
 
 
 @contextlib.contextmanager
