@@ -15,6 +15,7 @@ model's input, so the same requests work on TensorFlow Serving.
 
 import argparse
 import json
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -33,11 +34,20 @@ def main():
     args = parser.parse_args()
 
     base = f"{args.url}/v1/models/{args.model}"
-    card = _get(base + "/metadata")["metadata"]["card"]
+    try:
+        card = _get(base + "/metadata")["metadata"]["card"]
+    except (urllib.error.URLError, OSError) as error:  # the server's own message when it answered
+        parser.error(f"cannot read model {args.model!r} at {args.url}: {_reason(error)}")
     names = card["class_names"]
-    target = names.index(args.target) if args.target in names else int(args.target)
+    target = _target(args.target, names)
+    if target is None:
+        parser.error(f"--target must be a class index in [0, {len(names)}) or one of {', '.join(names)}. "
+                     f"Received: {args.target!r}")
     _, height, width, _ = card["input"]["shape"]
-    image = np.asarray(Image.open(args.image).convert("RGB").resize((width, height)), np.float32) / 255
+    try:
+        image = np.asarray(Image.open(args.image).convert("RGB").resize((width, height)), np.float32) / 255
+    except OSError as error:
+        parser.error(f"{args.image} is not a readable image: {error}")
 
     predicted = _post(base + ":predict", {"instances": [image.tolist()]})["predictions"][0]
     print(f"prediction: {names[predicted['classes']]} ({max(predicted['probabilities']):.3f})")
@@ -49,6 +59,19 @@ def main():
           f"{predicted['probabilities'][target]:.3f} -> {explained['target_confidence']:.3f}")
     _save(image, np.array(explained["explanations"]), np.array(explained["delta"]), args.out)
     print(f"wrote {args.out}")
+
+
+def _target(text, names):
+    """The class index `text` names (an index or a class name), or None."""
+    if text in names:
+        return names.index(text)
+    return int(text) if text.isdigit() and int(text) < len(names) else None
+
+
+def _reason(error):
+    if isinstance(error, urllib.error.HTTPError):
+        return json.loads(error.read() or b"{}").get("error", str(error))
+    return str(getattr(error, "reason", error))
 
 
 def _save(image, explanation, delta, path):

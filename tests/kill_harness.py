@@ -106,9 +106,24 @@ def kill_and_resume(work_dir, rng, attempts, epochs=12, examples=256):
         logged = [int(line.split(",")[0]) for line in file.read().splitlines()[1:]]
     if logged != list(range(epochs)):
         figures["problems"].append(f"log.csv epochs {logged}")
+    tensorboard = tensorboard_epochs(os.path.join(out, "tensorboard", "train"))
+    if tensorboard != set(range(epochs)):
+        figures["problems"].append(f"TensorBoard's events hold epochs {sorted(tensorboard)}")
     leftovers = sorted(name for name in os.listdir(out) if name.startswith(".partial"))
     if leftovers:
         figures["problems"].append(f"files killed writes left: {leftovers}")
     with open(os.path.join(out, "summary.json"), encoding="utf-8") as file:
         figures["summary_epochs"] = json.load(file)["config"]["epochs"]
     return figures
+
+
+def tensorboard_epochs(folder):
+    """The epochs whose loss every event file in `folder` holds together."""
+    import tensorflow as tf
+
+    epochs = set()
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+            if any(value.tag == "epoch_loss" for value in event.summary.value):
+                epochs.add(event.step)
+    return epochs

@@ -30,6 +30,22 @@ def test_explain_over_http_prints_both_answers_and_saves_the_panel(tiny_server, 
     assert Image.open(out).size == (3 * 32 * 4, 32 * 4)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("arguments, message", [
+    (["--target", "zebra"], "--target must be a class index in [0, 10) or one of airplane"),
+    (["--target", "10"], "Received: '10'"),
+    (["--target", "dog", "--model", "nothing"], "No model 'nothing' is served"),
+])
+def test_explain_over_http_names_a_bad_argument(tiny_server, tmp_path, arguments, message):
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    arguments = ["--model", "tiny", *arguments]
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "explain_over_http.py"), str(image), "--url",
+                                tiny_server, *arguments], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and message in completed.stderr, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+
+
 K8S = EXAMPLES / "k8s"
 
 

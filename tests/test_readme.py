@@ -1,5 +1,7 @@
 """Every README snippet runs as written, and every README command line parses."""
 
+import contextlib
+import io
 import re
 import shlex
 import subprocess
@@ -46,3 +48,54 @@ def test_every_command_line_parses():
     for words in commands:
         assert words[0] == "keras-robust", words
         parser.parse_args(words[1:])
+
+
+@pytest.mark.slow
+def test_the_demo_captions_state_what_the_networks_do():
+    """The README's captions of the demo figures, checked against the shipped networks."""
+    import numpy as np
+
+    import keras_robust
+    from keras_robust.explanations.adversarial import AdversarialExplainer
+    from keras_robust.reporting import findings
+    from keras_robust.reporting.demo import PROTOTYPE_GREY, sample_images
+
+    images, files, _ = sample_images()
+    n3 = keras_robust.pretrained("resnet44-cifar10-all")
+    probabilities = n3.predict(images, verbose=0)
+    probabilities = np.exp(probabilities) / np.exp(probabilities).sum(axis=1, keepdims=True)
+    cat = probabilities[files.index("cat.png")]
+    names = keras_robust.pretrained_card("resnet44-cifar10-all")["class_names"]
+    assert "it calls the cat\na frog at 0.23" in README
+    assert names[int(np.argmax(cat))] == "frog" and round(float(cat.max()), 2) == 0.23
+    assert "N1's prototypes (`docs/figures/demo_prototypes_n1.png`) are faint\nnoise" in README
+    grey = np.full((1, 32, 32, 3), PROTOTYPE_GREY, "float32")
+    variation = {}
+    for name in ("resnet44-cifar10-all", "resnet44-cifar10-standard"):
+        explainer = AdversarialExplainer(keras_robust.pretrained(name), sanity_check=False)
+        variation[name] = findings.relative_total_variation(explainer.explain(grey, np.arange(10)[None]).delta)
+    # Noise: neighbouring pixels of δ differ about as much as pixel noise's (√2 of mean |δ|), N3's far less.
+    assert variation["resnet44-cifar10-standard"] > 1.0 > 2 * variation["resnet44-cifar10-all"], variation
+
+
+def test_the_paper_names_and_the_shipped_names_pair_the_same_way_everywhere():
+    """N1-N4 beside a shipped network's name, in the README, the docs, the help and the package's text."""
+    from keras_robust.cli.parser import build_parser
+    from keras_robust.models.zoo.catalog import CATALOG
+
+    demo_help = io.StringIO()
+    with contextlib.redirect_stdout(demo_help), pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    texts = [README, demo_help.getvalue()]
+    texts += [path.read_text(encoding="utf-8") for path in (REPO_ROOT / "docs").glob("*.md")]
+    texts += [path.read_text(encoding="utf-8") for path in (REPO_ROOT / "keras_robust").rglob("*.py")]
+    texts += [path.read_text(encoding="utf-8") for path in (REPO_ROOT / "keras_robust").rglob("*.md")]
+    name = r"(resnet44-cifar10-[a-z-]*[a-z])"
+    pattern = re.compile(rf"\b(N[1-4])[ `(\"]{{1,3}}{name}|{name}[`\"]?[ `(]{{1,3}}(N[1-4])\b")
+    pairs = set()
+    for text in texts:
+        for match in pattern.finditer(text):
+            paper, name = (match[1], match[2]) if match[1] else (match[4], match[3])
+            pairs.add((name, paper))
+    assert {paper for _, paper in pairs} == {"N1", "N2", "N3", "N4"}
+    assert pairs <= {(name, entry["paper_name"]) for name, entry in CATALOG.items()}, pairs

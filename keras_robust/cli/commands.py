@@ -113,7 +113,7 @@ def _explain(args):
     from keras_robust.common.atomic import save_npz_atomically
     from keras_robust.data.image_files import load_images
     from keras_robust.explanations.adversarial import AdversarialExplainer
-    from keras_robust.reporting import plots, report
+    from keras_robust.reporting import findings, plots, report
 
     model = _load_model(args.model)
     if args.images:
@@ -149,8 +149,9 @@ def _explain(args):
     ]
     report.write_report(os.path.join(out, "report.html"), "Adversarial explanations", [
         {"heading": "Explanations", "text": f"rho={args.rho}, overshoot={args.overshoot}, steps={args.steps}"
-                                            "\n\n" + plots.EXPLANATION_GRID_GUIDE,
-         "figures": [grid], "table": rows},
+                                            "\n\n" + plots.EXPLANATION_GRID_GUIDE + "\n\n"
+                                            + findings.budget_findings(result.first_met_step, args.steps),
+         "figures": [(grid, f"Explanations by {findings.network_label(args.model)}")], "table": rows},
     ])
     for row in rows:
         role = f" ({row['role']})" if row["role"] else ""
@@ -169,13 +170,14 @@ def _target_roles(standard, labelled, count):
 
 def _demo(args):
     from keras_robust.data.image_files import load_readable_images
-    from keras_robust.reporting.demo import run_demo, sample_images
+    from keras_robust.reporting import demo
 
-    labels = None
+    labels, note = None, demo.RESIZED_NOTE
     if args.data:
         indices = args.indices
         images, labels, _ = _test_split(args, n_images=4, indices=indices)
         image_names = [f"test image {i}" for i in (indices or range(len(images)))]
+        note = demo.TEST_IMAGES_NOTE
     elif args.images:
         images, image_names, skipped = load_readable_images(args.images)
         for path, reason in skipped:
@@ -184,11 +186,13 @@ def _demo(args):
             raise ValueError("None of the image files could be read")
         print("images are resized to 32x32, the networks' input size")
     else:
-        images, image_names, _ = sample_images()
+        images, image_names, _ = demo.sample_images()
+        note = demo.SHIPPED_PHOTOS_NOTE
         print(f"explaining the sample photos shipped with keras-robust: {', '.join(image_names)} "
               "(resized to 32x32)")
-    path = run_demo(images, image_names, out_dir=args.out, model=args.model, labels=labels,
-                    steps=args.steps, attack_steps=args.attack_steps, all_networks=args.all_networks)
+    path = demo.run_demo(images, image_names, out_dir=args.out, model=args.model, labels=labels,
+                         steps=args.steps, attack_steps=args.attack_steps, all_networks=args.all_networks,
+                         images_note=note)
     print(f"report: {os.path.abspath(path)}")
     return 0
 
@@ -240,7 +244,7 @@ def _compare(args):
     from keras_robust.common.atomic import write_atomically
     from keras_robust.explanations import attributions
     from keras_robust.explanations.comparison import compare_explanations
-    from keras_robust.reporting import plots, report
+    from keras_robust.reporting import findings, plots, report
 
     model = _load_model(args.model)
     # An image misclassified from the start has no class change to explain, so
@@ -257,10 +261,13 @@ def _compare(args):
     panel = plots.comparison_panel(result, os.path.join(out, "comparison.png"),
                                    max_images=len(images), class_names=names)
     summary = result.summary()
+    network = findings.network_label(args.model)
     report.write_report(os.path.join(out, "report.html"), "Attribution maps under attack", [
-        {"heading": "Summary", "table": [summary], "figures": [panel],
-         "text": "Each map explains the class predicted on that image. A high rank "
-                 "correlation while the class changed means the map does not explain the decision."},
+        {"heading": "Summary", "table": [findings.comparison_row(network, summary)],
+         "figures": [(panel, f"Attribution maps under attack on {network}")],
+         "text": "Each map explains the class predicted on that image. A high rank correlation ρs while "
+                 "the class changed means the map does not explain the decision.\n\n"
+                 + findings.comparison_findings(network, summary)},
     ])
     write_atomically(os.path.join(out, "comparison.json"), json.dumps(summary, indent=2))
     for key, value in summary.items():

@@ -19,7 +19,7 @@ from keras_robust.common.defaults import (
     SMALLEST_CHANGE_STEPS,
 )
 from keras_robust.models.zoo import pretrained_names
-from keras_robust.models.zoo.catalog import DEMO_MODEL
+from keras_robust.models.zoo.catalog import CATALOG, DEMO_MODEL
 from keras_robust.training.config import TrainingConfig
 from keras_robust.training.recipes import RECIPES
 
@@ -58,8 +58,9 @@ def _demo_parser(commands):
     )
     demo.add_argument("images", nargs="*", help="image files to explain (resized to 32x32); "
                                                 "default: the shipped sample photos")
+    networks = ", ".join(f"{name} ({CATALOG[name]['paper_name']})" for name in pretrained_names())
     demo.add_argument("--model", default=DEMO_MODEL, choices=pretrained_names(),
-                      help=f"the network whose explanations lead the report (default {DEMO_MODEL})")
+                      help=f"the network whose explanations lead the report: {networks} (default {DEMO_MODEL})")
     demo.add_argument("--out", default="demo", help="output folder (default ./demo)")
     demo.add_argument("--data", help="explain test images of this data source instead of photos "
                                      "(e.g. ../shared/data/cifar10-jpeg.tar.gz)")

@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from keras_robust.common.validation import check_positive_int
 from keras_robust.data import list_image_folders
@@ -87,6 +88,8 @@ def stream_images(source, split="train", *, batch_size, image_size=224, training
         return _tfds_stream(source[len("tfds:"):], split, batch_size, image_size, training, seed,
                             limit, data_dir, manual_dir)
     paths, labels, class_names = list_image_folders(source, split, seed=seed)
+    with Image.open(paths[0]) as first:  # reads the header only
+        _check_not_upscaled(source, first.size, image_size)
     if limit is not None:
         check_positive_int("limit", limit)
         keep = np.sort(np.random.default_rng(seed).permutation(len(paths))[:limit])
@@ -121,6 +124,19 @@ def stream_images(source, split="train", *, batch_size, image_size=224, training
                 .prefetch(tf.data.AUTOTUNE))
 
     return StreamedData(dataset_fn, len(paths), list(class_names), (image_size, image_size, 3), steps)
+
+
+def _check_not_upscaled(source, size, image_size):
+    """Refuses images whose shorter side is under half the crop: they would be upscaled into blur.
+
+    Streaming (the imagenet recipe) is for large images; small ones, such as
+    CIFAR-10's 32×32, train at their own size with the cifar recipe.
+    """
+    if 2 * min(size) < image_size:
+        raise ValueError(
+            f"{source} holds {size[0]}×{size[1]} images: a {image_size}×{image_size} crop would upscale them "
+            f"{image_size / min(size):.0f}×. Stream images of at least {image_size // 2} pixels a side, or train "
+            f"small images with the cifar recipe (--recipe cifar). Received: image_size={image_size}")
 
 
 def _load(path, label, image_size, training, seed):
@@ -165,6 +181,9 @@ def _tfds_stream(name, split, batch_size, image_size, training, seed, limit, dat
     count = min(count, limit) if limit else count
     steps = count // batch_size
     class_names = list(builder.info.features["label"].names)
+    height, width = builder.info.features["image"].shape[:2]
+    if height and width:  # known for data sets of one image size (CIFAR-10), None for ImageNet
+        _check_not_upscaled(f"tfds:{name}", (width, height), image_size)
 
     def dataset_fn(context=None):
         context = context or tf.distribute.InputContext()

@@ -31,7 +31,9 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
 h1 { border-bottom: 2px solid #ccc; padding-bottom: 0.2em; }
 p { white-space: pre-line; line-height: 1.45; }
-figure { margin: 1em 0; overflow-x: auto; }  /* wide grids scroll at full size */
+figure { margin: 1em 0; }
+figure img { max-width: 100%; height: auto; }  /* wide grids shrink to the page, never scroll */
+figcaption { color: #555; font-size: 0.95em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; }
@@ -47,9 +49,11 @@ def write_report(path, title, sections):
         sections: A list of dicts, each with a `"heading"` (str) and
             optionally `"text"` (plain text; blank lines separate
             paragraphs), `"figures"` (a list of matplotlib `Figure`s or paths
-            to PNG files) and `"table"` (a list of dicts, one per row; the
-            header is every key in order of first appearance, floats are
-            shown to 4 significant digits).
+            to PNG files, each alone or as a `(figure, caption)` pair) and
+            `"table"` (a list of dicts, one per row; the header is every key
+            in order of first appearance, underscores shown as spaces; a
+            column's floats share one number of decimals, enough for its
+            smallest to show three significant digits; booleans are yes/no).
 
     Returns:
         The path written, as a string.
@@ -99,9 +103,11 @@ def _section_html(section, index):
     if section.get("text"):
         parts += [f"<p>{html.escape(p.strip())}</p>" for p in str(section["text"]).split("\n\n") if p.strip()]
     for k, figure in enumerate(section.get("figures") or ()):
+        figure, caption = figure if isinstance(figure, tuple) else (figure, None)
         encoded = base64.b64encode(_png_bytes(figure)).decode("ascii")
-        alt = html.escape(f"{section['heading']}, figure {k + 1}", quote=True)
-        parts.append(f'<figure><img src="data:image/png;base64,{encoded}" alt="{alt}"></figure>')
+        alt = html.escape(caption or f"{section['heading']}, figure {k + 1}", quote=True)
+        below = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        parts.append(f'<figure><img src="data:image/png;base64,{encoded}" alt="{alt}">{below}</figure>')
     if section.get("table"):
         parts.append(_table_html(section["table"], index))
     parts.append("</section>")
@@ -125,17 +131,28 @@ def _table_html(rows, index):
         raise ValueError(f"A table must be a list of dicts. Received: sections[{index}]['table']={rows!r}")
     # Dicts keep insertion order, so this is the keys in order of first appearance.
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    header = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in columns)
+    decimals = {c: _decimals([row.get(c) for row in rows]) for c in columns}
     body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(_format_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_format_cell(row.get(c), decimals[c]))}</td>" for c in columns) + "</tr>"
         for row in rows
     )
     return f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
-def _format_cell(value):
+def _decimals(values, least=3, most=6):
+    """Decimals for a column: enough for its smallest nonzero float to show three significant digits."""
+    floats = [abs(float(v)) for v in values if isinstance(v, (float, np.floating)) and np.isfinite(v) and v != 0]
+    if not floats:
+        return least
+    return int(min(most, max(least, 2 - np.floor(np.log10(min(floats))))))
+
+
+def _format_cell(value, decimals):
     if value is None:
         return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
+        return f"{value:.{decimals}f}" if np.isfinite(value) else str(value)
     return str(value)

@@ -18,7 +18,7 @@ from keras_robust.reporting.training_report import TrainingReport
 from keras_robust.training.checkpoint import RunState, restore_latest
 from keras_robust.training.config import TrainingConfig
 from keras_robust.training.jit_choice import choose_jit_compile
-from keras_robust.training.precision import precision_scope
+from keras_robust.training.precision import check_precision_devices, precision_scope
 from keras_robust.training.recipes import get_recipe
 from keras_robust.training.run_folder import RunFolder
 
@@ -121,9 +121,10 @@ def train(config, data, out_dir, *, limit_train=None, limit_test=None, data_opti
     """
     if not isinstance(config, TrainingConfig):
         raise ValueError(f"`config` must be a TrainingConfig. Received: config={config!r}")
-    run = RunFolder(out_dir).make()
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
+    check_precision_devices(config.precision, strategy)
+    run = RunFolder(out_dir).make()
     load = _data_loader(config, data, data_options or DataOptions(), strategy.num_replicas_in_sync)
     test_data = load("test", limit=limit_test)
     identity = run_identity(config, test_data, limit_train)
@@ -212,16 +213,29 @@ def _compiled_model(config, strategy, train_data):
 def _callbacks(run, config, strategy, restored, chief):
     replicas = strategy.num_replicas_in_sync
     run_state = RunState(run, restored, write=chief)
+    # After the scheduler, so each epoch's log row holds its learning rate; TensorBoard's
+    # events are on disk before the checkpoint, so a kill can repeat an epoch's, never lose it.
     callbacks = [
         StopOnNonFiniteLoss(),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
-        # After the scheduler, so each epoch's log row holds its learning rate.
+        *([_FlushedTensorBoard(run.tensorboard)] if chief else []),
         run_state,
         TrainingReport(run, run_state, write=chief),
     ]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard))
     return callbacks
+
+
+class _FlushedTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback, its events written to disk at every epoch's end.
+
+    Keras flushes them every two minutes and at the end of training, so a
+    killed run lost the epochs since the last flush.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        for writer in self._writers.values():  # Keras' writers, created as it logs
+            writer.flush()
 
 
 def _fit(model, train_data, strategy, config, callbacks, verbose, run):

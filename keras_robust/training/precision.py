@@ -48,3 +48,22 @@ def precision_scope(precision):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def check_precision_devices(precision, strategy):
+    """Refuses `"fp16"` on a strategy without a GPU, where float16 is emulated and slower than float32."""
+    devices = _devices(strategy)
+    if precision == "fp16" and not any("GPU" in device.upper() for device in devices):
+        raise ValueError(
+            "precision='fp16' is mixed float16 for GPUs; this run's devices are "
+            f"{', '.join(devices)}, where float16 is emulated and slower than float32. Use bf16 (CPUs with "
+            "AVX-512 BF16 or AMX) or fp32. Received: precision='fp16'")
+
+
+def _devices(strategy):
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy has none of its own: the machine's
+        import tensorflow as tf
+
+        return [device.name for device in tf.config.list_logical_devices()]

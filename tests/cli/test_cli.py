@@ -85,6 +85,13 @@ def test_compare_explanations_runs(workspace, capsys, tmp_path):
     assert code == 0, err
     assert "rank_correlation_saliency" in out and "class_changed" in out
     assert (tmp_path / "comparison.png").exists()
+    summary = json.loads((tmp_path / "comparison.json").read_text())
+    html = (tmp_path / "report.html").read_text()
+    # The report's sentence is the figure's: its ρs and what it means.
+    saliency = summary["rank_correlation_saliency"]
+    verdict = "barely move" if saliency >= 0.7 else "change substantially" if saliency <= 0.4 else "change partly"
+    assert f"The saliency maps {verdict} (mean ρs {saliency:.2f})" in html
+    assert "<th>ρs Grad-CAM</th>" in html
 
 
 def test_clear_errors(workspace, capsys, tmp_path):

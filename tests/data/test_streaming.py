@@ -79,7 +79,7 @@ def test_clear_errors(tree, tmp_path):
     with pytest.raises(ValueError, match="must be a folder of class folders \\(extract archives first\\)"):
         stream_images(tmp_path / "images.tar", batch_size=4)
     with pytest.raises(ValueError, match="has 6 val images, fewer than one batch. Received: batch_size=8"):
-        stream_images(tree, "val", batch_size=8)
+        stream_images(tree, "val", batch_size=8, image_size=32)
     with pytest.raises(ValueError, match="TFDS data set 'tiny_stream_images' is not prepared"):
         stream_images("tfds:tiny_stream_images", batch_size=4, data_dir=str(tmp_path / "tfds"))
 
@@ -112,3 +112,32 @@ def test_a_prepared_tfds_data_set_streams_sharded_by_file(tmp_path):
     val = stream_images("tfds:tiny_stream_images", "val", batch_size=2, image_size=24, data_dir=str(tmp_path))
     assert val.num_examples == 4
     assert len(batches(val, 2, tf.distribute.InputContext(2, 1, 2))[0][1]) == 1
+
+
+def test_small_images_are_refused_not_upscaled(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "only").mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), "uint8")).save(tmp_path / split / "only" / "a.png")
+    with pytest.raises(ValueError, match=r"holds 32×32 images: a 224×224 crop would upscale them 7×\. .*"
+                                         r"--recipe cifar\)\. Received: image_size=224"):
+        stream_images(tmp_path, "train", batch_size=1)
+    assert stream_images(tmp_path, "train", batch_size=1, image_size=64).num_examples == 1  # 2× at most
+
+
+class TinyFixedImages(TinyStreamImages):
+    """A TFDS data set of one small image size, as CIFAR-10's."""
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(8, 8, 3)),
+            "label": tfds.features.ClassLabel(names=["ant", "bee"])}))
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            yield i, {"image": np.zeros((8, 8, 3), "uint8"), "label": i % 2}
+
+
+def test_a_tfds_data_set_of_small_images_is_refused_not_upscaled(tmp_path):
+    TinyFixedImages(data_dir=str(tmp_path)).download_and_prepare()
+    with pytest.raises(ValueError, match=r"tfds:tiny_fixed_images holds 8×8 images: a 224×224 crop would upscale"):
+        stream_images("tfds:tiny_fixed_images", "train", batch_size=4, data_dir=str(tmp_path))

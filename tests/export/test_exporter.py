@@ -120,6 +120,16 @@ def test_loaded_saved_model_predict_and_explain(exported, batch):
     np.testing.assert_allclose(explained["target_confidence"], reference.confidence_after[:, 0], atol=1e-3)
 
 
+def test_onnx_inputs_and_outputs_come_in_the_documented_order(exported):
+    model_dir, _, _ = exported
+    card = read_card(model_dir)
+    for endpoint, signature in (("onnx_predict", "serving_default"), ("onnx_explain", "explain")):
+        session = _session(model_dir, endpoint)
+        assert [o.name for o in session.get_outputs()] == card["signatures"][signature]["outputs"]
+    assert card["signatures"]["serving_default"]["outputs"] == ["logits", "probabilities", "classes"]
+    assert card["signatures"]["explain"]["outputs"] == ["explanations", "delta", "target_confidence"]
+
+
 @pytest.mark.parametrize("batch", [1, 8])
 def test_onnx_predict_matches_keras(exported, batch):
     model_dir, _, model = exported

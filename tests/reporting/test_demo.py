@@ -45,9 +45,16 @@ def test_demo_end_to_end_with_a_bad_file_among_good_ones(tmp_path, capsys):
     assert "[1/4]" in captured.out and "[4/4]" in captured.out
     assert f"report: {out / 'report.html'}" in captured.out
     html = (out / "report.html").read_text()
-    for heading in ("What this shows", "Adversarial explanations by resnet44-cifar10-all",
+    for heading in ("What this shows", "Adversarial explanations by N3 (resnet44-cifar10-all)",
                     "Class prototypes", "Saliency and Grad-CAM under attack"):
         assert heading in html
+    for caption in ("Class prototypes by N1 (resnet44-cifar10-standard)",
+                    "Saliency and Grad-CAM under attack on N3 (resnet44-cifar10-all)"):
+        assert f"<figcaption>{caption}</figcaption>" in html
+    # The user's own images: no words about the shipped photos; findings from this run's figures.
+    assert "close-ups" not in html and "resized to 32×32" in html
+    assert "On N1 (resnet44-cifar10-standard) the class changed on" in html
+    assert "a robust network should need more, and" in html and "<th>mean perturbation RMSE</th>" in html
     assert html.count("data:image/png;base64,") == 1 + 2 + 2
     assert "cat.png" in html and "noise.png" in html and "broken.png" not in html
     assert "How to read the explanation pictures" in html

@@ -65,9 +65,10 @@ def test_write_report_is_self_contained_and_escaped(tmp_path):
     assert "<script" not in document
     assert document.count("<p>") == 2
 
-    assert "<th>network</th><th>attack_ara</th><th>btr_ara</th><th>num_images</th><th>final_psi</th>" in document
-    assert "<td>0.01424</td>" in document and "<td>0.03951</td>" in document
-    assert "<td>1000</td>" in document and "<td>0.0188</td>" in document
+    assert "<th>network</th><th>attack ara</th><th>btr ara</th><th>num images</th><th>final psi</th>" in document
+    # A column's floats share the decimals its smallest needs for three significant digits.
+    assert "<td>0.0142</td>" in document and "<td>0.0188</td>" in document and "<td>0.0395</td>" in document
+    assert "<td>1000</td>" in document
     assert "<td></td>" in document
 
     images = embedded_pngs(document)
@@ -101,3 +102,20 @@ def test_write_report_rejects_bad_sections(tmp_path):
 def test_figure_to_png_bytes_rejects_non_figures():
     with pytest.raises(ValueError, match="Received: figure='plot.png'"):
         report.figure_to_png_bytes("plot.png")
+
+
+def test_tables_share_decimals_per_column_and_say_yes_or_no(tmp_path):
+    rows = [{"a": 0.232, "flag": True, "b": 2.3026}, {"a": 0.03401, "flag": False, "b": 1000.5},
+            {"a": 0.004698, "flag": np.bool_(True), "b": float("nan")}]
+    document = (tmp_path / "r.html").read_text() if report.write_report(
+        tmp_path / "r.html", "t", [{"heading": "h", "table": rows}]) else ""
+    cells = re.findall(r"<td>([^<]*)</td>", document)
+    assert cells == ["0.23200", "yes", "2.303", "0.03401", "no", "1000.500", "0.00470", "yes", "nan"]
+
+
+def test_figures_take_captions_and_fit_the_page(tmp_path):
+    document = (tmp_path / "r.html").read_text() if report.write_report(
+        tmp_path / "r.html", "t", [{"heading": "h", "figures": [(small_figure(), "Prototypes by N3 <x>")]}]) else ""
+    assert "<figcaption>Prototypes by N3 &lt;x&gt;</figcaption>" in document
+    assert 'alt="Prototypes by N3 &lt;x&gt;"' in document
+    assert "max-width: 100%" in document and "overflow-x" not in document

@@ -127,3 +127,14 @@ def test_fp16_training_scales_the_loss_and_matches_a_float32_step(rng):
     # each weight by about as much as in float32.
     for half, full in zip(update, steps["fp32"][2]):
         assert np.linalg.norm(half - full) <= 0.1 * np.linalg.norm(full) + 1e-6
+
+
+def test_training_refuses_fp16_without_a_gpu(tmp_path):
+    from keras_robust.training.config import TrainingConfig
+    from keras_robust.training.loop import train
+
+    data = (np.zeros((8, 8, 8, 3), "float32"), np.arange(8) % 2)
+    with pytest.raises(ValueError, match=r"precision='fp16' is mixed float16 for GPUs; this run's devices are "
+                                         r".*CPU:0.*Use bf16 .* or fp32\. Received: precision='fp16'"):
+        train(TrainingConfig(depth=8, epochs=1, batch_size=4, precision="fp16"), data, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

@@ -1,0 +1,125 @@
+"""Sentences that state results, written from the figures they describe.
+
+A report's text about what was measured is generated here from the numbers
+in the same report, so that it says the opposite when the numbers say the
+opposite; fixed text in the reports only describes the method.
+
+Example:
+
+>>> summary = {"class_changed": 1.0, "explanations_within_budget_check": 1.0,
+...            "mean_attack_rmse": 0.004, "rank_correlation_saliency": 0.9}
+>>> comparison_findings("N1", summary)
+'On N1 the class changed on 100% of the images, with a mean perturbation RMSE of 0.004. The saliency maps barely move (mean ρs 0.90): they do not follow the change of class.'
+"""
+
+import numpy as np
+
+from keras_robust.models.zoo.catalog import CATALOG
+
+# Mean Spearman rank correlation between an attribution map before and after a
+# class-changing perturbation: at or above STILL the map barely moved, at or
+# below MOVED it changed substantially (claim 1 of docs/method.md §1; docs/explanations.md).
+STILL = 0.7
+MOVED = 0.4
+METHOD_TITLES = {"saliency": "saliency", "smoothgrad": "SmoothGrad", "integrated_gradients": "integrated gradients",
+                 "grad_cam": "Grad-CAM"}
+RANK_PREFIX = "rank_correlation_"
+
+
+def network_label(name):
+    """`"N3 (resnet44-cifar10-all)"` for a shipped network, the name itself for any other."""
+    entry = CATALOG.get(name)
+    return f"{entry['paper_name']} ({name})" if entry else name
+
+
+def comparison_row(network, summary):
+    """A `compare_explanations` summary as a report's table row, with column titles a reader knows."""
+    row = {"network": network, "class changed": _percent(summary["class_changed"]),
+           "mean perturbation RMSE": summary["mean_attack_rmse"]}
+    for method, value in _rank_correlations(summary).items():
+        row[f"ρs {METHOD_TITLES.get(method, method)}"] = value
+    row["explanations at budget by step N/2"] = _percent(summary["explanations_within_budget_check"])
+    return row
+
+
+def comparison_findings(network, summary):
+    """What one network's claim-1 comparison found, in sentences."""
+    sentences = [f"On {network} the class changed on {_percent(summary['class_changed'])} of the images, with a "
+                 f"mean perturbation RMSE of {summary['mean_attack_rmse']:.3g}."]
+    for method, value in _rank_correlations(summary).items():
+        title = METHOD_TITLES.get(method, method)
+        if value >= STILL:
+            verdict = "barely move (mean ρs {:.2f}): they do not follow the change of class."
+        elif value <= MOVED:
+            verdict = "change substantially (mean ρs {:.2f}): they follow the change of class."
+        else:
+            verdict = "change partly (mean ρs {:.2f})."
+        sentences.append(f"The {title} maps " + verdict.format(value))
+    return " ".join(sentences)
+
+
+def robust_versus_standard(robust, standard, summaries):
+    """How the robust network's comparison differs from the standard one's, in sentences.
+
+    Args:
+        robust, standard: The two networks' names in the report.
+        summaries: `{name: compare_explanations summary}` for both.
+    """
+    ours, theirs = summaries[robust], summaries[standard]
+    ratio = ours["mean_attack_rmse"] / max(theirs["mean_attack_rmse"], 1e-12)
+    sentences = [f"Changing {robust}'s answer took {ratio:.2g}× the perturbation {standard}'s needed (mean RMSE "
+                 f"{ours['mean_attack_rmse']:.3g} vs {theirs['mean_attack_rmse']:.3g}): a robust network should "
+                 + ("need more, and does." if ratio > 1 else "need more, and here does not.")]
+    for method, value in _rank_correlations(ours).items():
+        other = theirs[RANK_PREFIX + method]
+        title = METHOD_TITLES.get(method, method)
+        moved = "moved more" if value < other else "moved less"
+        sentences.append(f"The {title} maps {moved} on {robust} than on {standard} (mean ρs {value:.2f} vs "
+                         f"{other:.2f}).")
+    return " ".join(sentences)
+
+
+def budget_findings(first_met_step, steps):
+    """How many explanations reached their budget ρ by half their steps (the sanity check)."""
+    late = int(np.sum((first_met_step < 0) | (first_met_step > steps // 2)))
+    if not late:
+        return f"Every explanation reached its budget ρ by step {steps // 2} of {steps}."
+    return (f"{late} of {first_met_step.size} explanations did not reach the budget ρ by step {steps // 2} of "
+            f"{steps}: the network's gradient keeps turning, as a non-robust network's does.")
+
+
+def relative_total_variation(delta):
+    """Mean |difference| between neighbouring pixels of each δ over its mean |δ|.
+
+    Near 1.4 for pixel noise, far below for shapes and colour areas, so it
+    says whether explanations look like noise without a person looking.
+    """
+    delta = np.asarray(delta, "float64").reshape((-1,) + np.shape(delta)[-3:])
+    steps = np.abs(np.diff(delta, axis=1)).mean(axis=(1, 2, 3)) + np.abs(np.diff(delta, axis=2)).mean(axis=(1, 2, 3))
+    return float(np.mean(steps / 2 / np.maximum(np.abs(delta).mean(axis=(1, 2, 3)), 1e-12)))
+
+
+def smoothness_findings(variations, confidences, what):
+    """Which network's explanations look least like noise, from `relative_total_variation`.
+
+    Args:
+        variations: `{network: relative total variation of its explanations' δ}`.
+        confidences: `{network: mean confidence of the targets after}`.
+        what: What the explanations are, for the sentences ("prototypes").
+    """
+    sentences = [f"{name}: mean target confidence {confidences[name]:.2f}, relative total variation of δ "
+                 f"{value:.2f}." for name, value in variations.items()]
+    smoothest = min(variations, key=variations.get)
+    noisiest = max(variations, key=variations.get)
+    if smoothest != noisiest:
+        sentences.append(f"{smoothest}'s {what} vary {variations[noisiest] / variations[smoothest]:.2g}× less "
+                         f"from pixel to pixel than {noisiest}'s.")
+    return "\n\n".join(sentences)
+
+
+def _rank_correlations(summary):
+    return {key[len(RANK_PREFIX):]: value for key, value in summary.items() if key.startswith(RANK_PREFIX)}
+
+
+def _percent(fraction):
+    return f"{100 * fraction:.0f}%"
