@@ -34,7 +34,6 @@ SERVE_RUN = "serve resnet20"
 EXPLAIN_ONNX_RUN = "explain-onnx"
 EXPORT = os.path.join(REPO, "docs", "export.md")
 DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
-BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 MODES = ("standard", "robust", "adversarial", "robust+adversarial")
 
 
@@ -406,15 +405,16 @@ def _update_table(record, path, run_name, what, heading):
         replace_section(path, header + tables.rstrip(), heading)
 
 
-def replace_section(path, body, heading):
-    """Replaces the generated part of `path` (between BEGIN and END), or appends it under `heading`."""
+def replace_section(path, body, heading, marker="run_all"):
+    """Replaces the part of `path` that `marker`'s comments enclose, or appends it under `heading`."""
     sys.path.insert(0, REPO)
     from keras_robust.common.atomic import write_atomically
 
     text = open(path, encoding="utf-8").read()
-    section = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    section = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n" + section + "\n"
     write_atomically(path, text)

@@ -114,18 +114,20 @@ def main():
     parser.add_argument("--data", help="class-folder data for the pipeline measurement")
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
+    parser.add_argument("--budget-s", type=float, default=20.0, help="timing per configuration, at least")
     parser.add_argument("--one", nargs=4, metavar=("DEPTH", "CONFIG", "JIT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         depth, config, jit, precision = args.one
-        print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size, precision)))
+        print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size, precision,
+                                     args.budget_s)))
         return
     jits = ["off", "on"] if args.jit == "both" else [args.jit]
     results = []
     runs = [(d, j, p, c) for d in args.depths for p in args.precisions for j in jits for c in args.configs]
     for depth, jit, precision, config in runs:
         command = [sys.executable, __file__, "--one", str(depth), config, jit, precision,
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--budget-s", str(args.budget_s)]
         output = subprocess.run(command, capture_output=True, text=True, check=True)
         result = json.loads(output.stdout.strip().splitlines()[-1])
         results.append(result)

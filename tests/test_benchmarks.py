@@ -2,6 +2,10 @@
 
 import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -43,7 +47,7 @@ def test_generated_section_is_replaced_and_the_rest_kept(run_all, tmp_path):
     run_all.update_performance_doc(_record(run_all, 321.0, "bbb"), str(page))
     text = page.read_text()
     assert text.startswith("# Performance\n\nWritten by hand.\n")
-    assert text.count(run_all.BEGIN) == 1 and "commit bbb" in text and "commit aaa" not in text
+    assert text.count("<!-- run_all:begin -->") == 1 and "commit bbb" in text and "commit aaa" not in text
     assert "images_per_s 321 img/s (best 326)" in text
 
 
@@ -105,3 +109,39 @@ def test_explain_onnx_table_states_each_ratio_from_its_figures():
                             "image_size": 32}}
     table = module.markdown(figures, "Test CPU, 2 cores")
     assert "| resnet44 | 32×32 | 1.50 s | 3.00 s | 0.50 | 2.6 MB | 2.7 MB | 300 / 900 MB | 6 s | 2.0e-07 |" in table
+
+
+VERSUS = REPO_ROOT / "benchmarks" / "versus_reference.py"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("arguments, message", [
+    (["--torch-python", "/nonexistent/python"], "versus_reference: cannot run the torch Python: No such file or "
+                                                "directory. Received: --torch-python /nonexistent/python"),
+    (["--torch-python", sys.executable], "versus_reference: the torch Python cannot import torch "
+                                         "(ModuleNotFoundError: No module named 'torch')"),
+    (["--reference", "/nonexistent"], "versus_reference: the reference folder lacks /nonexistent/ref_speed.py"),
+])
+def test_versus_reference_names_a_bad_set_up_in_one_line(tmp_path, arguments, message):
+    reference = tmp_path / "anchors"
+    (reference / "reference").mkdir(parents=True)
+    for name in ("ref_speed.py", "ref_ara_speed.py", "reference/main.py"):
+        (reference / name).write_text("")
+    if "--reference" not in arguments:
+        arguments = [*arguments, "--reference", str(reference)]
+    run = subprocess.run([sys.executable, str(VERSUS), *arguments], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip() == run.stderr.strip().splitlines()[0], run.stderr
+    assert run.stderr.startswith(message), run.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_versus_reference_without_torch_measures_our_side_and_records_nothing(tmp_path):
+    before = (REPO_ROOT / "docs" / "performance.md").read_text()
+    run = subprocess.run([sys.executable, str(VERSUS), "--depths", "8", "--modes", "standard", "--precisions",
+                          "fp32", "--budget-s", "1", "--ara-images", "0"], capture_output=True, text=True,
+                         timeout=600, env={k: v for k, v in os.environ.items() if k != "KERAS_ROBUST_TORCH_PYTHON"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "no torch Python given (--torch-python): our side only, no ratios" in run.stdout
+    assert re.search(r"\| ResNet-8 fp32 standard \| \d+\.\d\d \| not run \| \|", run.stdout), run.stdout
+    assert (REPO_ROOT / "docs" / "performance.md").read_text() == before

@@ -1,0 +1,186 @@
+"""keras-robust against the authors' PyTorch code, side by side in one run.
+
+    python benchmarks/versus_reference.py --torch-python $TORCH_VENV/bin/python
+    python benchmarks/versus_reference.py --depths 20 --precisions fp32 --ara-images 4   # shorter
+    python benchmarks/versus_reference.py              # no torch Python: our side only, said so
+
+A ratio between two frameworks means something only when both run on one
+quiet machine in one session, so each configuration runs ours, then the
+reference, each in a fresh process: ResNet-20 and -44, the four training
+modes (random CIFAR-shaped batches of 128, median step over at least
+`--budget-s` seconds after two warm-up steps), float32 and bfloat16 (ours
+under Keras' `mixed_bfloat16`, the reference under `torch.autocast`, as a
+PyTorch user runs it), then ARA (both attacks, 450 steps, ρ 20, momentum 0.9,
+on `--ara-images` random images; half-Huber ResNet-`--ara-depth`, randomly
+initialised). Ours is `RobustModel` with `compile()`'s defaults, XLA off.
+
+The reference is `../shared/anchors` (the authors' `main.py` and `model.py`,
+unchanged, and its `ref_speed.py`/`ref_ara_speed.py` drivers); torch lives in
+a virtual environment of its own (see that folder's README) and is never a
+dependency of keras-robust. A finished run with both sides replaces the
+generated table of `docs/performance.md` ("Against the authors' PyTorch
+code") and appends its record to `docs/benchmarks/versus_reference.jsonl`; a
+run that stops part-way writes neither.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run_all import PERFORMANCE, append_history, machine_record, replace_section  # noqa: E402
+
+DEFAULT_REFERENCE = os.path.join(REPO, "..", "shared", "anchors")
+HISTORY = os.path.join(REPO, "docs", "benchmarks", "versus_reference.jsonl")
+MODES = ("standard", "robust", "adversarial", "robust+adversarial")
+MARKER = "versus_reference"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
+                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON); none: our side only")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 44])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--budget-s", type=float, default=20.0, help="timing per configuration and side")
+    parser.add_argument("--ara-depth", type=int, default=20)
+    parser.add_argument("--ara-images", type=int, default=8, help="0: no ARA")
+    parser.add_argument("--no-record", action="store_true", help="print only; keep docs and history")
+    parser.add_argument("--ours-ara", nargs=2, type=int, metavar=("DEPTH", "IMAGES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ours_ara:
+        print(json.dumps(ours_ara(*args.ours_ara)))
+        return 0
+    try:
+        reference = check_reference(args.torch_python, args.reference)
+    except ValueError as error:
+        print(f"versus_reference: {error}", file=sys.stderr)
+        return 2
+    record = {"kind": MARKER, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine_record(),
+              "reference": reference, "rows": []}
+    print(f"{record['cpu']['model']}, {record['cpu']['cores']} cores; "
+          + (f"reference: torch {reference['torch']}" if reference else
+             "no torch Python given (--torch-python): our side only, no ratios"), flush=True)
+    for depth in args.depths:
+        for precision in args.precisions:
+            for mode in args.modes:
+                record["rows"].append(_pair(f"ResNet-{depth} {precision} {mode}",
+                                            ours_step_command(depth, mode, precision, args.budget_s),
+                                            reference and reference_step_command(reference, depth, mode, precision)))
+    if args.ara_images:
+        record["rows"].append(_pair(f"ARA ResNet-{args.ara_depth} half-Huber, {args.ara_images} images",
+                                    [sys.executable, __file__, "--ours-ara", str(args.ara_depth),
+                                     str(args.ara_images)],
+                                    reference and reference_ara_command(reference, args.ara_depth, args.ara_images)))
+    table = markdown(record)
+    print("\n" + table)
+    if reference and not args.no_record:
+        replace_section(PERFORMANCE, table, "Against the authors' PyTorch code", marker=MARKER)
+        append_history(record, HISTORY)
+        print(f"wrote the table into {PERFORMANCE} and the record into {HISTORY}")
+    return 0
+
+
+def check_reference(torch_python, folder):
+    """The reference side's set-up, or None without a torch Python; ValueError naming what is wrong."""
+    scripts = [os.path.join(folder, name) for name in ("ref_speed.py", "ref_ara_speed.py",
+                                                       os.path.join("reference", "main.py"))]
+    missing = [path for path in scripts if not os.path.isfile(path)]
+    if missing:
+        raise ValueError(f"the reference folder lacks {', '.join(missing)}. Received: --reference {folder}")
+    if not torch_python:
+        return None
+    try:
+        probe = subprocess.run([torch_python, "-c", "import torch; print(torch.__version__)"],
+                               capture_output=True, text=True, timeout=300)
+    except OSError as error:
+        raise ValueError(f"cannot run the torch Python: {error.strerror}. Received: --torch-python "
+                         f"{torch_python}") from None
+    if probe.returncode:
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"the torch Python cannot import torch ({last}). Received: --torch-python {torch_python}")
+    return {"python": torch_python, "folder": os.path.abspath(folder), "torch": probe.stdout.strip()}
+
+
+def ours_step_command(depth, mode, precision, budget_s):
+    return [sys.executable, os.path.join(HERE, "train_speed.py"), "--one", str(depth), mode, "off", precision,
+            "--budget-s", str(budget_s)]
+
+
+def reference_step_command(reference, depth, mode, precision):
+    return ["env", f"PREC={precision}", reference["python"], os.path.join(reference["folder"], "ref_speed.py"),
+            str(depth), mode]
+
+
+def reference_ara_command(reference, depth, images):
+    return [reference["python"], os.path.join(reference["folder"], "ref_ara_speed.py"), str(depth), "robust",
+            str(images)]
+
+
+def ours_ara(depth, images):
+    """Both ARA attacks of `keras_robust.ara`'s procedure on random images, as the reference's driver runs."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    import keras_robust
+    from keras_robust.method.attacks import attack_details
+
+    classifier = keras_robust.resnet(depth, activation="half_huber_relu")
+    rng = np.random.default_rng(0)
+    x = rng.random((images, 32, 32, 3), dtype="float32")
+    y = rng.integers(0, 10, images)
+    begin = time.perf_counter()
+    for mode in ("l2min", "btr"):
+        attack_details(classifier, x, y, rho=20.0, steps=450, mode=mode, momentum=0.9,
+                       sanity_check=False).rmse.numpy()
+    seconds = time.perf_counter() - begin
+    return {"images_per_s": images / seconds, "seconds": seconds}
+
+
+def _pair(name, ours_command, reference_command):
+    """Ours, then the reference, in fresh processes: `{"name", "ours", "reference"}` images/s."""
+    row = {"name": name, "ours": _images_per_s(ours_command)}
+    if reference_command:
+        row["reference"] = _images_per_s(reference_command)
+    ratio = f" = {row['ours'] / row['reference']:.2f}×" if "reference" in row else ""
+    print(f"{name:<46} ours {row['ours']:8.2f}" + (f"  reference {row['reference']:8.2f}{ratio}" if ratio else ""),
+          flush=True)
+    return row
+
+
+def _images_per_s(command):
+    run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if run.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"]
+
+
+def markdown(record):
+    cpu = record["cpu"]
+    reference = record["reference"]
+    lines = [f"`python benchmarks/versus_reference.py` ({record['time']}, commit {record.get('commit')}): "
+             f"{cpu['model']}, {cpu['cores']} cores (flags: {', '.join(cpu['flags'])}), TensorFlow "
+             f"{record['tensorflow']}, Keras {record['keras']}"
+             + (f", torch {reference['torch']}" if reference else "; no reference run") + ". Images/s; each "
+             "configuration ran ours, then the reference, in fresh processes; training on random batches of 128, "
+             "ours `RobustModel` + `compile()` defaults (XLA off), bf16 = Keras `mixed_bfloat16` against "
+             "`torch.autocast`.", "",
+             "| configuration | keras-robust | reference | ours / reference |", "|---|---|---|---|"]
+    for row in record["rows"]:
+        if "reference" in row:
+            lines.append(f"| {row['name']} | {row['ours']:.2f} | {row['reference']:.2f} | "
+                         f"{row['ours'] / row['reference']:.2f}× |")
+        else:
+            lines.append(f"| {row['name']} | {row['ours']:.2f} | not run | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
