@@ -64,21 +64,15 @@ def main():
         print(f"versus_reference: {error}", file=sys.stderr)
         return 2
     record = {"kind": MARKER, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine_record(),
-              "reference": reference, "rows": []}
+              "reference": reference}
     print(f"{record['cpu']['model']}, {record['cpu']['cores']} cores; "
           + (f"reference: torch {reference['torch']}" if reference else
              "no torch Python given (--torch-python): our side only, no ratios"), flush=True)
-    for depth in args.depths:
-        for precision in args.precisions:
-            for mode in args.modes:
-                record["rows"].append(_pair(f"ResNet-{depth} {precision} {mode}",
-                                            ours_step_command(depth, mode, precision, args.budget_s),
-                                            reference and reference_step_command(reference, depth, mode, precision)))
-    if args.ara_images:
-        record["rows"].append(_pair(f"ARA ResNet-{args.ara_depth} half-Huber, {args.ara_images} images",
-                                    [sys.executable, __file__, "--ours-ara", str(args.ara_depth),
-                                     str(args.ara_images)],
-                                    reference and reference_ara_command(reference, args.ara_depth, args.ara_images)))
+    try:
+        record["rows"] = measure(args, reference)
+    except RuntimeError as error:  # a side failed part-way: nothing is recorded
+        print(f"versus_reference: {error}", file=sys.stderr)
+        return 1
     table = markdown(record)
     print("\n" + table)
     if reference and not args.no_record:
@@ -86,6 +80,22 @@ def main():
         append_history(record, HISTORY)
         print(f"wrote the table into {PERFORMANCE} and the record into {HISTORY}")
     return 0
+
+
+def measure(args, reference):
+    """Every configuration's `_pair`, the training steps first, then ARA."""
+    rows = []
+    for depth in args.depths:
+        for precision in args.precisions:
+            for mode in args.modes:
+                rows.append(_pair(f"ResNet-{depth} {precision} {mode}",
+                                  ours_step_command(depth, mode, precision, args.budget_s),
+                                  reference and reference_step_command(reference, depth, mode, precision)))
+    if args.ara_images:
+        rows.append(_pair(f"ARA ResNet-{args.ara_depth} half-Huber, {args.ara_images} images",
+                          [sys.executable, __file__, "--ours-ara", str(args.ara_depth), str(args.ara_images)],
+                          reference and reference_ara_command(reference, args.ara_depth, args.ara_images)))
+    return rows
 
 
 def check_reference(torch_python, folder):
@@ -97,15 +107,19 @@ def check_reference(torch_python, folder):
         raise ValueError(f"the reference folder lacks {', '.join(missing)}. Received: --reference {folder}")
     if not torch_python:
         return None
+    # The drivers import the authors' main.py, which needs click and torchvision besides torch.
+    probe_code = ("import os, sys; sys.path.insert(0, sys.argv[1]); os.environ.setdefault('CIFAR10_PATH', "
+                  "'/nonexistent'); import torch, main, model; print(torch.__version__)")
     try:
-        probe = subprocess.run([torch_python, "-c", "import torch; print(torch.__version__)"],
+        probe = subprocess.run([torch_python, "-c", probe_code, os.path.join(folder, "reference")],
                                capture_output=True, text=True, timeout=300)
     except OSError as error:
         raise ValueError(f"cannot run the torch Python: {error.strerror}. Received: --torch-python "
                          f"{torch_python}") from None
     if probe.returncode:
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"the torch Python cannot import torch ({last}). Received: --torch-python {torch_python}")
+        raise ValueError(f"the torch Python cannot import torch and the reference ({last}); set it up as "
+                         f"{os.path.join(folder, 'README.md')} says. Received: --torch-python {torch_python}")
     return {"python": torch_python, "folder": os.path.abspath(folder), "torch": probe.stdout.strip()}
 
 
@@ -158,7 +172,8 @@ def _pair(name, ours_command, reference_command):
 def _images_per_s(command):
     run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if run.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{run.stderr[-2000:]}")
+        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{' '.join(command)} failed: {last}")
     return json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"]
 
 

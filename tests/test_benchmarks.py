@@ -118,8 +118,8 @@ VERSUS = REPO_ROOT / "benchmarks" / "versus_reference.py"
 @pytest.mark.parametrize("arguments, message", [
     (["--torch-python", "/nonexistent/python"], "versus_reference: cannot run the torch Python: No such file or "
                                                 "directory. Received: --torch-python /nonexistent/python"),
-    (["--torch-python", sys.executable], "versus_reference: the torch Python cannot import torch "
-                                         "(ModuleNotFoundError: No module named 'torch')"),
+    (["--torch-python", sys.executable], "versus_reference: the torch Python cannot import torch and the "
+                                         "reference (ModuleNotFoundError: No module named 'torch')"),
     (["--reference", "/nonexistent"], "versus_reference: the reference folder lacks /nonexistent/ref_speed.py"),
 ])
 def test_versus_reference_names_a_bad_set_up_in_one_line(tmp_path, arguments, message):

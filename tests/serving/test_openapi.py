@@ -62,13 +62,13 @@ def test_examples_are_answered(tiny_server, document):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_schemathesis_finds_no_server_error_and_no_answer_off_its_schema(tiny_server):
+def test_schemathesis_finds_no_server_error_and_no_answer_off_its_schema(tiny_server, tmp_path):
     # Its command line, as a user runs it: the pytest plugin reaches into pytest's internals.
     run = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{tiny_server}/openapi.json", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance", "--phases", "examples,coverage,fuzzing",
          "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its .schemathesis/ cache lands there
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     tested = re.search(r"Tested: (\d+)", run.stdout)
     assert tested and int(tested[1]) == 26, run.stdout[-3000:]  # every operation of the document
