@@ -15,9 +15,10 @@ each, perf_analyzer sends `--concurrency` requests at a time of one
 CIFAR-sized image in [0, 1], over V2 HTTP (binary tensors), V2 gRPC and TF
 Serving's gRPC (`--service-kind tfserving`): predict to the model, explain
 to `<model>-explainer` over V2 and to the model's `explain` signature over
-TF Serving (a target class, the card's ρ and steps). It prints the CPU, the commands, and a markdown table
-of throughput and p50/p95 latency, with the server's own split of a request
-(queue and compute, from the statistics extension).
+TF Serving (a target class, the card's ρ and steps). It prints the CPU, the
+commands, and a markdown table of throughput and p50/p95 latency, with the
+server's own split of a request (queue and compute, from the statistics
+extension).
 """
 
 import argparse

@@ -161,11 +161,11 @@ def ours_ara(depth, images):
 def _pair(name, ours_command, reference_command):
     """Ours, then the reference, in fresh processes: `{"name", "ours", "reference"}` images/s."""
     row = {"name": name, "ours": _images_per_s(ours_command)}
+    line = f"{name:<46} ours {row['ours']:8.2f}"
     if reference_command:
         row["reference"] = _images_per_s(reference_command)
-    ratio = f" = {row['ours'] / row['reference']:.2f}×" if "reference" in row else ""
-    print(f"{name:<46} ours {row['ours']:8.2f}" + (f"  reference {row['reference']:8.2f}{ratio}" if ratio else ""),
-          flush=True)
+        line += f"  reference {row['reference']:8.2f} = {row['ours'] / row['reference']:.2f}×"
+    print(line, flush=True)
     return row
 
 

@@ -41,13 +41,13 @@ async def start_grpc_server(port, host, plane):
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
-        raise port_in_use(host, port) from error
+        raise _port_in_use(host, port) from error
     await server.start()
     return server, bound
 
 
 def check_port_free(host, port):
-    """Raises `port_in_use` unless `host:port` can be bound now (port 0 always can).
+    """Raises `_port_in_use` unless `host:port` can be bound now (port 0 always can).
 
     Checked before the models load, so a taken port is refused at once; the
     bind in `start_grpc_server` refuses it too if taken in between.
@@ -60,10 +60,10 @@ def check_port_free(host, port):
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise port_in_use(host, port) from error
+            raise _port_in_use(host, port) from error
 
 
-def port_in_use(host, port):
+def _port_in_use(host, port):
     """The error of a gRPC port that cannot be bound."""
     return OSError(f"The gRPC port {host}:{port} is in use or cannot be bound; "
                    f"stop what holds it or choose another. Received: grpc_port={port}")

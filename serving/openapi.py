@@ -18,11 +18,12 @@ import io
 from PIL import Image
 
 from keras_robust import __version__
+from keras_robust.serving.inputs import MAX_DIGITS
 from keras_robust.serving.open_inference import HEADER_LENGTH
 from keras_robust.serving.v2_routes import EXPLAINER_SUFFIX
 
-DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-             "FP16", "FP32", "FP64", "BYTES"]
+DATATYPE = {"enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                      "FP16", "FP32", "FP64", "BYTES"]}
 # The errors a route taking a body can answer: malformed (400), unknown model or
 # version (404), a body too slow (408) or too large (413), the server full (503),
 # the deadline passed (504).
@@ -48,8 +49,8 @@ def _array(items):
 STRING, INTEGER, NUMBER, BOOLEAN = ({"type": kind} for kind in ("string", "integer", "number", "boolean"))
 SHAPE = _array(INTEGER)
 PARAMETERS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
-TENSOR_DATA = {"type": "array", "items": {"anyOf": [{"$ref": "#/components/schemas/tensor_data"}, NUMBER, STRING,
-                                                     BOOLEAN]}}
+TENSOR_DATA = _array({"anyOf": [_ref("tensor_data"), NUMBER, STRING, BOOLEAN]})
+BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 SCHEMAS = {
     "error": _object(["error"], error=STRING),
@@ -77,20 +78,20 @@ SCHEMAS = {
     "model_ready": _object(["name", "ready"], name=STRING, ready=BOOLEAN),
     "metadata_server_response": _object(["name", "version", "extensions"], name=STRING, version=STRING,
                                         extensions=_array(STRING)),
-    "metadata_tensor": _object(["name", "datatype", "shape"], name=STRING, datatype={"enum": DATATYPES},
+    "metadata_tensor": _object(["name", "datatype", "shape"], name=STRING, datatype=DATATYPE,
                                shape=SHAPE),
     "metadata_model_response": _object(["name", "platform", "inputs", "outputs"], name=STRING, platform=STRING,
                                        versions=_array(STRING), inputs=_array(_ref("metadata_tensor")),
                                        outputs=_array(_ref("metadata_tensor"))),
     "tensor_data": TENSOR_DATA,
     "request_input": _object(["name", "shape", "datatype"], name=STRING, shape=SHAPE,
-                             datatype={"enum": DATATYPES}, parameters=PARAMETERS, data=_ref("tensor_data")),
+                             datatype=DATATYPE, parameters=PARAMETERS, data=_ref("tensor_data")),
     "request_output": _object(["name"], name=STRING, parameters=PARAMETERS),
     "inference_request": _object(["inputs"], id=STRING, model_name=STRING, model_version=STRING,
                                  parameters=PARAMETERS, inputs={**_array(_ref("request_input")), "minItems": 1},
                                  outputs=_array(_ref("request_output"))),
     "response_output": _object(["name", "shape", "datatype"], name=STRING, shape=SHAPE,
-                               datatype={"enum": DATATYPES}, parameters=PARAMETERS, data=_ref("tensor_data")),
+                               datatype=DATATYPE, parameters=PARAMETERS, data=_ref("tensor_data")),
     "inference_response": _object(["model_name", "outputs"], model_name=STRING, model_version=STRING, id=STRING,
                                   parameters=PARAMETERS, outputs=_array(_ref("response_output"))),
     # Triton's extensions.
@@ -116,10 +117,10 @@ def _json(schema):
     return {"application/json": {"schema": schema}}
 
 
-def _responses(ok, *errors, description="OK"):
+def _responses(ok, *errors):
     """`ok` (a schema, or a full `content` map) as 200, and each error status's `{"error": ...}` body."""
     content = ok if "application/json" in ok else _json(ok)
-    answers = {"200": {"description": description, "content": content}}
+    answers = {"200": {"description": "OK", "content": content}}
     for status in sorted(set(errors) | {404, 405}):  # any path may be unknown or take another method
         answers[str(status)] = {"description": ERROR_REASONS[status], "content": _json(_ref("error"))}
     return answers
@@ -190,11 +191,9 @@ def _v2_paths(models, versions, examples):
     names = list(models) + [name + EXPLAINER_SUFFIX for name in models]
     header = {"name": HEADER_LENGTH, "in": "header", "required": False,
               "description": "With a binary body: the length of its JSON header.",
-              "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}
-    infer_body = {**_json(_ref("inference_request")),
-                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-    infer_answer = {**_json(_ref("inference_response")),
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+              "schema": {"type": "string", "pattern": f"^[0-9]{{1,{MAX_DIGITS}}}$"}}
+    infer_body = {**_json(_ref("inference_request")), "application/octet-stream": BINARY}
+    infer_answer = {**_json(_ref("inference_response")), "application/octet-stream": BINARY}
     paths = {
         "/v2/health/live": {"get": _operation("Server liveness", _responses(_ref("server_live")))},
         "/v2/health/ready": {"get": _operation("Server readiness", _responses(_ref("server_ready")))},

@@ -37,7 +37,7 @@ def comparison_row(network, summary):
     row = {"network": network, "class changed": _percent(summary["class_changed"]),
            "mean perturbation RMSE": summary["mean_attack_rmse"]}
     for method, value in _rank_correlations(summary).items():
-        row[f"ρs {METHOD_TITLES.get(method, method)}"] = value
+        row[f"ρs {_title(method)}"] = value
     row["explanations at budget by step N/2"] = _percent(summary["explanations_within_budget_check"])
     return row
 
@@ -47,14 +47,13 @@ def comparison_findings(network, summary):
     sentences = [f"On {network} the class changed on {_percent(summary['class_changed'])} of the images, with a "
                  f"mean perturbation RMSE of {summary['mean_attack_rmse']:.3g}."]
     for method, value in _rank_correlations(summary).items():
-        title = METHOD_TITLES.get(method, method)
         if value >= STILL:
             verdict = "barely move (mean ρs {:.2f}): they do not follow the change of class."
         elif value <= MOVED:
             verdict = "change substantially (mean ρs {:.2f}): they follow the change of class."
         else:
             verdict = "change partly (mean ρs {:.2f})."
-        sentences.append(f"The {title} maps " + verdict.format(value))
+        sentences.append(f"The {_title(method)} maps " + verdict.format(value))
     return " ".join(sentences)
 
 
@@ -72,9 +71,8 @@ def robust_versus_standard(robust, standard, summaries):
                  + ("need more, and does." if ratio > 1 else "need more, and here does not.")]
     for method, value in _rank_correlations(ours).items():
         other = theirs[RANK_PREFIX + method]
-        title = METHOD_TITLES.get(method, method)
         moved = "moved more" if value < other else "moved less"
-        sentences.append(f"The {title} maps {moved} on {robust} than on {standard} (mean ρs {value:.2f} vs "
+        sentences.append(f"The {_title(method)} maps {moved} on {robust} than on {standard} (mean ρs {value:.2f} vs "
                          f"{other:.2f}).")
     return " ".join(sentences)
 
@@ -119,6 +117,10 @@ def smoothness_findings(variations, confidences, what):
 
 def _rank_correlations(summary):
     return {key[len(RANK_PREFIX):]: value for key, value in summary.items() if key.startswith(RANK_PREFIX)}
+
+
+def _title(method):
+    return METHOD_TITLES.get(method, method)
 
 
 def _percent(fraction):
