@@ -1,95 +1,157 @@
-"""Where a training step's time goes: oneDNN's convolution primitives vs everything else.
+"""Where a training step's time goes, kernel class by kernel class: ours and the authors' PyTorch code.
 
-    python benchmarks/onednn_breakdown.py                 # ResNet-20, standard and robust, fp32 and bf16
-    python benchmarks/onednn_breakdown.py --depth 44 --modes robust --precisions bf16
+    python benchmarks/onednn_breakdown.py --torch-python $TORCH_VENV/bin/python
+    python benchmarks/onednn_breakdown.py --depth 44 --modes robust --precisions bf16   # ours only
 
-Runs a few steps of each configuration in a fresh process with
-`ONEDNN_VERBOSE=1` (no XLA, so TensorFlow's oneDNN kernels run), and sums the
-per-call times oneDNN reports for each convolution pass (forward, backward to
-the data, backward to the weights) with the kernel it chose. What is left of
-the step is TensorFlow's own work: batch norm, activations, residual adds,
+Both frameworks run their CPU convolutions through oneDNN, which reports the
+kernel it chose and the time of every call with `ONEDNN_VERBOSE=1`. Each
+configuration runs once per side in a fresh process with that switch: ours
+through `train_speed.py`'s step (`RobustModel`, `compile()` defaults), the
+reference through its own `ref_speed.py`. The per-call times are summed per
+kernel class (each convolution pass with the kernels and source layout it
+got, layout reorders, every other oneDNN primitive) and divided by the steps
+run; what is left of the step ("the framework's own kernels") is the work
+each framework does outside oneDNN: batch norm, activations, residual adds,
 the optimizer. Verbose logging slows each call a little, so the step time
-printed beside it is from the same logged run.
+beside the classes is the same logged run's median step.
+
+With `--torch-python` and no `--no-record`, the tables replace the generated
+section of `docs/performance.md` and the figures go to
+`docs/figures/onednn_breakdown.json`.
 """
 
 import argparse
 import collections
+import json
 import os
 import subprocess
 import sys
 import time
 
-from keras_robust.training.precision import PRECISIONS
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run_all import PERFORMANCE, REPO, machine_record, replace_section  # noqa: E402
+from versus_reference import (  # noqa: E402
+    DEFAULT_REFERENCE,
+    MODES,
+    check_reference,
+    ours_step_command,
+    reference_step_command,
+)
 
-STEPS = 3
+from keras_robust.common.atomic import write_atomically  # noqa: E402
 
-
-def one(depth, mode, precision):
-    """Trains `STEPS` logged steps after three quiet ones; prints the mean step time."""
-    import keras
-    import numpy as np
-
-    import keras_robust
-    from keras_robust.training.precision import precision_scope
-
-    robust = mode == "robust"
-    with precision_scope(precision):
-        classifier = keras_robust.resnet(depth, activation="half_huber_relu" if robust else "relu")
-        model = keras_robust.RobustModel(classifier, robust=robust, weight_decay=1e-4)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=False)
-    images = np.random.default_rng(0).random((128, 32, 32, 3), dtype="float32")
-    labels = np.random.default_rng(0).integers(0, 10, 128)
-    for _ in range(3):
-        model.train_on_batch(images, labels)
-    print("MEASURE", flush=True)
-    start = time.perf_counter()
-    for _ in range(STEPS):
-        model.train_on_batch(images, labels)
-    print(f"STEP {(time.perf_counter() - start) / STEPS}", flush=True)
+FIGURES = os.path.join(REPO, "docs", "figures", "onednn_breakdown.json")
+MARKER = "onednn_breakdown"
+WARM_UP_STEPS = 2  # both drivers run two untimed steps first; their calls are logged too
+OWN_KERNELS = "the framework's own kernels"
 
 
-def summarise(log):
-    """`(step_ms, {(pass, kernel): ms per step})` from one verbose log."""
-    per_pass = collections.Counter()
-    step_ms = None
-    measuring = False
+def kernel_classes(log, steps):
+    """`{class: {"ms": per step, "kernels": [...]}}` from a verbose log of `steps` steps.
+
+    A convolution's class is its pass (`forward_training`, `backward_data`,
+    `backward_weights`); every other primitive's is its kind.
+    """
+    ms = collections.Counter()
+    kernels = collections.defaultdict(set)
     for line in log.splitlines():
-        if line.startswith("MEASURE"):
-            measuring = True
-        elif line.startswith("STEP"):
-            step_ms = 1000 * float(line.split()[1])
-        elif measuring and line.startswith("onednn_verbose") and ",exec," in line:
-            fields = line.split(",")
-            if fields[5] == "convolution":
-                per_pass[(fields[7], fields[6])] += float(fields[-1]) / STEPS
-    return step_ms, per_pass
+        fields = line.split(",")
+        if len(fields) < 9 or not fields[0].endswith("_verbose") or fields[2:4] != ["primitive", "exec"]:
+            continue
+        kind, kernel, propagation = fields[5], fields[6], fields[7]
+        name = f"convolution {propagation}" if kind == "convolution" else kind
+        ms[name] += float(fields[-1]) / steps
+        label = f"{kernel} ({_source_layout(fields[8])})" if kind == "convolution" else kernel
+        kernels[name].add(label)
+    return {name: {"ms": ms[name], "kernels": sorted(kernels[name])} for name in ms}
+
+
+def _source_layout(descriptors):
+    """The source tensor's data type and layout tag from a verbose line's memory descriptors.
+
+    A descriptor reads `src:f32::blocked:acdb::f0` (`acdb` is NHWC, `aBcd8b` channel blocks of 8).
+    """
+    for descriptor in descriptors.split():
+        parts = descriptor.split(":")
+        if parts[0] in ("src", "diff_src") and len(parts) > 4:
+            return f"{parts[1]} {parts[4]}"
+    return "?"
+
+
+def breakdown(command):
+    """One logged run of a step driver: `{"step_ms", "classes"}`."""
+    run = subprocess.run(command, capture_output=True, text=True,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if run.returncode:
+        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{' '.join(command)} failed: {last}")
+    result = json.loads(next(line for line in reversed(run.stdout.splitlines()) if line.startswith("{")))
+    classes = kernel_classes(run.stdout, result["steps_timed"] + WARM_UP_STEPS)
+    step_ms = 1000 * result["step_s"]
+    classes[OWN_KERNELS] = {"ms": max(0.0, step_ms - sum(c["ms"] for c in classes.values())), "kernels": []}
+    return {"step_ms": step_ms, "classes": classes}
+
+
+def markdown(name, ours, reference):
+    """One configuration's table: a row per kernel class, both sides' ms per step."""
+    sides = [("keras-robust", ours)] + ([("reference", reference)] if reference else [])
+    names = sorted({c for _, side in sides for c in side["classes"]},
+                   key=lambda c: (c == OWN_KERNELS, -max(side["classes"].get(c, {"ms": 0})["ms"] for _, side in sides)))
+    header = "| " + name + " | " + " | ".join(f"{label} ms | kernels" for label, _ in sides) + " |"
+    lines = [header, "|---" * (1 + 2 * len(sides)) + "|"]
+    lines.append("| **step** | " + " | ".join(f"**{side['step_ms']:.0f}** | " for _, side in sides) + " |")
+    for class_name in names:
+        cells = []
+        for _, side in sides:
+            entry = side["classes"].get(class_name)
+            cells.append(f"{entry['ms']:.1f} | {', '.join(entry['kernels'])}" if entry else "– | ")
+        lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
+                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON); none: our side only")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
     parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--modes", nargs="+", default=["standard", "robust"], choices=["standard", "robust"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(PRECISIONS))
-    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--budget-s", type=float, default=4.0, help="logged timing per configuration and side")
+    parser.add_argument("--no-record", action="store_true", help="print only; keep docs and figures")
     args = parser.parse_args()
-    if args.one:
-        one(int(args.one[0]), args.one[1], args.one[2])
-        return
-    for mode in args.modes:
+    try:
+        reference = check_reference(args.torch_python, args.reference)
+    except ValueError as error:
+        print(f"onednn_breakdown: {error}", file=sys.stderr)
+        return 2
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine_record(),
+              "reference": reference, "configurations": {}}
+    tables = []
+    try:
         for precision in args.precisions:
-            output = subprocess.run(
-                [sys.executable, __file__, "--one", str(args.depth), mode, precision],
-                capture_output=True, text=True, check=True,
-                env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
-            )
-            step_ms, per_pass = summarise(output.stdout)
-            convolutions = sum(per_pass.values())
-            print(f"ResNet-{args.depth} {mode} {precision}: step {step_ms:.0f} ms (logged), "
-                  f"convolutions {convolutions:.0f} ms ({100 * convolutions / step_ms:.0f}%), "
-                  f"the rest {step_ms - convolutions:.0f} ms")
-            for (kind, kernel), ms in sorted(per_pass.items(), key=lambda item: -item[1]):
-                print(f"    {kind:<18} {ms:7.1f} ms  {kernel}")
+            for mode in args.modes:
+                name = f"ResNet-{args.depth} {precision} {mode}"
+                ours = breakdown(ours_step_command(args.depth, mode, precision, args.budget_s))
+                theirs = reference and breakdown(reference_step_command(reference, args.depth, mode, precision))
+                record["configurations"][name] = {"ours": ours, "reference": theirs}
+                tables.append(markdown(name, ours, theirs))
+                print(tables[-1] + "\n", flush=True)
+    except RuntimeError as error:
+        print(f"onednn_breakdown: {error}", file=sys.stderr)
+        return 1
+    if reference and not args.no_record:
+        cpu = record["cpu"]
+        intro = (f"`python benchmarks/onednn_breakdown.py` ({record['time']}, commit {record.get('commit')}): "
+                 f"{cpu['model']}, {cpu['cores']} cores (flags: {', '.join(cpu['flags'])}), TensorFlow "
+                 f"{record['tensorflow']}, torch {reference['torch']}. Milliseconds per step, batch 128, "
+                 "`ONEDNN_VERBOSE=1` on both sides.")
+        replace_section(PERFORMANCE, "\n\n".join([intro, *tables]), "Kernel class by kernel class", marker=MARKER)
+        write_atomically(FIGURES, json.dumps(record, indent=1))
+        print(f"wrote the tables into {PERFORMANCE} and the figures into {FIGURES}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ peak resident memory is its own.
     python benchmarks/train_speed.py                        # ResNet-20 and -44, XLA on and off
     python benchmarks/train_speed.py --depths 20 --jit on --steps 3
     python benchmarks/train_speed.py --data ../shared/data/cifar10-jpeg.tar.gz  # + pipeline
+    python benchmarks/train_speed.py --jit off --onednn both   # TensorFlow's oneDNN kernels on against off
 """
 
 import argparse
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from keras_robust.common.atomic import write_atomically
 from keras_robust.training.precision import PRECISIONS
 
 CONFIGS = {
@@ -26,6 +28,10 @@ CONFIGS = {
     "adversarial": dict(robust=False, adversarial_training="bounded"),
     "robust+adversarial": dict(robust=True, adversarial_training="l2min"),
 }
+
+
+# The environment of each `--onednn` choice; "default" leaves the variable to keras_robust (or the caller).
+ONEDNN = {"default": {}, "on": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
 def forward_flops(model):
@@ -115,6 +121,8 @@ def main():
     parser.add_argument("--json", help="write all results here")
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS))
     parser.add_argument("--budget-s", type=float, default=20.0, help="timing per configuration, at least")
+    parser.add_argument("--onednn", choices=[*ONEDNN, "both"], default="default",
+                        help="TensorFlow's oneDNN kernels: as keras_robust sets them, forced on or off, or both")
     parser.add_argument("--one", nargs=4, metavar=("DEPTH", "CONFIG", "JIT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -124,15 +132,18 @@ def main():
         return
     jits = ["off", "on"] if args.jit == "both" else [args.jit]
     results = []
-    runs = [(d, j, p, c) for d in args.depths for p in args.precisions for j in jits for c in args.configs]
-    for depth, jit, precision, config in runs:
+    switches = ["on", "off"] if args.onednn == "both" else [args.onednn]
+    runs = [(d, j, p, c, o) for d in args.depths for p in args.precisions for j in jits for c in args.configs
+            for o in switches]
+    for depth, jit, precision, config, onednn in runs:
         command = [sys.executable, __file__, "--one", str(depth), config, jit, precision,
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--budget-s", str(args.budget_s)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True)
-        result = json.loads(output.stdout.strip().splitlines()[-1])
+        output = subprocess.run(command, capture_output=True, text=True, check=True,
+                                env={**os.environ, **ONEDNN[onednn]})
+        result = {**json.loads(output.stdout.strip().splitlines()[-1]), "onednn": onednn}
         results.append(result)
         print(
-            f"ResNet-{depth:<3} XLA {jit:<3} {precision} {config:<19} "
+            f"ResNet-{depth:<3} XLA {jit:<3} oneDNN {onednn:<7} {precision} {config:<19} "
             f"{result['images_per_s']:8.1f} img/s  step {result['step_s']:7.2f} s  "
             f"first step {result['first_step_s']:6.1f} s  peak RSS "
             f"{result['peak_rss_gib']:.2f} GiB",
@@ -141,7 +152,8 @@ def main():
     print()
     for depth in args.depths:
         for jit in jits:
-            rows = {r["config"]: r for r in results if r["depth"] == depth and r["xla"] == (jit == "on")}
+            rows = {r["config"]: r for r in results
+                    if r["depth"] == depth and r["xla"] == (jit == "on") and r["onednn"] == switches[0]}
             if "standard" not in rows:
                 continue
             base = rows["standard"]
@@ -158,8 +170,7 @@ def main():
         print(f"input pipeline (augmented, batch {args.batch_size}): {rate:,.0f} img/s")
         results.append({"pipeline_images_per_s": rate})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_atomically(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ The public names load on first use, so that the parts that need no
 TensorFlow (the ONNX server, the command line's parsing) start without it.
 The Keras layers and models register with Keras as soon as Keras is imported,
 before or after this package, so `keras.saving.load_model` finds them.
+Imported before TensorFlow, it asks TensorFlow for its oneDNN CPU kernels
+(`keras_robust.common.onednn`).
 """
 
 from keras_robust import lazy_loading
+from keras_robust.common.onednn import prefer_onednn
+
+prefer_onednn()
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,11 @@
-"""Shared fixtures (shared helpers: `tests/helpers.py`). Two logical CPU devices are configured before TensorFlow
-initialises, so `tf.distribute.MirroredStrategy` can be tested on one CPU."""
+"""Shared fixtures (shared helpers: `tests/helpers.py`). keras_robust is imported before TensorFlow, as a user's
+script does, so the tests run TensorFlow's kernels as users get them (oneDNN's: `keras_robust.common.onednn`). Two
+logical CPU devices are configured before TensorFlow initialises, so `tf.distribute.MirroredStrategy` can be tested on
+one CPU."""
 
 import os
+
+import keras_robust  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -145,3 +145,45 @@ def test_versus_reference_without_torch_measures_our_side_and_records_nothing(tm
     assert "no torch Python given (--torch-python): our side only, no ratios" in run.stdout
     assert re.search(r"\| ResNet-8 fp32 standard \| \d+\.\d\d \| not run \| \|", run.stdout), run.stdout
     assert (REPO_ROOT / "docs" / "performance.md").read_text() == before
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_onednn_breakdown_sums_each_kernel_class_per_step():
+    breakdown = _benchmark_module("onednn_breakdown")
+    log = "\n".join([
+        "onednn_verbose,v1,info,oneDNN v3.7.3",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,"
+        "src:f32::blocked:acdb::f0 wei:f32::blocked:Acdb8a::f0 dst:f32::blocked:acdb::f0,,alg:direct,mb128,3.0",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,"
+        "src:f32::blocked:acdb::f0 wei:f32::blocked:Acdb8a::f0,,alg:direct,mb128,5.0",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,backward_weights,"
+        "src:f32::blocked:aBcd8b::f0 diff_wei:f32::blocked:ABcd8b8a::f0,,alg:direct,mb128,4.0",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd::f0,,,128x16,1.0",
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd::f0,,,x,9.0",
+        "{\"images_per_s\": 1}",
+    ])
+    classes = breakdown.kernel_classes(log, steps=2)
+    assert classes == {
+        "convolution forward_training": {"ms": 4.0, "kernels": ["brg_conv_fwd:avx2 (f32 acdb)"]},
+        "convolution backward_weights": {"ms": 2.0, "kernels": ["jit:avx2 (f32 aBcd8b)"]},
+        "reorder": {"ms": 0.5, "kernels": ["jit:uni"]},
+    }
+    table = breakdown.markdown("ResNet-20 fp32 standard", {"step_ms": 10.0, "classes": classes}, None)
+    assert table.splitlines()[2] == "| **step** | **10** |  |"
+    assert table.splitlines()[3] == "| convolution forward_training | 4.0 | brg_conv_fwd:avx2 (f32 acdb) |"
+
+
+def test_the_onednn_table_in_the_docs_is_the_recorded_run():
+    rows = json.loads((REPO_ROOT / "docs" / "figures" / "onednn_switch.json").read_text())
+    figures = {(row["depth"], row["config"], row["onednn"]): row["images_per_s"] for row in rows}
+    text = (REPO_ROOT / "docs" / "performance.md").read_text()
+    for depth, mode, _ in {key for key in figures}:
+        on, off = figures[depth, mode, "on"], figures[depth, mode, "off"]
+        assert f"| ResNet-{depth} | {mode} | {on:.1f} | {off:.1f} | {on / off:.2f}× |" in text

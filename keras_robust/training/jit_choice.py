@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_robust.common.atomic import write_atomically
 from keras_robust.common.cache import cache_dir
 from keras_robust.common.machine import cpu_description
+from keras_robust.common.onednn import onednn_enabled
 
 CACHE_FILE = "jit_choice.json"
 PROBE_STEPS = 3
@@ -42,6 +43,7 @@ def choose_jit_compile(build_model, batch_size, input_shape, num_classes, *, cac
         "cpu": cpu_description(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "onednn": onednn_enabled(),
         "step": _step_signature(sample, batch_size, input_shape),
     }, sort_keys=True)
     path = cache_dir(cache) / CACHE_FILE
