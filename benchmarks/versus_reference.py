@@ -1,7 +1,8 @@
 """keras-robust against the authors' PyTorch code, side by side in one run.
 
     python benchmarks/versus_reference.py --torch-python $TORCH_VENV/bin/python
-    python benchmarks/versus_reference.py --depths 20 --precisions fp32 --ara-images 4   # shorter
+    python benchmarks/versus_reference.py --depths 20 --precisions fp32 --ara-images 4 --repeats 1   # shorter
+    python benchmarks/versus_reference.py --torch-python ... --bf16-depths 20   # a CPU without bf16 units
     python benchmarks/versus_reference.py              # no torch Python: our side only, said so
 
 A ratio between two frameworks means something only when both run on one
@@ -13,6 +14,8 @@ under Keras' `mixed_bfloat16`, the reference under `torch.autocast`, as a
 PyTorch user runs it), then ARA (both attacks, 450 steps, ρ 20, momentum 0.9,
 on `--ara-images` random images; half-Huber ResNet-`--ara-depth`, randomly
 initialised). Ours is `RobustModel` with `compile()`'s defaults, XLA off.
+Each side runs `--repeats` times per configuration, alternating with the
+other, and the table shows each side's median.
 
 The reference is `../shared/anchors` (the authors' `main.py` and `model.py`,
 unchanged, and its `ref_speed.py`/`ref_ara_speed.py` drivers); torch lives in
@@ -26,6 +29,7 @@ run that stops part-way writes neither.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -51,7 +55,11 @@ def main():
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--budget-s", type=float, default=20.0, help="timing per configuration and side")
     parser.add_argument("--ara-depth", type=int, default=20)
-    parser.add_argument("--ara-images", type=int, default=8, help="0: no ARA")
+    parser.add_argument("--ara-images", type=int, default=32, help="0: no ARA")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of each side per configuration, alternating; the table shows the medians")
+    parser.add_argument("--bf16-depths", type=int, nargs="+",
+                        help="depths measured in bf16 (default --depths; a CPU without bf16 units emulates it slowly)")
     parser.add_argument("--no-record", action="store_true", help="print only; keep docs and history")
     parser.add_argument("--ours-ara", nargs=2, type=int, metavar=("DEPTH", "IMAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -64,7 +72,7 @@ def main():
         print(f"versus_reference: {error}", file=sys.stderr)
         return 2
     record = {"kind": MARKER, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine_record(),
-              "reference": reference}
+              "reference": reference, "repeats": args.repeats, "options": _options(sys.argv[1:])}
     print(f"{record['cpu']['model']}, {record['cpu']['cores']} cores; "
           + (f"reference: torch {reference['torch']}" if reference else
              "no torch Python given (--torch-python): our side only, no ratios"), flush=True)
@@ -85,16 +93,21 @@ def main():
 def measure(args, reference):
     """Every configuration's `_pair`, the training steps first, then ARA."""
     rows = []
+    bf16_depths = args.depths if args.bf16_depths is None else args.bf16_depths
     for depth in args.depths:
         for precision in args.precisions:
+            if precision == "bf16" and depth not in bf16_depths:
+                continue
             for mode in args.modes:
                 rows.append(_pair(f"ResNet-{depth} {precision} {mode}",
                                   ours_step_command(depth, mode, precision, args.budget_s),
-                                  reference and reference_step_command(reference, depth, mode, precision)))
+                                  reference and reference_step_command(reference, depth, mode, precision),
+                                  args.repeats))
     if args.ara_images:
         rows.append(_pair(f"ARA ResNet-{args.ara_depth} half-Huber, {args.ara_images} images",
                           [sys.executable, __file__, "--ours-ara", str(args.ara_depth), str(args.ara_images)],
-                          reference and reference_ara_command(reference, args.ara_depth, args.ara_images)))
+                          reference and reference_ara_command(reference, args.ara_depth, args.ara_images),
+                          args.repeats))
     return rows
 
 
@@ -158,12 +171,18 @@ def ours_ara(depth, images):
     return {"images_per_s": images / seconds, "seconds": seconds}
 
 
-def _pair(name, ours_command, reference_command):
-    """Ours, then the reference, in fresh processes: `{"name", "ours", "reference"}` images/s."""
-    row = {"name": name, "ours": _images_per_s(ours_command)}
+def _pair(name, ours_command, reference_command, repeats):
+    """Ours, then the reference, `repeats` times, in fresh processes: `{"name", "ours", "reference"}`, the
+    median images/s of each side, and every run's figure under `"ours_runs"`/`"reference_runs"`."""
+    row = {"name": name, "ours_runs": [], "reference_runs": []}
+    for _ in range(repeats):
+        row["ours_runs"].append(_images_per_s(ours_command))
+        if reference_command:
+            row["reference_runs"].append(_images_per_s(reference_command))
+    row["ours"] = statistics.median(row["ours_runs"])
     line = f"{name:<46} ours {row['ours']:8.2f}"
     if reference_command:
-        row["reference"] = _images_per_s(reference_command)
+        row["reference"] = statistics.median(row["reference_runs"])
         line += f"  reference {row['reference']:8.2f} = {row['ours'] / row['reference']:.2f}×"
     print(line, flush=True)
     return row
@@ -177,14 +196,24 @@ def _images_per_s(command):
     return json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"]
 
 
+def _options(arguments):
+    """The command line's options as the docs show them: the torch Python's path is this machine's."""
+    shown = []
+    for argument in arguments:
+        shown.append("$TORCH_VENV/bin/python" if shown and shown[-1] == "--torch-python" else argument)
+    return "".join(f" {argument}" for argument in shown)
+
+
 def markdown(record):
     cpu = record["cpu"]
     reference = record["reference"]
-    lines = [f"`python benchmarks/versus_reference.py` ({record['time']}, commit {record.get('commit')}): "
+    repeats = record.get("repeats", 1)
+    lines = [f"`python benchmarks/versus_reference.py{record.get('options', '')}` ({record['time']}, commit {record.get('commit')}): "
              f"{cpu['model']}, {cpu['cores']} cores (flags: {', '.join(cpu['flags'])}), TensorFlow "
              f"{record['tensorflow']}, Keras {record['keras']}"
              + (f", torch {reference['torch']}" if reference else "; no reference run") + ". Images/s; each "
-             "configuration ran ours, then the reference, in fresh processes; training on random batches of 128, "
+             f"configuration ran ours, then the reference, in fresh processes, {repeats} time{'s' * (repeats > 1)} "
+             f"alternating{'; the medians' * (repeats > 1)}; training on random batches of 128, "
              "ours `RobustModel` + `compile()` defaults (XLA off), bf16 = Keras `mixed_bfloat16` against "
              "`torch.autocast`.", "",
              "| configuration | keras-robust | reference | ours / reference |", "|---|---|---|---|"]
