@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
+
 VARIANTS = {
     "default": {},
     "intra=2,inter=1": {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"},

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
+
 MODELS = {
     "resnet44": ("keras_robust.resnet", 32),
     "resnet50": ("ResNet50", 224),

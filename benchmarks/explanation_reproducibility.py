@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

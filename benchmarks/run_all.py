@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 HISTORY = os.path.join(REPO, "docs", "benchmarks", "history.jsonl")

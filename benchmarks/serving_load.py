@@ -30,6 +30,8 @@ import urllib.request
 
 import numpy as np
 
+from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
+
 PREDICT_PROTOCOLS = ("rest", "v2-json", "v2-binary", "grpc")
 EXPLAIN_PROTOCOLS = ("rest", "v2-binary", "grpc")
 

@@ -5,10 +5,14 @@
 
 import argparse
 
+# First, before Keras loads TensorFlow: on CPUs where TensorFlow leaves its faster oneDNN kernels off, this turns
+# them on (keras_robust.common.onednn).
+import keras_robust
+
+# isort: split
 import keras
 import numpy as np
 
-import keras_robust
 from keras_robust.data import load_dataset
 
 
