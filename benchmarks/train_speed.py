@@ -9,6 +9,7 @@ peak resident memory is its own.
     python benchmarks/train_speed.py --depths 20 --jit on --steps 3
     python benchmarks/train_speed.py --data ../shared/data/cifar10-jpeg.tar.gz  # + pipeline
     python benchmarks/train_speed.py --jit off --onednn both   # TensorFlow's oneDNN kernels on against off
+    python benchmarks/train_speed.py --jit off --batch-norm both   # our fused batch norm against Keras' own
 """
 
 import argparse
@@ -34,6 +35,17 @@ CONFIGS = {
 ONEDNN = {"default": {}, "on": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
+def with_keras_batch_norm(model):
+    """The same network with Keras' own BatchNormalization in place of the fused one."""
+    import keras
+
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "FusedBatchNormalization":
+            layer.update(module="keras.layers", class_name="BatchNormalization", registered_name=None)
+    return keras.Model.from_config(config)
+
+
 def forward_flops(model):
     """Multiply-adds ×2 of every conv and dense layer, from the layer shapes."""
     import keras
@@ -49,7 +61,8 @@ def forward_flops(model):
     return flops
 
 
-def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", budget_s=20.0):
+def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", budget_s=20.0,
+                batch_norm="fused"):
     """Median step time over at least `steps` steps (and `budget_s` seconds),
     after two warm-up steps; the median shrugs off this VM's timing noise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,6 +77,8 @@ def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", bu
     classifier = keras_robust.resnet(
         depth=depth, activation="half_huber_relu" if config["robust"] else "relu"
     )
+    if batch_norm == "keras":
+        classifier = with_keras_batch_norm(classifier)
     model = keras_robust.RobustModel(classifier, weight_decay=1e-4, **config)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit)
     rng = np.random.default_rng(0)
@@ -86,6 +101,7 @@ def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", bu
         "config": config_name,
         "xla": jit,
         "precision": precision,
+        "batch_norm": batch_norm,
         "images_per_s": batch_size / seconds,
         "step_s": seconds,
         "fastest_step_s": min(times),
@@ -123,27 +139,31 @@ def main():
     parser.add_argument("--budget-s", type=float, default=20.0, help="timing per configuration, at least")
     parser.add_argument("--onednn", choices=[*ONEDNN, "both"], default="default",
                         help="TensorFlow's oneDNN kernels: as keras_robust sets them, forced on or off, or both")
+    parser.add_argument("--batch-norm", choices=["fused", "keras", "both"], default="fused",
+                        help="the networks' batch norm: ours (fused), Keras' own, or both")
     parser.add_argument("--one", nargs=4, metavar=("DEPTH", "CONFIG", "JIT", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         depth, config, jit, precision = args.one
         print(json.dumps(measure_one(int(depth), config, jit == "on", args.steps, args.batch_size, precision,
-                                     args.budget_s)))
+                                     args.budget_s, args.batch_norm)))
         return
     jits = ["off", "on"] if args.jit == "both" else [args.jit]
     results = []
     switches = ["on", "off"] if args.onednn == "both" else [args.onednn]
-    runs = [(d, j, p, c, o) for d in args.depths for p in args.precisions for j in jits for c in args.configs
-            for o in switches]
-    for depth, jit, precision, config, onednn in runs:
+    norms = ["fused", "keras"] if args.batch_norm == "both" else [args.batch_norm]
+    runs = [(d, j, p, c, o, n) for d in args.depths for p in args.precisions for j in jits for c in args.configs
+            for o in switches for n in norms]
+    for depth, jit, precision, config, onednn, norm in runs:
         command = [sys.executable, __file__, "--one", str(depth), config, jit, precision,
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--budget-s", str(args.budget_s)]
+                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--budget-s", str(args.budget_s),
+                   "--batch-norm", norm]
         output = subprocess.run(command, capture_output=True, text=True, check=True,
                                 env={**os.environ, **ONEDNN[onednn]})
         result = {**json.loads(output.stdout.strip().splitlines()[-1]), "onednn": onednn}
         results.append(result)
         print(
-            f"ResNet-{depth:<3} XLA {jit:<3} oneDNN {onednn:<7} {precision} {config:<19} "
+            f"ResNet-{depth:<3} XLA {jit:<3} oneDNN {onednn:<7} BN {norm:<5} {precision} {config:<19} "
             f"{result['images_per_s']:8.1f} img/s  step {result['step_s']:7.2f} s  "
             f"first step {result['first_step_s']:6.1f} s  peak RSS "
             f"{result['peak_rss_gib']:.2f} GiB",
@@ -153,7 +173,8 @@ def main():
     for depth in args.depths:
         for jit in jits:
             rows = {r["config"]: r for r in results
-                    if r["depth"] == depth and r["xla"] == (jit == "on") and r["onednn"] == switches[0]}
+                    if r["depth"] == depth and r["xla"] == (jit == "on") and r["onednn"] == switches[0]
+                    and r["batch_norm"] == norms[0]}
             if "standard" not in rows:
                 continue
             base = rows["standard"]

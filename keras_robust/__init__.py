@@ -32,6 +32,7 @@ _PUBLIC = {
     "attack_details": "keras_robust.method.attacks",
     "AdversarialExplainer": "keras_robust.explanations.adversarial",
     "Explanation": "keras_robust.explanations.adversarial",
+    "FusedBatchNormalization": "keras_robust.models.fused_batch_norm",
     "AraResult": "keras_robust.evaluation.accuracy_robustness",
     "ara": "keras_robust.evaluation.accuracy_robustness",
     "pretrained": "keras_robust.models.zoo",

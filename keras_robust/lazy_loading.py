@@ -15,7 +15,8 @@ import sys
 import threading
 
 # The modules whose classes Keras must know to load a saved model.
-SERIALIZABLE_MODULES = ("keras_robust.method.activations", "keras_robust.method.robust_model")
+SERIALIZABLE_MODULES = ("keras_robust.method.activations", "keras_robust.method.robust_model",
+                        "keras_robust.models.fused_batch_norm")
 
 
 class KerasRegistration(importlib.abc.MetaPathFinder):

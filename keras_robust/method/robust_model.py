@@ -11,7 +11,7 @@ from keras_robust.common.validation import (
     check_range,
     check_tensorflow_backend,
 )
-from keras_robust.method import regularizer
+from keras_robust.method import double_backprop, regularizer
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
 from keras_robust.method.model_calls import num_classes_of
@@ -296,7 +296,7 @@ class RobustModel(keras.Model):
         """Logits and, with the robust additions, the kept-graph input gradient."""
         if not self.robust:
             return self.classifier(images, training=True), None
-        with tf.GradientTape() as input_tape:
+        with tf.GradientTape() as input_tape, double_backprop.twice_differentiated():
             input_tape.watch(images)
             logits = self.classifier(images, training=True)
             outputs = regularizer.lipschitz_outputs(

@@ -5,6 +5,7 @@ import keras
 from keras_robust.common.defaults import CIFAR10_MEAN, CIFAR10_STD
 from keras_robust.common.validation import validate_depth
 from keras_robust.method.activations import get_activation_layer
+from keras_robust.models.fused_batch_norm import FusedBatchNormalization
 
 STAGE_WIDTHS = (16, 32, 64)
 BN_EPSILON = 1e-5
@@ -141,6 +142,6 @@ def _conv(filters, stride, name, kernel_initializer=None):
 
 
 def batch_norm(name):
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
     )

@@ -314,3 +314,20 @@ def test_every_batch_of_a_generator_is_checked(rng):
     with pytest.raises(ValueError, match="Training batch 2: Images must be finite. Received: 1 NaN or infinite values"):
         model.fit(batches(), epochs=1, verbose=0)
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+
+
+@pytest.mark.parametrize("robust, adversarial, fused_in_forward", [
+    (False, None, True), (True, None, False), (True, "bounded", True),
+])
+def test_fused_batch_norm_trains_except_where_differentiated_twice(rng, robust, adversarial, fused_in_forward):
+    """The regulariser's forward pass takes Keras' batch norm; the rest the fused op (docs/performance.md)."""
+    model = RobustModel(keras_robust.resnet(depth=8), robust=robust, adversarial_training=adversarial,
+                        adversarial_steps=1)
+    model.compile(optimizer="sgd")
+    images = tf.constant(rng.random((2, 32, 32, 3)).astype("float32"))
+    labels = tf.constant([0, 1])
+    graph = tf.function(model.train_step).get_concrete_function((images, labels)).graph
+    types = {op.type for op in graph.get_operations()}
+    # The attack, when there is one, trains batch norm fused too.
+    assert ("FusedBatchNormV3" in types) is fused_in_forward
+    assert ("FusedBatchNormGradV3" in types) is fused_in_forward

@@ -1,0 +1,80 @@
+"""Batch normalization that trains through TensorFlow's fused kernel (docs/performance.md)."""
+
+import keras
+import tensorflow as tf
+
+from keras_robust.method.double_backprop import is_twice_differentiated
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training pass is one fused op.
+
+    Formula (training; the same as the Keras layer):
+    ```
+    mean, var = moments of x over every axis but the channels
+    y = gamma * (x - mean) / sqrt(var + epsilon) + beta
+    moving_mean = momentum * moving_mean + (1 - momentum) * mean
+    moving_variance = momentum * moving_variance + (1 - momentum) * var
+    ```
+    Keras 3 normalises with about a dozen element-wise TensorFlow ops, and
+    automatic differentiation adds as many again. For channels-last 4-D
+    inputs this layer trains through `FusedBatchNormV3` instead, one op
+    forward and one backward, which TensorFlow runs on oneDNN's batch
+    normalization and fuses with a following ReLU. Where the gradient will be
+    differentiated again (the Lipschitz regulariser's forward pass, inside
+    `twice_differentiated()`), TensorFlow's second derivative of the fused op
+    costs more than the fusion saves, so it takes the Keras layer's path, as
+    do inference, masks, `synchronized=True`, renormalization and other
+    layouts: exported graphs are unchanged. The variables,
+    their names and the configuration are the Keras layer's: weights load
+    either way.
+
+    Example:
+
+    >>> layer = FusedBatchNormalization()
+    >>> x = keras.ops.convert_to_tensor([[[[1.0], [3.0]]]])
+    >>> keras.ops.convert_to_numpy(layer(x, training=True)).round(3).ravel()
+    array([-1.,  1.], dtype=float32)
+
+    Args:
+        **kwargs: The arguments of `keras.layers.BatchNormalization`
+            (`axis`, `momentum`, `epsilon`, `center`, `scale`, initializers,
+            ...), checked by it.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self._fusable(inputs, mask)):
+            return super().call(inputs, training=training, mask=mask)
+        # Computed in float32 under mixed precision too, as the Keras layer does.
+        x = tf.cast(inputs, "float32")
+        channels = x.shape[-1]
+        scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        offset = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+        empty = tf.constant([], "float32")
+        outputs, mean, corrected_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=empty, variance=empty,
+            epsilon=self.epsilon, data_format="NHWC", is_training=True,
+        )
+        # The op reports the batch variance with Bessel's correction; the
+        # Keras layer tracks the plain one, and so does this layer.
+        count = tf.cast(tf.size(x) // channels, "float32")
+        variance = corrected_variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+        )
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _fusable(self, inputs, mask):
+        rank = len(inputs.shape)
+        return (
+            keras.backend.backend() == "tensorflow"
+            and rank == 4
+            and self.axis % rank == rank - 1
+            and inputs.shape[-1] is not None
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and not is_twice_differentiated()
+        )
