@@ -187,3 +187,22 @@ def test_the_onednn_table_in_the_docs_is_the_recorded_run():
     for depth, mode, _ in {key for key in figures}:
         on, off = figures[depth, mode, "on"], figures[depth, mode, "off"]
         assert f"| ResNet-{depth} | {mode} | {on:.1f} | {off:.1f} | {on / off:.2f}× |" in text
+
+
+def test_the_fused_batch_norm_table_in_the_docs_is_the_recorded_run():
+    rows = json.loads((REPO_ROOT / "docs" / "figures" / "fused_batch_norm.json").read_text())
+    figures = {(row["depth"], row["config"], row["batch_norm"]): row["images_per_s"] for row in rows}
+    text = (REPO_ROOT / "docs" / "performance.md").read_text()
+    for depth, mode, _ in figures:
+        fused, plain = figures[depth, mode, "fused"], figures[depth, mode, "keras"]
+        assert f"| ResNet-{depth} | {mode} | {fused:.1f} | {plain:.1f} | {fused / plain:.2f}× |" in text
+
+
+def test_the_docs_sentence_on_the_versus_run_holds_for_its_latest_record():
+    text = (REPO_ROOT / "docs" / "performance.md").read_text()
+    claim = "In this run every fp32 training configuration ran faster than the\nreference."
+    assert claim in text
+    latest = json.loads((REPO_ROOT / "docs" / "benchmarks" / "versus_reference.jsonl").read_text().splitlines()[-1])
+    training = [row for row in latest["rows"] if " fp32 " in row["name"]]
+    assert training and all(row["ours"] > row["reference"] for row in training)
+    assert not any(" bf16 " in row["name"] for row in latest["rows"])
