@@ -180,22 +180,22 @@ def test_onednn_breakdown_sums_each_kernel_class_per_step():
     assert table.splitlines()[3] == "| convolution forward_training | 4.0 | brg_conv_fwd:avx2 (f32 acdb) |"
 
 
-def test_the_onednn_table_in_the_docs_is_the_recorded_run():
-    rows = json.loads((REPO_ROOT / "docs" / "figures" / "onednn_switch.json").read_text())
-    figures = {(row["depth"], row["config"], row["onednn"]): row["images_per_s"] for row in rows}
+def assert_switch_table_is_the_recorded_run(figures_name, switch, first, second):
+    """Each row `| ResNet-D | mode | first | second | first/second× |` of docs/performance.md is the JSON's."""
+    rows = json.loads((REPO_ROOT / "docs" / "figures" / figures_name).read_text())
+    figures = {(row["depth"], row["config"], row[switch]): row["images_per_s"] for row in rows}
     text = (REPO_ROOT / "docs" / "performance.md").read_text()
-    for depth, mode, _ in {key for key in figures}:
-        on, off = figures[depth, mode, "on"], figures[depth, mode, "off"]
-        assert f"| ResNet-{depth} | {mode} | {on:.1f} | {off:.1f} | {on / off:.2f}× |" in text
+    for depth, mode, _ in figures:
+        a, b = figures[depth, mode, first], figures[depth, mode, second]
+        assert f"| ResNet-{depth} | {mode} | {a:.1f} | {b:.1f} | {a / b:.2f}× |" in text
+
+
+def test_the_onednn_table_in_the_docs_is_the_recorded_run():
+    assert_switch_table_is_the_recorded_run("onednn_switch.json", "onednn", "on", "off")
 
 
 def test_the_fused_batch_norm_table_in_the_docs_is_the_recorded_run():
-    rows = json.loads((REPO_ROOT / "docs" / "figures" / "fused_batch_norm.json").read_text())
-    figures = {(row["depth"], row["config"], row["batch_norm"]): row["images_per_s"] for row in rows}
-    text = (REPO_ROOT / "docs" / "performance.md").read_text()
-    for depth, mode, _ in figures:
-        fused, plain = figures[depth, mode, "fused"], figures[depth, mode, "keras"]
-        assert f"| ResNet-{depth} | {mode} | {fused:.1f} | {plain:.1f} | {fused / plain:.2f}× |" in text
+    assert_switch_table_is_the_recorded_run("fused_batch_norm.json", "batch_norm", "fused", "keras")
 
 
 def test_the_docs_sentence_on_the_versus_run_holds_for_its_latest_record():

@@ -26,9 +26,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     `twice_differentiated()`), TensorFlow's second derivative of the fused op
     costs more than the fusion saves, so it takes the Keras layer's path, as
     do inference, masks, `synchronized=True`, renormalization and other
-    layouts: exported graphs are unchanged. The variables,
-    their names and the configuration are the Keras layer's: weights load
-    either way.
+    layouts: exported graphs are unchanged. The variables, their names and
+    the configuration are the Keras layer's: weights load either way.
 
     Example:
 
