@@ -5,6 +5,9 @@ import tensorflow as tf
 
 from keras_robust.method.double_backprop import is_twice_differentiated
 
+# The input dtypes FusedBatchNormV3 takes, with float32 statistics.
+_FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
+
 
 @keras.saving.register_keras_serializable(package="keras_robust")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -21,7 +24,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     automatic differentiation adds as many again. For channels-last 4-D
     inputs this layer trains through `FusedBatchNormV3` instead, one op
     forward and one backward, which TensorFlow runs on oneDNN's batch
-    normalization and fuses with a following ReLU. Where the gradient will be
+    normalization and fuses with a following ReLU. Under mixed precision the
+    bfloat16 or float16 input goes into the op as it is (the statistics are
+    float32 inside it); float64 takes the Keras path. Where the gradient will be
     differentiated again (the Lipschitz regulariser's forward pass, inside
     `twice_differentiated()`), TensorFlow's second derivative of the fused op
     costs more than the fusion saves, so it takes the Keras layer's path, as
@@ -45,8 +50,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable and self._fusable(inputs, mask)):
             return super().call(inputs, training=training, mask=mask)
-        # Computed in float32 under mixed precision too, as the Keras layer does.
-        x = tf.cast(inputs, "float32")
+        # A 16-bit input under mixed precision goes in as it is: the op
+        # computes the statistics and the normalisation in float32, as the
+        # Keras layer does, and rounds only its output, where the Keras layer
+        # rounds too; casting around it would add two passes and hide the
+        # ReLU that follows from the fusion.
+        x = tf.convert_to_tensor(inputs)
         channels = x.shape[-1]
         scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         offset = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
@@ -72,6 +81,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and rank == 4
             and self.axis % rank == rank - 1
             and inputs.shape[-1] is not None
+            and inputs.dtype in _FUSED_DTYPES
             and mask is None
             and not self.synchronized
             and not self.renorm

@@ -77,8 +77,9 @@ def test_first_and_second_derivatives_match_keras(rng):
         ((5, 6), {}, {"training": True}),
         ((3, 4, 4, 2), {"center": False, "scale": False}, {"training": True}),
         ((3, 4, 4, 2), {}, {"training": True, "mask": np.ones((3, 4, 4), bool)}),
+        ((3, 4, 4, 2), {"dtype": "float64"}, {"training": True}),
     ],
-    ids=["inference", "channels_first", "dense", "no_scale_or_offset", "masked"],
+    ids=["inference", "channels_first", "dense", "no_scale_or_offset", "masked", "float64"],
 )
 def test_every_other_case_gives_what_keras_gives(rng, shape, kwargs, call_kwargs):
     x = (rng.normal(size=shape) * 2 + 1).astype("float32")
@@ -95,13 +96,27 @@ def test_frozen_layer_normalises_with_its_moving_statistics(rng):
     np.testing.assert_array_equal(fused.moving_mean, np.zeros(2))
 
 
-def test_mixed_precision_outputs_bfloat16_computed_in_float32(rng):
-    x = rng.normal(size=(4, 3, 3, 2)).astype("float32")
-    layer = FusedBatchNormalization(dtype="mixed_bfloat16")
-    outputs = layer(x, training=True)
-    assert outputs.dtype == tf.bfloat16
-    expected, _, _ = numpy_batch_norm(x, 1.0, 0.0, layer.epsilon)
-    np.testing.assert_allclose(tf.cast(outputs, tf.float32), expected, atol=2e-2)
+def test_mixed_precision_normalises_bfloat16_in_the_fused_op_as_keras_does(rng):
+    x = tf.constant((rng.normal(size=(4, 3, 3, 2)) * 3 + 1).astype("float32"))
+    fused, plain = built_pair(x.shape, dtype="mixed_bfloat16")
+
+    def forward_and_input_gradient(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * tf.range(2, dtype=tf.float32))
+        return outputs, tape.gradient(loss, x)
+
+    (ours, our_gradient), (theirs, their_gradient) = map(forward_and_input_gradient, (fused, plain))
+    assert ours.dtype == tf.bfloat16
+    # One bfloat16 rounding of the output on each side: at most a unit in the last place apart.
+    np.testing.assert_allclose(tf.cast(ours, tf.float32), tf.cast(theirs, tf.float32), rtol=2**-7, atol=2**-7)
+    np.testing.assert_allclose(our_gradient, their_gradient, rtol=2**-6, atol=2**-6)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-5)
+    graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    fused_ops = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+    assert [op.get_attr("T") for op in fused_ops] == [tf.bfloat16]
 
 
 def test_saved_model_reloads_as_the_fused_layer(tmp_path, rng):
