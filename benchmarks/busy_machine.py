@@ -1,0 +1,99 @@
+"""What one busy neighbour does to the side-by-side ARA figures.
+
+    python benchmarks/busy_machine.py --torch-python $TORCH_VENV/bin/python
+    python benchmarks/busy_machine.py --torch-python ... --images 8 --repeats 1 --json /tmp/busy.json   # shorter
+
+Runs `versus_reference.py`'s ARA configuration (both attacks, 450 steps, on
+random images, half-Huber ResNet-20), ours then the reference's, first on the
+quiet machine and then beside one process that busy-loops on one core, and
+writes each side's median images/s and the cores other processes kept busy
+(`quiet.py`) to `--json` (default docs/figures/ara_busy_machine.json; written
+whole at the end, so a stopped run leaves the previous file). It shows why
+`versus_reference.py` runs a busy run again: the two frameworks do not slow
+alike.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
+from quiet import run_measured  # noqa: E402
+from run_all import machine_record  # noqa: E402
+from versus_reference import DEFAULT_REFERENCE, check_reference, reference_ara_command  # noqa: E402
+
+from keras_robust.common.atomic import write_atomically  # noqa: E402
+
+DEFAULT_JSON = os.path.join(REPO, "docs", "figures", "ara_busy_machine.json")
+NEIGHBOURS = ("none", "one busy loop")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
+                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", default=DEFAULT_JSON)
+    args = parser.parse_args()
+    try:
+        if not args.torch_python:
+            raise ValueError("it compares two frameworks and needs the reference's. Received: --torch-python "
+                             "(none)")
+        reference = check_reference(args.torch_python, args.reference)
+    except ValueError as error:
+        print(f"busy_machine: {error}", file=sys.stderr)
+        return 2
+    commands = {"ours": [sys.executable, os.path.join(HERE, "versus_reference.py"), "--ours-ara", str(args.depth),
+                         str(args.images)],
+                "reference": reference_ara_command(reference, args.depth, args.images)}
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine_record(),
+              "torch": reference["torch"], "depth": args.depth, "images": args.images, "repeats": args.repeats,
+              "rows": []}
+    try:
+        for neighbour in NEIGHBOURS:
+            record["rows"] += measure(commands, neighbour, args.repeats)
+    except RuntimeError as error:
+        print(f"busy_machine: {error}", file=sys.stderr)
+        return 1
+    write_atomically(args.json, json.dumps(record, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def measure(commands, neighbour, repeats):
+    """Each side's rows beside `neighbour`: median images/s over `repeats` alternating runs, and the most
+    cores other processes kept busy during them."""
+    runs = {side: [] for side in commands}
+    others = {side: [] for side in commands}
+    hog = None if neighbour == "none" else subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(repeats):
+            for side, command in commands.items():
+                run, busy = run_measured(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                if run.returncode:
+                    last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+                    raise RuntimeError(f"{' '.join(command)} failed: {last}")
+                runs[side].append(json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"])
+                others[side].append(busy)
+                print(f"neighbour {neighbour}: {side} {runs[side][-1]:.3f} img/s, other processes "
+                      f"{'unmeasured' if busy is None else f'{busy:.2f}'} cores", flush=True)
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+    return [{"neighbour": neighbour, "side": side, "images_per_s": statistics.median(runs[side]),
+             "runs": runs[side], "others_cores": max(others[side], key=lambda busy: busy or 0.0)} for side in commands]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
