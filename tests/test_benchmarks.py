@@ -1,5 +1,6 @@
 """The benchmark harness's bookkeeping: history, plot and the generated doc section."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -153,6 +154,52 @@ def _benchmark_module(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
+
+
+@contextlib.contextmanager
+def busy_neighbour():
+    """One process busy-looping on one core for the duration."""
+    hog = subprocess.Popen(BUSY_LOOP)
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+@pytest.mark.multiprocess
+def test_quiet_counts_the_cpu_of_other_processes_not_the_commands_own():
+    quiet = _benchmark_module("quiet")
+    spin_one_second = "import time\nend = time.process_time() + 1\nwhile time.process_time() < end: pass"
+    run, others = quiet.run_measured([sys.executable, "-c", spin_one_second])
+    assert run.returncode == 0 and others < 0.5
+    with busy_neighbour():
+        run, others = quiet.run_measured([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    assert run.returncode == 0 and others > 0.6
+
+
+@pytest.mark.multiprocess
+def test_versus_reference_runs_a_busy_run_again_and_stops_when_the_machine_stays_busy():
+    versus = _benchmark_module("versus_reference")
+    command = [sys.executable, "-c", "import json, time; time.sleep(0.5); print(json.dumps({'images_per_s': 5.0}))"]
+    row = versus._pair("quiet", command, command, repeats=1)
+    assert row["ours"] == row["reference"] == 5.0 and row["others_cores"] <= versus.QUIET_LIMIT_CORES
+    assert versus._quiet_sentence([row]).startswith(f" Other processes kept at most {row['others_cores']:.2f} cores")
+    with busy_neighbour(), pytest.raises(RuntimeError, match=r"^the machine is not quiet: other processes kept "
+                                                             r"\d\.\d\d cores busy while busy, ours ran, 3 times"):
+        versus._pair("busy", command, command, repeats=1)
+
+
+@pytest.mark.multiprocess
+def test_busy_machine_needs_the_reference_and_says_so_in_one_line():
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "busy_machine.py")], capture_output=True,
+                         text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "KERAS_ROBUST_TORCH_PYTHON"})
+    assert run.returncode == 2 and run.stderr.strip() == ("busy_machine: it compares two frameworks and needs the "
+                                                          "reference's. Received: --torch-python (none)")
 
 
 def test_onednn_breakdown_sums_each_kernel_class_per_step():
