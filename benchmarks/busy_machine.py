@@ -7,8 +7,10 @@ Runs `versus_reference.py`'s ARA configuration (both attacks, 450 steps, on
 random images, half-Huber ResNet-20), ours then the reference's, first on the
 quiet machine and then beside one process that busy-loops on one core, and
 writes each side's median images/s and the cores other processes kept busy
-(`quiet.py`) to `--json` (default docs/figures/ara_busy_machine.json; written
-whole at the end, so a stopped run leaves the previous file). It shows why
+(`quiet.py`) to `--json`, written whole at the end, so a stopped run leaves
+the previous file. With the default `--json`
+(docs/figures/ara_busy_machine.json) the table also replaces the generated
+part of docs/performance.md's "A busy machine". It shows why
 `versus_reference.py` runs a busy run again: the two frameworks do not slow
 alike.
 """
@@ -26,13 +28,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
 from quiet import run_measured  # noqa: E402
-from run_all import machine_record  # noqa: E402
+from run_all import PERFORMANCE, machine_record, replace_section  # noqa: E402
 from versus_reference import DEFAULT_REFERENCE, check_reference, reference_ara_command  # noqa: E402
 
 from keras_robust.common.atomic import write_atomically  # noqa: E402
 
 DEFAULT_JSON = os.path.join(REPO, "docs", "figures", "ara_busy_machine.json")
 NEIGHBOURS = ("none", "one busy loop")
+MARKER = "busy_machine"
 
 
 def main():
@@ -66,7 +69,10 @@ def main():
         print(f"busy_machine: {error}", file=sys.stderr)
         return 1
     write_atomically(args.json, json.dumps(record, indent=2))
-    print(f"wrote {args.json}")
+    print("\n" + markdown(record) + f"\n\nwrote {args.json}")
+    if os.path.abspath(args.json) == DEFAULT_JSON:
+        replace_section(PERFORMANCE, markdown(record), "A busy machine", marker=MARKER)
+        print(f"wrote the table into {PERFORMANCE}")
     return 0
 
 
@@ -93,6 +99,24 @@ def measure(commands, neighbour, repeats):
             hog.wait()
     return [{"neighbour": neighbour, "side": side, "images_per_s": statistics.median(runs[side]),
              "runs": runs[side], "others_cores": max(others[side], key=lambda busy: busy or 0.0)} for side in commands]
+
+
+def markdown(record):
+    """The record as docs/performance.md shows it: what ran where, then the table."""
+    cpu = record["cpu"]
+    figures = {(row["neighbour"], row["side"]): row for row in record["rows"]}
+    lines = [f"`python benchmarks/busy_machine.py --torch-python $TORCH_VENV/bin/python` ({record['time']}, commit "
+             f"{record['commit']}): {cpu['model']}, {cpu['cores']} cores, TensorFlow {record['tensorflow']}, torch "
+             f"{record['torch']}; ResNet-{record['depth']} half-Huber, {record['images']} random images, both "
+             f"attacks; each side {record['repeats']} times alternating, the medians.", "",
+             "| beside both sides | keras-robust img/s | reference img/s | ours / reference "
+             "| cores other processes kept busy (ours; reference) |", "|---|---|---|---|---|"]
+    for neighbour in NEIGHBOURS:
+        ours, reference = figures[neighbour, "ours"], figures[neighbour, "reference"]
+        lines.append(f"| {neighbour} | {ours['images_per_s']:.3f} | {reference['images_per_s']:.3f} | "
+                     f"{ours['images_per_s'] / reference['images_per_s']:.2f}× | "
+                     f"{ours['others_cores']:.2f}; {reference['others_cores']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

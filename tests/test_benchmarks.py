@@ -175,7 +175,9 @@ def test_quiet_counts_the_cpu_of_other_processes_not_the_commands_own():
     quiet = _benchmark_module("quiet")
     spin_one_second = "import time\nend = time.process_time() + 1\nwhile time.process_time() < end: pass"
     run, others = quiet.run_measured([sys.executable, "-c", spin_one_second])
-    assert run.returncode == 0 and others < 0.5
+    # Counting the command's own second of CPU would read about 1 core; the
+    # margin leaves room for a hypervisor's steal time on a shared host.
+    assert run.returncode == 0 and others < 0.8
     with busy_neighbour():
         run, others = quiet.run_measured([sys.executable, "-c", "import time; time.sleep(1.5)"])
     assert run.returncode == 0 and others > 0.6
@@ -270,3 +272,40 @@ def test_the_docs_sentences_on_the_versus_run_hold_for_its_latest_record():
     ara = rows["ARA ResNet-20 half-Huber, 32 images"]
     assert f"ARA ran at {ara['ours'] / ara['reference']:.2f}× the reference" in text
     assert f"The reference attacked {ara['reference']:.2f} img/s here" in text
+
+
+def test_the_busy_machine_section_is_its_recorded_run():
+    busy, quiet, versus = (_benchmark_module(name) for name in ("busy_machine", "quiet", "versus_reference"))
+    record = json.loads((REPO_ROOT / "docs" / "figures" / "ara_busy_machine.json").read_text())
+    page = (REPO_ROOT / "docs" / "performance.md").read_text()
+    assert busy.markdown(record) in page
+    text = " ".join(page.split())
+    images_per_s = {(row["neighbour"], row["side"]): row["images_per_s"] for row in record["rows"]}
+    slowdowns = [images_per_s["none", side] / images_per_s["one busy loop", side] for side in ("reference", "ours")]
+    assert "Beside the busy loop the reference's ARA slowed {:.2f}× and ours {:.2f}×".format(*slowdowns) in text
+    assert (f"A run above {quiet.QUIET_LIMIT_CORES} cores is run again; a machine still busy after "
+            f"{versus.ATTEMPTS} tries stops the benchmark") in text
+
+
+def test_the_closed_form_batch_norm_tables_are_the_recorded_runs():
+    text = (REPO_ROOT / "docs" / "performance.md").read_text()
+    rows = json.loads((REPO_ROOT / "docs" / "figures" / "twice_differentiable_batch_norm.json").read_text())
+    figures = {(row["depth"], row["precision"], row["batch_norm"]): row for row in rows}
+    for depth, precision, _ in figures:
+        ours, keras = figures[depth, precision, "fused"], figures[depth, precision, "keras"]
+        assert (f"| ResNet-{depth} | {precision} | robust | {ours['images_per_s']:.1f} | {keras['images_per_s']:.1f} | "
+                f"{ours['images_per_s'] / keras['images_per_s']:.2f}× | {ours['peak_rss_gib']:.2f} against "
+                f"{keras['peak_rss_gib']:.2f} |") in text
+    record = json.loads((REPO_ROOT / "docs" / "figures" / "batch_norm_second_derivative.json").read_text())
+    for row in record["rows"]:
+        ours, keras = row["keras_robust_relative_distance"], row["keras_relative_distance"]
+        assert f"| ResNet-{row['depth']} | {row['batch_size']} | {ours:.1e} | {keras:.1e} |" in text
+        assert row["batch_size"] != 8 or keras > 10_000 * ours
+    assert "more than 10,000 times ours at batch 8" in " ".join(text.split())
+
+
+def test_the_regulariser_gradient_through_our_batch_norm_is_the_textbook_one():
+    """A small network, where float32 rounding stays far below the terms Keras' layer drops."""
+    row = _benchmark_module("batch_norm_second_derivative").measure(depth=8, batch_size=4)
+    assert row["keras_robust_relative_distance"] < 1e-5
+    assert row["keras_relative_distance"] > 100 * row["keras_robust_relative_distance"]

@@ -10,8 +10,9 @@ _ACTIVE = contextvars.ContextVar("keras_robust_twice_differentiated", default=Fa
 def twice_differentiated():
     """Model calls traced inside are differentiated twice: the regulariser's.
 
-    A layer whose fast first derivative has a slow second one
-    (`keras_robust.FusedBatchNormalization`) takes its other path here.
+    A layer whose first derivative TensorFlow differentiates slowly or
+    inexactly (`keras_robust.FusedBatchNormalization`) takes its other path
+    here.
 
     Example:
 

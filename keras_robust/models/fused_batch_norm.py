@@ -4,6 +4,10 @@ import keras
 import tensorflow as tf
 
 from keras_robust.method.double_backprop import is_twice_differentiated
+from keras_robust.models.twice_differentiable_batch_norm import (
+    fused_batch_norm,
+    twice_differentiable_batch_norm,
+)
 
 # The input dtypes FusedBatchNormV3 takes, with float32 statistics.
 _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
@@ -28,11 +32,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     bfloat16 or float16 input goes into the op as it is (the statistics are
     float32 inside it); float64 takes the Keras path. Where the gradient will be
     differentiated again (the Lipschitz regulariser's forward pass, inside
-    `twice_differentiated()`), TensorFlow's second derivative of the fused op
-    costs more than the fusion saves, so it takes the Keras layer's path, as
-    do inference, masks, `synchronized=True`, renormalization and other
-    layouts: exported graphs are unchanged. The variables, their names and
-    the configuration are the Keras layer's: weights load either way.
+    `twice_differentiated()`), the same fused ops carry a second derivative
+    written out in closed form (`twice_differentiable_batch_norm`): exact,
+    where Keras' layer's is not (`tf.nn.moments` stops the gradient of the
+    mean inside the variance), and faster than TensorFlow's own. Inference,
+    masks, `synchronized=True`, renormalization and other layouts take the
+    Keras layer's path: exported graphs are unchanged. The variables, their
+    names and the configuration are the Keras layer's: weights load either
+    way.
 
     Example:
 
@@ -59,15 +66,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         offset = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
-        empty = tf.constant([], "float32")
-        outputs, mean, corrected_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=scale, offset=offset, mean=empty, variance=empty,
-            epsilon=self.epsilon, data_format="NHWC", is_training=True,
-        )
-        # The op reports the batch variance with Bessel's correction; the
-        # Keras layer tracks the plain one, and so does this layer.
-        count = tf.cast(tf.size(x) // channels, "float32")
-        variance = corrected_variance * (count - 1.0) / count
+        if is_twice_differentiated():
+            outputs, mean, variance = twice_differentiable_batch_norm(x, scale, offset, self.epsilon)
+        else:
+            outputs, mean, variance, _ = fused_batch_norm(x, scale, offset, self.epsilon)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
@@ -85,5 +87,4 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and mask is None
             and not self.synchronized
             and not self.renorm
-            and not is_twice_differentiated()
         )

@@ -316,11 +316,9 @@ def test_every_batch_of_a_generator_is_checked(rng):
     assert all(np.all(np.isfinite(v.numpy())) for v in model.weights)
 
 
-@pytest.mark.parametrize("robust, adversarial, fused_in_forward", [
-    (False, None, True), (True, None, False), (True, "bounded", True),
-])
-def test_fused_batch_norm_trains_except_where_differentiated_twice(rng, robust, adversarial, fused_in_forward):
-    """The regulariser's forward pass takes Keras' batch norm; the rest the fused op (docs/performance.md)."""
+@pytest.mark.parametrize("robust, adversarial", [(False, None), (True, None), (True, "bounded")])
+def test_fused_batch_norm_trains_in_every_mode(rng, robust, adversarial):
+    """The regulariser's pass too: its second derivative is written out (docs/performance.md)."""
     model = RobustModel(keras_robust.resnet(depth=8), robust=robust, adversarial_training=adversarial,
                         adversarial_steps=1)
     model.compile(optimizer="sgd")
@@ -328,6 +326,4 @@ def test_fused_batch_norm_trains_except_where_differentiated_twice(rng, robust, 
     labels = tf.constant([0, 1])
     graph = tf.function(model.train_step).get_concrete_function((images, labels)).graph
     types = {op.type for op in graph.get_operations()}
-    # The attack, when there is one, trains batch norm fused too.
-    assert ("FusedBatchNormV3" in types) is fused_in_forward
-    assert ("FusedBatchNormGradV3" in types) is fused_in_forward
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= types

@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from keras_robust import FusedBatchNormalization, resnet
 from keras_robust.method.double_backprop import twice_differentiated
+from keras_robust.models import fused_batch_norm
+from keras_robust.models.twice_differentiable_batch_norm import twice_differentiable_batch_norm
 
 
 def numpy_batch_norm(x, gamma, beta, epsilon):
@@ -130,15 +132,23 @@ def test_saved_model_reloads_as_the_fused_layer(tmp_path, rng):
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_twice_differentiated_calls_take_the_keras_path(rng):
-    """TensorFlow's second derivative of the fused op costs more than it saves (docs/performance.md)."""
-    layer = FusedBatchNormalization()
-    layer.build((2, 4, 4, 3))
+def test_twice_differentiated_calls_take_the_closed_form_second_derivative(rng, monkeypatch):
+    """The regulariser differentiates the input gradient again (docs/method.md §3)."""
+    calls = []
 
-    def traced():
-        with twice_differentiated():
-            return layer(tf.ones((2, 4, 4, 3)), training=True)
+    def counted(*args):
+        calls.append(args)
+        return twice_differentiable_batch_norm(*args)
 
-    types = {op.type for op in tf.function(traced).get_concrete_function().graph.get_operations()}
-    assert "FusedBatchNormV3" not in types
-    assert "Mean" in types
+    monkeypatch.setattr(fused_batch_norm, "twice_differentiable_batch_norm", counted)
+    x = tf.constant((rng.normal(size=(6, 5, 4, 3)) * 3 + 2).astype("float32"))
+    layer, _ = built_pair(x.shape, momentum=0.8, epsilon=1e-3)
+    with tf.GradientTape() as tape, twice_differentiated():
+        tape.watch(x)
+        outputs = layer(x, training=True)
+    assert len(calls) == 1
+    expected, mean, variance = numpy_batch_norm(x.numpy(), layer.gamma.numpy(), layer.beta.numpy(), 1e-3)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean, 0.2 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance, 0.8 + 0.2 * variance, rtol=1e-5)
+    assert tape.gradient(outputs, x) is not None
