@@ -257,12 +257,15 @@ def test_the_docs_sentences_on_the_versus_run_hold_for_its_latest_record():
     rows = {row["name"]: row for row in latest["rows"]}
     training = sorted((row["ours"] / row["reference"], name) for name, row in rows.items() if name.startswith("ResNet"))
     assert {name.split()[1] for _, name in training} == {"fp32", "bf16"}
-    assert "ran at least 1.1 times the reference's speed" in text and training[0][0] >= 1.1
+    assert ("every float32 configuration, ResNet-20 and -44, ran at least 1.1 times the reference's speed, and "
+            "every bfloat16 one at least 1.0 times") in text
+    assert min(ratio for ratio, name in training if " fp32 " in name) >= 1.1
+    assert min(ratio for ratio, name in training if " bf16 " in name) >= 1.0
     for ratio, name in training[:2]:
         network, precision, mode = name.split()
         assert f"{network}'s {precision} {mode} step ({ratio:.2f}×)" in text
-    robust = rows["ResNet-44 fp32 robust"]
-    assert f"ResNet-44's fp32 robust step ran only {robust['ours'] / robust['reference']:.2f}×" in text
+    robust = [ratio for ratio, name in training if name.endswith(" robust")]
+    assert f"The robust steps ran {min(robust):.2f}–{max(robust):.2f}× the reference's speed" in text
     fp32 = [rows[f"ResNet-{depth} fp32 standard"] for depth in (20, 44)]
     assert "ours ran {:.2f}× and {:.2f}× its float32 speed".format(*(r["ours"] / r["reference"] for r in fp32)) in text
     gains = [rows[f"ResNet-{depth} bf16 standard"][side] / rows[f"ResNet-{depth} fp32 standard"][side]
