@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from run_all import machine_record  # noqa: E402
+from train_speed import with_batch_norm  # noqa: E402
 
 import keras_robust  # noqa: E402
 from keras_robust.common.atomic import write_atomically  # noqa: E402
@@ -50,19 +51,6 @@ class TextbookBatchNormalization(keras.layers.BatchNormalization):
         gamma, beta = (tf.cast(v, "float64") for v in (self.gamma, self.beta))
         outputs = gamma * (x - mean) * tf.math.rsqrt(variance + self.epsilon) + beta
         return tf.cast(outputs, self.compute_dtype)
-
-
-def with_batch_norm(model, layer_class):
-    """The same network and weights with every batch norm of class `layer_class`."""
-
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return layer_class.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def regulariser_weight_gradient(model, images, weights):

@@ -27,9 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
-from quiet import run_measured  # noqa: E402
 from run_all import PERFORMANCE, machine_record, replace_section  # noqa: E402
-from versus_reference import DEFAULT_REFERENCE, check_reference, reference_ara_command  # noqa: E402
+from versus_reference import add_reference_arguments, check_reference, reference_ara_command, run_once  # noqa: E402
 
 from keras_robust.common.atomic import write_atomically  # noqa: E402
 
@@ -40,9 +39,7 @@ MARKER = "busy_machine"
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
-                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON)")
-    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
+    add_reference_arguments(parser, without="required")
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
@@ -85,11 +82,9 @@ def measure(commands, neighbour, repeats):
     try:
         for _ in range(repeats):
             for side, command in commands.items():
-                run, busy = run_measured(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-                if run.returncode:
-                    last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-                    raise RuntimeError(f"{' '.join(command)} failed: {last}")
-                runs[side].append(json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"])
+                # One run each, busy or not: the busy runs are what this measures.
+                images_per_s, busy = run_once(command)
+                runs[side].append(images_per_s)
                 others[side].append(busy)
                 print(f"neighbour {neighbour}: {side} {runs[side][-1]:.3f} img/s, other processes "
                       f"{'unmeasured' if busy is None else f'{busy:.2f}'} cores", flush=True)

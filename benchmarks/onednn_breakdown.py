@@ -32,8 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run_all import PERFORMANCE, REPO, machine_record, replace_section  # noqa: E402
 from versus_reference import (  # noqa: E402
-    DEFAULT_REFERENCE,
     MODES,
+    add_reference_arguments,
     check_reference,
     ours_step_command,
     reference_step_command,
@@ -112,9 +112,7 @@ def markdown(name, ours, reference):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
-                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON); none: our side only")
-    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
+    add_reference_arguments(parser)
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])

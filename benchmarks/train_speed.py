@@ -35,15 +35,18 @@ CONFIGS = {
 ONEDNN = {"default": {}, "on": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
-def with_keras_batch_norm(model):
-    """The same network with Keras' own BatchNormalization in place of the fused one."""
+def with_batch_norm(model, layer_class):
+    """The same network and weights with every batch norm of class `layer_class`."""
     import keras
 
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "FusedBatchNormalization":
-            layer.update(module="keras.layers", class_name="BatchNormalization", registered_name=None)
-    return keras.Model.from_config(config)
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return layer_class.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def forward_flops(model):
@@ -78,7 +81,7 @@ def measure_one(depth, config_name, jit, steps, batch_size, precision="fp32", bu
         depth=depth, activation="half_huber_relu" if config["robust"] else "relu"
     )
     if batch_norm == "keras":
-        classifier = with_keras_batch_norm(classifier)
+        classifier = with_batch_norm(classifier, keras.layers.BatchNormalization)
     model = keras_robust.RobustModel(classifier, weight_decay=1e-4, **config)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit)
     rng = np.random.default_rng(0)

@@ -53,9 +53,7 @@ ATTEMPTS = 3
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
-                        help="a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON); none: our side only")
-    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
+    add_reference_arguments(parser)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 44])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
@@ -201,15 +199,29 @@ def _images_per_s(command, name):
     """The command's images/s and the cores other processes kept busy meanwhile; a run during which they
     kept more than `QUIET_LIMIT_CORES` busy is run again, up to `ATTEMPTS` times in all."""
     for _ in range(ATTEMPTS):
-        run, others = run_measured(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        if run.returncode:
-            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"{' '.join(command)} failed: {last}")
+        images_per_s, others = run_once(command)
         if others is None or others <= QUIET_LIMIT_CORES:
-            return json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"], others
+            return images_per_s, others
         print(f"{name}: other processes kept {others:.2f} cores busy meanwhile; running it again", flush=True)
     raise RuntimeError(f"the machine is not quiet: other processes kept {others:.2f} cores busy while {name} "
                        f"ran, {ATTEMPTS} times (limit {QUIET_LIMIT_CORES}); nothing recorded")
+
+
+def run_once(command):
+    """The images/s the command prints last and the cores other processes kept busy meanwhile
+    (`quiet.run_measured`); RuntimeError with its last line of errors if it fails."""
+    run, others = run_measured(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if run.returncode:
+        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{' '.join(command)} failed: {last}")
+    return json.loads(run.stdout.strip().splitlines()[-1])["images_per_s"], others
+
+
+def add_reference_arguments(parser, without="none: our side only"):
+    """`--torch-python` and `--reference`, as every side-by-side benchmark takes them."""
+    parser.add_argument("--torch-python", default=os.environ.get("KERAS_ROBUST_TORCH_PYTHON"),
+                        help=f"a Python with torch (default $KERAS_ROBUST_TORCH_PYTHON); {without}")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="the anchors folder")
 
 
 def _options(arguments):
