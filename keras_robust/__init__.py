@@ -33,6 +33,7 @@ _PUBLIC = {
     "AdversarialExplainer": "keras_robust.explanations.adversarial",
     "Explanation": "keras_robust.explanations.adversarial",
     "FusedBatchNormalization": "keras_robust.models.fused_batch_norm",
+    "NonFiniteTrainingError": "keras_robust.method.non_finite_guard",
     "AraResult": "keras_robust.evaluation.accuracy_robustness",
     "ara": "keras_robust.evaluation.accuracy_robustness",
     "pretrained": "keras_robust.models.zoo",

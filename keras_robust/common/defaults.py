@@ -41,6 +41,11 @@ SMALLEST_CHANGE_STEPS = 200
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 ADVERSARIAL_STEPS = 7
 
+# The largest L_adv at ψ0 that the first training batch may have before ψ is
+# scaled down for the run (docs/method.md §3a): five times what the paper's
+# ResNets start at (0.02), far below what other networks start at (10^2-10^5).
+INITIAL_L_ADV_LIMIT = 0.1
+
 # The tf.distribute strategies a run can use (keras_robust.common.strategies).
 STRATEGIES = ("default", "mirrored", "multiworker")
 

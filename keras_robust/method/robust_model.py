@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, SEED
+from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, INITIAL_L_ADV_LIMIT, SEED
 from keras_robust.common.strategies import is_multi_worker
 from keras_robust.common.validation import (
     check_adversarial_mode,
@@ -11,7 +11,8 @@ from keras_robust.common.validation import (
     check_range,
     check_tensorflow_backend,
 )
-from keras_robust.method import double_backprop, regularizer
+from keras_robust.method import double_backprop, non_finite_guard, regularizer
+from keras_robust.method.classifier_inspection import has_normalization, warn_about_kinked_activations
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_details
 from keras_robust.method.model_calls import num_classes_of
@@ -97,6 +98,7 @@ class RobustModel(keras.Model):
         half_and_half=None,
         weight_decay=0.0,
         initial_psi_accumulator=None,
+        initial_l_adv_limit=INITIAL_L_ADV_LIMIT,
         **kwargs,
     ):
         check_tensorflow_backend("RobustModel")
@@ -109,6 +111,7 @@ class RobustModel(keras.Model):
         _check_arguments(classifier, z=z, zeta=zeta, target_loss=target_loss, psi_initial=psi_initial,
                          psi_rate=psi_rate, epsilon_better=epsilon_better, epsilon_worse=epsilon_worse,
                          weight_decay=weight_decay, initial_psi_accumulator=initial_psi_accumulator,
+                         initial_l_adv_limit=initial_l_adv_limit,
                          adversarial_training=adversarial_training, adversarial_rho=adversarial_rho,
                          adversarial_steps=adversarial_steps)
         self.classifier = classifier
@@ -126,6 +129,10 @@ class RobustModel(keras.Model):
         self.half_and_half = self.robust if half_and_half is None else bool(half_and_half)
         self.weight_decay = float(weight_decay)
         self.initial_psi_accumulator = float(initial_psi_accumulator)
+        self.initial_l_adv_limit = None if initial_l_adv_limit is None else float(initial_l_adv_limit)
+        # docs/method.md §3a: the blow-up the limit prevents comes from normalisation layers;
+        # a classifier without them trains with the paper's ψ0 as it is.
+        self._scales_psi = self.initial_l_adv_limit is not None and has_normalization(classifier)
         # R must be one value on every replica: each replica computes the same
         # update from the globally reduced cross-entropy, and only the first
         # replica's write is kept.
@@ -136,6 +143,14 @@ class RobustModel(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
+        # s of docs/method.md §3a; 0 until the first batch trained measures it.
+        self.psi_scale = self.add_weight(
+            name="psi_scale",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
         self.seed_generator = keras.random.SeedGenerator(SEED, name="robust_seed")
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.l_adv_tracker = keras.metrics.Mean(name="l_adv")
@@ -143,12 +158,17 @@ class RobustModel(keras.Model):
         self.adv_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="adv_accuracy"
         )
-        # Metrics that mean nothing in this configuration stay out of the logs.
+        self.non_finite_record = non_finite_guard.NonFiniteRecord()
+        # Metrics that mean nothing in this configuration stay out of the logs,
+        # and so does the guard's record, which is no measurement.
         self._unused_metric_names = {
             name
-            for name, used in [("l_adv", self.robust), ("adv_accuracy", adversarial_training)]
+            for name, used in [("l_adv", self.robust), ("adv_accuracy", adversarial_training),
+                               (self.non_finite_record.name, False)]
             if not used
         }
+        if self.robust:
+            warn_about_kinked_activations(classifier)
         if getattr(classifier, "built", False):
             self.built = True
 
@@ -156,7 +176,16 @@ class RobustModel(keras.Model):
     def psi(self):
         """The current adaptive weight ψ (`regularizer.psi_from_accumulator`), a float."""
         accumulator = tf.cast(keras.ops.convert_to_tensor(self.psi_accumulator), tf.float64)
-        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate))
+        scale = float(keras.ops.convert_to_numpy(self.psi_scale)) or 1.0
+        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate, scale))
+
+    def load_own_variables(self, store):
+        # Files saved before ψ's scale s existed hold R alone, and were trained with s = 1.
+        if len(store.keys()) == 1:
+            self.psi_accumulator.assign(store["0"])
+            self.psi_scale.assign(1.0)
+            return
+        super().load_own_variables(store)
 
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
@@ -203,6 +232,11 @@ class RobustModel(keras.Model):
             x = checked_dataset(x, num_classes_of(self.classifier))
         elif streamed:
             x = checked_generator(self.classifier, x)
+        args = list(args)
+        if len(args) > _CALLBACKS_AFTER_Y:
+            args[_CALLBACKS_AFTER_Y] = _guard_first(args[_CALLBACKS_AFTER_Y], self)
+        else:
+            kwargs["callbacks"] = _guard_first(kwargs.get("callbacks"), self)
         if streamed and not args:
             # Datasets and generators shuffle themselves; Keras would warn
             # that its default shuffle=True is ignored for them.
@@ -217,6 +251,9 @@ class RobustModel(keras.Model):
 
     def train_step(self, data):
         images, labels = self._unpack(data)
+        # Batch norm's moving statistics move in the forward passes; a step
+        # that is not applied puts them back (`_guarded_update`).
+        statistics = [tf.identity(v.value) for v in self.classifier.non_trainable_variables]
         attacked = None
         if self.adversarial_training:
             settings = AttackSettings(rho=self.adversarial_rho, steps=self.adversarial_steps,
@@ -229,10 +266,12 @@ class RobustModel(keras.Model):
             logits, input_gradient = self._forward(images, labels)
             ce = tf.reduce_mean(_cross_entropy(labels, logits))
             loss = ce + tf.add_n(self.losses) if self.losses else ce
-            logs = {}
+            logs, l_adv, psi_state = {}, tf.constant(0.0), None
             if self.robust:
-                psi = self._update_psi(tf.stop_gradient(_global_mean(ce)))
-                l_adv = psi * regularizer.lipschitz_penalty(input_gradient, self.z)
+                penalty = regularizer.lipschitz_penalty(input_gradient, self.z)
+                psi, psi_state = self._next_psi(tf.stop_gradient(_global_mean(ce)),
+                                                tf.stop_gradient(_global_mean(penalty)))
+                l_adv = psi * penalty
                 loss += l_adv
                 self.l_adv_tracker.update_state(l_adv)
                 logs["psi"] = psi
@@ -244,10 +283,38 @@ class RobustModel(keras.Model):
             # Scaled like the loss, so a loss-scaling optimizer unscales it too.
             decay = self.optimizer.scale_loss(self.weight_decay / replicas)
             gradients = [g + decay * v for g, v in zip(gradients, variables)]
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._guarded_update(gradients, variables, statistics, loss, psi_state,
+                             (_global_mean(ce), _global_mean(l_adv), logs.get("psi", 0.0)))
         self._update_trackers(loss, ce, labels, logits, attacked)
         logs.update(self.compute_metrics(images, labels, logits))
         return _reducible_logs({k: v for k, v in logs.items() if k not in self._unused_metric_names})
+
+    def _guarded_update(self, gradients, variables, statistics, loss, psi_state, values):
+        """Applies the step only if its loss and gradients are finite on every replica (docs/method.md §3a).
+
+        A loss-scaling optimizer (mixed_float16) skips steps whose scaled
+        gradients overflow by design, so there only the loss is checked.
+        """
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
+        loss_finite = non_finite_guard.agreed(tf.math.is_finite(loss))
+        checked = [] if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else gradients
+        gradients_finite = non_finite_guard.agreed(non_finite_guard.all_finite(checked))
+        go = tf.logical_and(tf.logical_and(loss_finite, gradients_finite),
+                            tf.logical_not(self.non_finite_record.has_failed()))
+
+        def update():
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            if psi_state is not None:
+                self.psi_accumulator.assign(psi_state[0])
+                self.psi_scale.assign(psi_state[1])
+
+        non_finite_guard.apply_if(go, update)
+        for variable, before in zip(self.classifier.non_trainable_variables, statistics):
+            variable.assign(tf.where(go, variable.value, before))
+        weights_finite = non_finite_guard.agreed(non_finite_guard.all_finite(self.classifier.variables))
+        failure = tf.where(loss_finite, tf.where(gradients_finite, tf.where(weights_finite, 0, 3), 2), 1)
+        self.non_finite_record.update_state(failure, *values)
 
     def test_step(self, data):
         images, labels = self._unpack(data)
@@ -305,8 +372,12 @@ class RobustModel(keras.Model):
             total = tf.reduce_sum(outputs)
         return logits, input_tape.gradient(total, images)
 
-    def _update_psi(self, batch_ce):
-        """Updates R from the global batch cross-entropy and returns this batch's ψ."""
+    def _next_psi(self, batch_ce, batch_penalty):
+        """This batch's ψ, and the R and scale s to keep if its step is applied (docs/method.md §3, §3a).
+
+        s is measured once, on the first batch trained (0 until then), from
+        its penalty at ψ0.
+        """
         accumulator = regularizer.update_psi_accumulator(
             self.psi_accumulator.value,
             batch_ce,
@@ -314,8 +385,14 @@ class RobustModel(keras.Model):
             self.epsilon_better,
             self.epsilon_worse,
         )
-        self.psi_accumulator.assign(accumulator)
-        return regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate)
+        scale = self.psi_scale.value
+        if not self._scales_psi:
+            scale = tf.ones_like(scale)
+        else:
+            measured = regularizer.psi_scale_for(batch_penalty, self.psi_initial, self.initial_l_adv_limit)
+            scale = tf.where(scale > 0, scale, measured)
+        psi = regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate, scale)
+        return psi, (accumulator, scale)
 
     def _update_trackers(self, loss, ce, labels, logits, attacked):
         self._loss_tracker.update_state(loss)
@@ -343,6 +420,7 @@ class RobustModel(keras.Model):
                 "half_and_half": self.half_and_half,
                 "weight_decay": self.weight_decay,
                 "initial_psi_accumulator": self.initial_psi_accumulator,
+                "initial_l_adv_limit": self.initial_l_adv_limit,
             }
         )
         return config
@@ -354,8 +432,8 @@ class RobustModel(keras.Model):
         return cls(**config)
 
 
-def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulator, adversarial_training,
-                     adversarial_rho, adversarial_steps, **positive):
+def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulator, initial_l_adv_limit,
+                     adversarial_training, adversarial_rho, adversarial_steps, **positive):
     """`RobustModel`'s argument checks; `positive` holds the settings that must be > 0."""
     check_range("z", z, low=1.0)
     check_range("zeta", zeta, low=0.0, high=1.0)
@@ -363,6 +441,8 @@ def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulat
         check_range(name, value, low=0.0, strict=True)
     check_range("weight_decay", weight_decay, low=0.0)
     check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
+    if initial_l_adv_limit is not None:
+        check_range("initial_l_adv_limit", initial_l_adv_limit, low=0.0, strict=True)
     check_adversarial_mode(adversarial_training)
     if adversarial_rho is not None:
         check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)
@@ -372,6 +452,22 @@ def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulat
             "`classifier` must be a Keras model mapping images to logits. "
             f"Received: classifier={classifier!r}"
         )
+
+
+# `fit(x, y, batch_size, epochs, verbose, callbacks, ...)`: callbacks' index among the arguments after y.
+_CALLBACKS_AFTER_Y = 3
+
+
+def _guard_first(callbacks, model):
+    """`callbacks` with `StopOnNonFiniteStep` first, so that it runs before any of them."""
+    guard = non_finite_guard.StopOnNonFiniteStep()
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        if not any(isinstance(c, non_finite_guard.StopOnNonFiniteStep) for c in callbacks.callbacks):
+            guard.set_model(model)
+            callbacks.callbacks.insert(0, guard)
+        return callbacks
+    others = [c for c in callbacks or [] if not isinstance(c, non_finite_guard.StopOnNonFiniteStep)]
+    return [guard, *others]
 
 
 def _cross_entropy(labels, logits):

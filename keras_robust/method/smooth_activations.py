@@ -2,22 +2,73 @@
 
 The Lipschitz regulariser differentiates the input gradient again (docs/method.md
 §3), which a ReLU's step derivative makes zero almost everywhere; robust
-training of an existing network therefore starts by smoothing its ReLUs.
+training of an existing network therefore starts by smoothing its ReLUs, and
+the hard sigmoid and hard swish built from ReLU6.
 """
 
 import keras
 
 from keras_robust.method.activations import HalfHuberReLU, half_huber_relu
+from keras_robust.method.classifier_inspection import all_layers
+
+# Keras' hard sigmoid is relu6(x + 3) / 6.
+HARD_SIGMOID_SHIFT = 3.0
+HARD_SIGMOID_CAP = 6.0
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+def half_huber_hard_sigmoid(x):
+    """Keras' hard sigmoid `relu6(x + 3) / 6` with its ReLU6 smoothed as `HalfHuberReLU(max_value=6)`.
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(half_huber_hard_sigmoid(keras.ops.convert_to_tensor([-4.0, 0.0, 4.0])))
+    array([0. , 0.5, 1. ], dtype=float32)
+
+    Args:
+        x: Input tensor.
+
+    Returns:
+        A tensor of the same shape and dtype as `x`.
+    """
+    capped = half_huber_relu(x + HARD_SIGMOID_SHIFT) - half_huber_relu(x + HARD_SIGMOID_SHIFT - HARD_SIGMOID_CAP)
+    return capped / HARD_SIGMOID_CAP
+
+
+@keras.saving.register_keras_serializable(package="keras_robust")
+def half_huber_hard_swish(x):
+    """Keras' hard swish `x · hard_sigmoid(x)` with `half_huber_hard_sigmoid` in it.
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(half_huber_hard_swish(keras.ops.convert_to_tensor([-4.0, 4.0])))
+    array([-0.,  4.], dtype=float32)
+
+    Args:
+        x: Input tensor.
+
+    Returns:
+        A tensor of the same shape and dtype as `x`.
+    """
+    return x * half_huber_hard_sigmoid(x)
+
+
+# Keras activation functions, by `__name__`, and their smooth replacements.
+SMOOTHED = {"relu": half_huber_relu, "hard_sigmoid": half_huber_hard_sigmoid,
+            "hard_silu": half_huber_hard_swish, "hard_swish": half_huber_hard_swish}
 
 
 def with_half_huber_relu(model):
     """A copy of `model` with every ReLU replaced by the half-Huber ReLU, weights kept.
 
     Replaced: `keras.layers.ReLU` layers (one with `max_value`, like
-    MobileNetV2's ReLU6, by a `HalfHuberReLU` that saturates there too),
-    `Activation("relu")` layers, and `activation="relu"` in any layer (Dense,
-    Conv2D, ...), in nested models as well. A leaky or thresholded ReLU has
-    no half-Huber counterpart and is refused by name.
+    MobileNetV2's ReLU6, by a `HalfHuberReLU` that saturates there too);
+    the activations `"relu"`, `"hard_sigmoid"` and `"hard_swish"` (MobileNetV3's)
+    in `Activation` layers and in any layer's `activation` (Dense, Conv2D, ...),
+    by `half_huber_relu`, `half_huber_hard_sigmoid` and `half_huber_hard_swish`;
+    in nested models as well. Smooth activations (swish, GELU, ...) already
+    have an informative second derivative and are kept. A leaky or thresholded
+    ReLU has no half-Huber counterpart and is refused by name.
 
     Example:
 
@@ -37,7 +88,7 @@ def with_half_huber_relu(model):
             "`model` must be a functional or sequential keras.Model (a subclassed model's code "
             f"cannot be rewritten). Received: model={model!r}"
         )
-    unsupported = [layer.name for layer in _all_layers(model) if _unsupported(layer)]
+    unsupported = [layer.name for layer in all_layers(model) if _unsupported(layer)]
     if unsupported:
         raise ValueError(
             "Leaky or thresholded ReLUs have no half-Huber counterpart. Received: layers "
@@ -54,30 +105,20 @@ def _smooth_layer(layer):
     if isinstance(layer, keras.layers.ReLU):
         return HalfHuberReLU(max_value=layer.max_value, name=layer.name)
     config = layer.get_config()
-    if isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation):
+    smooth = SMOOTHED.get(getattr(getattr(layer, "activation", None), "__name__", None))
+    if isinstance(layer, keras.layers.Activation) and smooth is half_huber_relu:
         return HalfHuberReLU(name=layer.name)
-    if _is_relu(getattr(layer, "activation", None)):
+    if smooth is not None:
         clone = layer.__class__.from_config({**config, "activation": "linear"})
-        clone.activation = half_huber_relu
+        clone.activation = smooth
         return clone
     return layer.__class__.from_config(config)
-
-
-def _is_relu(activation):
-    return activation is keras.activations.relu or getattr(activation, "__name__", None) == "relu"
 
 
 def _unsupported(layer):
     if isinstance(layer, keras.layers.ReLU):
         return float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0
     return isinstance(layer, keras.layers.LeakyReLU)
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _is_functional(model):

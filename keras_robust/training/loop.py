@@ -1,7 +1,6 @@
 """The reference training recipe (docs/method.md §3 "Optimisation"), resumable and logged."""
 
 import dataclasses
-import math
 import warnings
 
 import keras
@@ -11,6 +10,7 @@ from keras_robust.common.strategies import agree_on_progress, is_chief, make_str
 from keras_robust.data.options import DataOptions
 from keras_robust.data.pipeline import load_dataset
 from keras_robust.data.streaming import stream_images
+from keras_robust.method.non_finite_guard import NonFiniteTrainingError
 from keras_robust.method.robust_model import RobustModel
 from keras_robust.models.cifar_resnet import resnet
 from keras_robust.models.imagenet_resnet import resnet50
@@ -61,28 +61,6 @@ def build_model(config, num_classes, input_shape):
         adversarial_training=config.adversarial_training,
         weight_decay=config.weight_decay,
     )
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops at the first batch whose loss is NaN or infinite, and says where."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch = 0
-        self.failure = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not _finite_logs(logs):
-            self.failure = f"epoch {self.epoch + 1}, batch {batch + 1}"
-            self.model.stop_training = True
-
-
-def _finite_logs(logs):
-    loss = (logs or {}).get("loss")
-    return loss is None or math.isfinite(float(loss))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -216,7 +194,6 @@ def _callbacks(run, config, strategy, restored, chief):
     # After the scheduler, so each epoch's log row holds its learning rate; TensorBoard's
     # events are on disk before the checkpoint, so a kill can repeat an epoch's, never lose it.
     callbacks = [
-        StopOnNonFiniteLoss(),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, config, replicas)),
         *([_FlushedTensorBoard(run.tensorboard)] if chief else []),
         run_state,
@@ -239,7 +216,8 @@ class _FlushedTensorBoard(keras.callbacks.TensorBoard):
 
 
 def _fit(model, train_data, strategy, config, callbacks, verbose, run):
-    """`model.fit` on the run, with a lost worker or a non-finite loss or weight as a clear error."""
+    """`model.fit` on the run, with a lost worker or a non-finite step or weight as a clear error."""
+    failure = None
     try:
         history = model.fit(
             train_data.distribute(strategy),
@@ -254,16 +232,16 @@ def _fit(model, train_data, strategy, config, callbacks, verbose, run):
             f"({error.message.splitlines()[0][:200]}). Restart every worker with the same command: "
             f"the run resumes from its last checkpoint in {run.backup}"
         ) from None
-    nan_guard = next(c for c in callbacks if isinstance(c, StopOnNonFiniteLoss))
-    run_state = next(c for c in callbacks if isinstance(c, RunState))
-    failure = (f"{nan_guard.failure}: the loss became NaN or infinite" if nan_guard.failure
-               else run_state.failure)
+    except NonFiniteTrainingError as error:
+        failure = str(error)
+    weights_failure = next(c for c in callbacks if isinstance(c, RunState)).failure
+    if failure is None and weights_failure:
+        failure = f"Training stopped at {weights_failure}; lower the learning rate or check the data"
     if failure:
-        kept = (f"The last good checkpoint is kept in {run.backup} (and {run.model}); lower the learning rate or "
-                "check the data, then rerun the same command to resume from it." if restore_latest(run.backup)
-                else "No epoch finished with finite weights, so there is no checkpoint to resume from; lower the "
-                "learning rate or check the data, and start again.")
-        raise NonFiniteLossError(f"Training stopped at {failure}. {kept}")
+        kept = (f"The last good checkpoint is kept in {run.backup} (and {run.model}): rerun the same command to "
+                "resume from it." if restore_latest(run.backup)
+                else "No epoch finished with finite weights, so there is no checkpoint to resume from: start again.")
+        raise NonFiniteLossError(f"{failure}. {kept}")
     return history
 
 
