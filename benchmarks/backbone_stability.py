@@ -5,7 +5,8 @@ Each network (`keras_robust.models.backbones`, converted with
 `RobustModel` with its defaults and coupled weight decay 1e-4, SGD with
 momentum 0.9, on batches of the JPEG CIFAR-10's training images, at each
 `--lrs` learning rate; `--paper-psi` runs the same with the paper's ψ0 kept
-(`initial_l_adv_limit=None`) for comparison. One subprocess per run; each
+(`initial_l_adv_limit=None`), and `--standard` standard training (no
+regulariser), at the first learning rate, for comparison. One subprocess per run; each
 result is added to `--json` as it ends, so an interrupted run resumes where it
 stopped (a run already recorded is not repeated).
 
@@ -25,7 +26,7 @@ from keras_robust.common.machine import cpu_summary
 from keras_robust.models.backbones import BACKBONES
 
 RESNETS = ("resnet20", "resnet44")
-VARIANTS = {"default": {}, "paper_psi": {"initial_l_adv_limit": None}}
+VARIANTS = {"default": {}, "paper_psi": {"initial_l_adv_limit": None}, "standard": {"robust": False}}
 # The steps whose mean cross-entropy and accuracy end a run's record.
 LAST_STEPS = 20
 
@@ -49,8 +50,8 @@ def run_one(network, learning_rate, variant, steps, batch_size, data):
     model = keras_robust.RobustModel(classifier, weight_decay=1e-4, **VARIANTS[variant])
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9))
     rows = []
-    record = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: rows.append([logs["ce"], logs["l_adv"], logs["psi"], logs["accuracy"]]))
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: rows.append(
+        [logs["ce"], logs.get("l_adv", 0.0), logs.get("psi", 0.0), logs["accuracy"]]))
     failure = None
     start = time.perf_counter()
     try:
@@ -87,6 +88,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--paper-psi", action="store_true",
                         help="also run each network with the paper's psi0 kept, at the first learning rate")
+    parser.add_argument("--standard", action="store_true",
+                        help="also train each network without the regulariser, at the first learning rate")
     parser.add_argument("--json", default="docs/figures/backbone_stability.json")
     parser.add_argument("--one", nargs=3, metavar=("NETWORK", "LR", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -103,6 +106,8 @@ def main(argv=None):
     plan = [(n, lr, "default") for n in args.networks for lr in args.lrs]
     if args.paper_psi:
         plan += [(n, args.lrs[0], "paper_psi") for n in args.networks]
+    if args.standard:
+        plan += [(n, args.lrs[0], "standard") for n in args.networks]
     for network, learning_rate, variant in plan:
         key = key_of(network, learning_rate, variant)
         if key in results["runs"]:

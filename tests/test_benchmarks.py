@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -312,3 +313,58 @@ def test_the_regulariser_gradient_through_our_batch_norm_is_the_textbook_one():
     row = _benchmark_module("batch_norm_second_derivative").measure(depth=8, batch_size=4)
     assert row["keras_robust_relative_distance"] < 1e-5
     assert row["keras_relative_distance"] > 100 * row["keras_robust_relative_distance"]
+
+
+ROBUST_BACKBONES_TINY = ["--networks", "resnet8", "--epochs", "1", "--limit-train", "64", "--limit-test", "32",
+                         "--ara-images", "4", "--ara-steps", "40"]
+
+
+def test_robust_backbones_names_missing_data_in_one_line(tmp_path):
+    module = _benchmark_module("robust_backbones")
+    with pytest.raises(SystemExit, match=r"^robust_backbones: no data at /nonexistent/cifar.tar.gz; give --data"):
+        module.main(["--data", "/nonexistent/cifar.tar.gz", "--json", str(tmp_path / "figures.json")])
+    assert not (tmp_path / "figures.json").exists()
+
+
+@pytest.mark.slow
+def test_robust_backbones_records_three_runs_once_and_tables_them(cifar10_archive, tmp_path, capsys):
+    """One epoch of each run of a ResNet-8 (a keras.applications network takes over a minute a run), then a rerun."""
+    module = _benchmark_module("robust_backbones")
+    figures = tmp_path / "figures.json"
+    command = ["--data", str(cifar10_archive), *ROBUST_BACKBONES_TINY, "--out", str(tmp_path / "runs"),
+               "--json", str(figures)]
+    module.main(command)
+    results = json.loads(figures.read_text())
+    runs = results["runs"]
+    assert sorted(runs) == ["resnet8 finetune", "resnet8 robust", "resnet8 standard"]
+    for name, record in runs.items():
+        assert record["epochs_done"] == record["epochs"] == 1
+        assert not record["non_finite"] and record["failure"] is None
+        numbers = [record[key] for key in ("train_ce", "clean_accuracy", "attack_ara", "btr_ara", "wall_seconds")]
+        assert all(math.isfinite(value) for value in numbers), (name, numbers)
+        assert record["test_images"] == 32 and record["ara_images"] == 4 and record["machine"]
+        assert (tmp_path / "runs" / "resnet8" / record["run"] / "log.csv").exists()
+    assert runs["resnet8 standard"]["train_l_adv"] is None and runs["resnet8 standard"]["train_psi"] is None
+    assert math.isfinite(runs["resnet8 robust"]["train_psi"])
+    assert math.isfinite(runs["resnet8 finetune"]["train_l_adv"])
+    capsys.readouterr()
+    module.main(command)  # nothing left to do: no run is trained or measured again
+    assert json.loads(figures.read_text()) == results
+    printed = capsys.readouterr().out
+    assert all(f"resnet8 {run}: complete, in {figures}" in printed for run in module.RUNS)
+    table = module.report_markdown(results)
+    standard = runs["resnet8 standard"]
+
+    def times(mode, record):
+        value, base = record[f"{mode}_ara"], standard[f"{mode}_ara"]
+        return f"{value / base:.2f}×" if base else "∞" if value else "n/a"
+
+    for run in module.RUNS:
+        record = runs[f"resnet8 {run}"]
+        relative = "— | —" if run == "standard" else (
+            f"{times('attack', record)} / {times('btr', record)} | "
+            f"{100 * (record['clean_accuracy'] - standard['clean_accuracy']):+.1f} points")
+        row = (f"| resnet8 | {run} | 1 of 1 | {100 * record['clean_accuracy']:.2f} % | {record['attack_ara']:.5f} | "
+               f"{record['btr_ara']:.5f} | {relative} |")
+        assert row in table.splitlines(), (row, table)
+    assert table.count("resnet8: ") == 1 and "no non-finite value in any recorded run" in table

@@ -31,8 +31,10 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 def all_finite(tensors):
-    """A scalar bool: every value of every tensor in `tensors` (None skipped) is finite."""
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+    """A scalar bool: every value of every floating tensor in `tensors` (None and integer
+    ones, such as a dropout layer's seed, skipped) is finite."""
+    floating = [tf.convert_to_tensor(t) for t in tensors if t is not None]
+    return tf.reduce_all([True] + [tf.reduce_all(tf.math.is_finite(t)) for t in floating if t.dtype.is_floating])
 
 
 def agreed(flag):

@@ -226,6 +226,7 @@ def test_bad_training_input_fails_before_training(images, labels, match):
         ({"adversarial_training": "pgd"}, "Received: adversarial_training='pgd'"),
         ({"adversarial_training": "bounded", "adversarial_rho": -0.1}, "Received: adversarial_rho=-0.1"),
         ({"adversarial_steps": 0}, "Received: adversarial_steps=0"),
+        ({"initial_l_adv_limit": 0}, "Received: initial_l_adv_limit=0"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -328,3 +329,93 @@ def test_fused_batch_norm_trains_in_every_mode(rng, robust, adversarial):
     graph = tf.function(model.train_step).get_concrete_function((images, labels)).graph
     types = {op.type for op in graph.get_operations()}
     assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= types
+
+
+def margin_penalty(classifier, images, labels):
+    """mean(|d margin / d x|^2) in training mode, computed here apart from RobustModel (docs/method.md §3, ζ = 1)."""
+    images = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = classifier(images, training=True)
+        true = tf.gather(logits, labels, batch_dims=1)
+        others = tf.where(tf.one_hot(labels, logits.shape[1]) > 0, -np.inf, logits)
+        margin = tf.reduce_sum(true - tf.reduce_max(others, axis=1))
+    return float(np.mean(np.square(tape.gradient(margin, images).numpy().astype("float64"))))
+
+
+def normalised_classifier():
+    """A batch-norm network whose input gradients start large: L_adv at ψ0 far above 1."""
+    keras.utils.set_random_seed(5)
+    return keras.Sequential([
+        keras.Input((4, 4, 3)), keras.layers.Conv2D(8, 3, padding="same"), keras.layers.BatchNormalization(),
+        HalfHuberReLU(), keras.layers.Conv2D(8, 3, padding="same"), keras.layers.BatchNormalization(),
+        HalfHuberReLU(), keras.layers.Flatten(), keras.layers.Dense(3),
+    ])
+
+
+def test_psi_is_scaled_for_a_normalised_network_whose_l_adv_starts_above_the_limit(rng, tmp_path):
+    x = rng.random((16, 4, 4, 3)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    penalty = margin_penalty(normalised_classifier(), x, y)
+    assert 220 * penalty > 10  # the case the limit (1) is for
+    scaled = RobustModel(normalised_classifier(), zeta=1.0)
+    paper = RobustModel(normalised_classifier(), zeta=1.0, initial_l_adv_limit=None)
+    logs = {}
+    for name, model in (("scaled", scaled), ("paper", paper)):
+        model.compile(optimizer=keras.optimizers.SGD(1e-4))
+        logs[name] = model.train_on_batch(x, y, return_dict=True)
+    expected = 1.0 / (220 * penalty)
+    assert float(scaled.psi_scale.numpy()) == pytest.approx(expected, rel=1e-4)
+    assert float(paper.psi_scale.numpy()) == 1.0
+    assert logs["paper"]["l_adv"] == pytest.approx(logs["paper"]["psi"] * penalty, rel=1e-4)
+    assert logs["scaled"]["psi"] == pytest.approx(expected * logs["paper"]["psi"], rel=1e-4)
+    assert logs["scaled"]["l_adv"] == pytest.approx(1.0 * logs["scaled"]["psi"] / (expected * 220), rel=1e-4)
+    # Measured once: later batches keep it, and so do a saved model and a checkpoint.
+    scaled.train_on_batch(x[::-1], y[::-1])
+    assert float(scaled.psi_scale.numpy()) == pytest.approx(expected, rel=1e-4)
+    assert scaled.psi == pytest.approx(expected * 220 * math.exp(0.02 * float(scaled.psi_accumulator.numpy())))
+    scaled.save(tmp_path / "scaled.keras")
+    assert keras.saving.load_model(tmp_path / "scaled.keras").psi == pytest.approx(scaled.psi, rel=1e-6)
+
+
+def test_psi_is_not_scaled_within_the_limit_or_without_normalisation(rng):
+    x = rng.random((16, 4, 4, 3)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    roomy = RobustModel(normalised_classifier(), zeta=1.0, initial_l_adv_limit=1e9)
+    roomy.compile(optimizer=keras.optimizers.SGD(1e-4))
+    roomy.train_on_batch(x, y)
+    assert float(roomy.psi_scale.numpy()) == 1.0
+    plain = RobustModel(tiny_classifier())
+    plain.compile(optimizer=keras.optimizers.SGD(1e-4))
+    logs = plain.train_on_batch(rng.random((4, 2, 2, 1)).astype("float32"), np.array([0, 1, 2, 0]), return_dict=True)
+    assert logs["l_adv"] > 1.0 and logs["psi"] >= 220.0 and float(plain.psi_scale.numpy()) == 1.0
+
+
+def test_a_file_saved_before_psi_scale_existed_loads_with_scale_one():
+    model = RobustModel(tiny_classifier())
+    assert model.psi == 220.0  # not yet measured: ψ0 itself
+    model.load_own_variables({"0": np.float32(50.0)})  # such a file holds R alone
+    assert float(model.psi_scale.numpy()) == 1.0
+    assert model.psi == pytest.approx(220 * math.exp(0.02 * 50.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["resnet20", "resnet44", "resnet44-cifar10-all", "resnet44-cifar10-robust"])
+def test_the_papers_networks_train_with_psi0_exactly(network, cifar10_archive):
+    """docs/method.md §3a: their L_adv at ψ0 starts at 0.002-0.14, below the limit, so s is exactly 1."""
+    data = keras_robust.data.load_dataset(cifar10_archive, "train", batch_size=16, limit=32, augment=False,
+                                          shuffle=False)
+    weights = {}
+    for limit in (1.0, None):
+        keras.utils.set_random_seed(0)
+        if network.startswith("resnet44-"):
+            classifier = keras_robust.pretrained(network)
+        else:
+            classifier = keras_robust.resnet(depth=int(network[len("resnet"):]))
+        model = RobustModel(classifier, initial_l_adv_limit=limit)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        model.fit(data.dataset, epochs=1, verbose=0)
+        assert float(model.psi_scale.numpy()) == 1.0
+        weights[limit] = model.get_weights()
+    for scaled, paper in zip(weights[1.0], weights[None]):
+        np.testing.assert_array_equal(scaled, paper)
