@@ -4,18 +4,20 @@ Each network (`keras_robust.models.backbones`, converted with
 `with_half_huber_relu`; random weights) takes `--steps` robust steps of
 `RobustModel` with its defaults and coupled weight decay 1e-4, SGD with
 momentum 0.9, on batches of the JPEG CIFAR-10's training images, at each
-`--lrs` learning rate; `--paper-psi` runs the same with the paper's ψ0 kept
-(`initial_l_adv_limit=None`), and `--standard` standard training (no
+`--lrs` learning rate; `--paper-psi` runs the same with the paper's ψ
+unbounded (`max_gradient_ratio=None`), and `--standard` standard training (no
 regulariser), at the first learning rate, for comparison. One subprocess per run; each
 result is added to `--json` as it ends, so an interrupted run resumes where it
 stopped (a run already recorded is not repeated).
 
-    python benchmarks/backbone_stability.py --data ../shared/data/cifar10-jpeg.tar.gz
+    python benchmarks/backbone_stability.py --data ../shared/data/cifar10-jpeg.tar.gz --paper-psi --standard
     python benchmarks/backbone_stability.py --data ... --networks MobileNetV2 resnet20 --lrs 0.1 --steps 20
+    python benchmarks/backbone_stability.py --report     # its table into docs/method.md §3a
 """
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,9 +28,10 @@ from keras_robust.common.machine import cpu_summary
 from keras_robust.models.backbones import BACKBONES
 
 RESNETS = ("resnet20", "resnet44")
-VARIANTS = {"default": {}, "paper_psi": {"initial_l_adv_limit": None}, "standard": {"robust": False}}
+VARIANTS = {"default": {}, "paper_psi": {"max_gradient_ratio": None}, "standard": {"robust": False}}
 # The steps whose mean cross-entropy and accuracy end a run's record.
 LAST_STEPS = 20
+METHOD_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "method.md")
 
 
 def run_one(network, learning_rate, variant, steps, batch_size, data):
@@ -65,7 +68,8 @@ def run_one(network, learning_rate, variant, steps, batch_size, data):
     return {
         "network": network, "learning_rate": learning_rate, "variant": variant, "input_size": size,
         "steps_done": len(rows), "failure": failure, "weights_finite": bool(finite_weights),
-        "psi_scale": float(keras.ops.convert_to_numpy(model.psi_scale)), "psi_final": model.psi,
+        "first_gradient_ratio": float(keras.ops.convert_to_numpy(model.first_gradient_ratio)),
+        "psi_final": model.psi, "psi_last": float(values[-1, 2]) if len(values) else None,
         "l_adv_first": float(values[0, 1]) if len(values) else None,
         "l_adv_max": float(np.max(values[:, 1])) if len(values) else None,
         "ce_last": float(np.mean(values[-LAST_STEPS:, 0])) if len(values) else None,
@@ -78,9 +82,56 @@ def key_of(network, learning_rate, variant):
     return f"{network} lr={learning_rate} {variant}"
 
 
+# A run "ends broken" if its last steps' mean cross-entropy is above this: 4.3x chance on ten classes.
+BROKEN_CE = 10.0
+
+
+def outcome(run):
+    """A run's end in a few words: its last steps' cross-entropy, or where it stopped."""
+    if run is None:
+        return "not run"
+    if run["failure"]:
+        return f"non-finite at step {run['failure']['step']}"
+    return f"CE {run['ce_last']:.2f}"
+
+
+def stability_markdown(results):
+    """The table of docs/method.md §3a and the sentences on it, from a `--json` record."""
+    runs = results["runs"]
+    lrs = sorted({run["learning_rate"] for run in runs.values() if run["variant"] == "default"})
+    networks = list(dict.fromkeys(run["network"] for run in runs.values()))
+    get = lambda network, lr, variant: runs.get(key_of(network, lr, variant))  # noqa: E731
+    header = ["network", "input", "first ratio", *(f"bounded, lr {lr:g}" for lr in lrs),
+              f"paper's ψ, lr {lrs[0]:g}", f"standard, lr {lrs[0]:g}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for network in networks:
+        first = get(network, lrs[0], "default")
+        ratio = "–" if first is None else f"{first['first_gradient_ratio']:.3g}"
+        size = "–" if first is None else f"{first['input_size']}²"
+        cells = [outcome(get(network, lr, "default")) for lr in lrs]
+        lines.append(f"| {network} | {size} | {ratio} | " + " | ".join(cells) + f" | "
+                     f"{outcome(get(network, lrs[0], 'paper_psi'))} | {outcome(get(network, lrs[0], 'standard'))} |")
+    bounded = [run for run in runs.values() if run["variant"] == "default"]
+    finite = [run for run in bounded if not run["failure"] and run["weights_finite"] and math.isfinite(run["psi_final"])]
+    broken = sorted({run["network"] for run in bounded if run["failure"] or run["ce_last"] > BROKEN_CE})
+    paper = [run for run in runs.values() if run["variant"] == "paper_psi"]
+    paper_broken = sorted(run["network"] for run in paper if run["failure"] or run["ce_last"] > BROKEN_CE)
+    sentences = [
+        f"With the bound, {len(finite)} of {len(bounded)} runs took all {results['steps']} steps with finite "
+        f"losses, weights and ψ" + (f"; {', '.join(broken)} ended with a cross-entropy above {BROKEN_CE:g}."
+                                    if broken else f", none ending with a cross-entropy above {BROKEN_CE:g}.")]
+    if paper:
+        sentences.append(f"With the paper's ψ unbounded, {len(paper_broken)} of {len(paper)} stopped on a non-finite "
+                         f"step or ended above {BROKEN_CE:g}: {', '.join(paper_broken) or 'none'}.")
+    caption = (f"`{results['command']}`: {results['steps']} robust steps of batches of {results['batch_size']} "
+               f"JPEG CIFAR-10 training images, SGD with momentum 0.9, weight decay 1e-4; "
+               f"\"CE\" is the mean cross-entropy of the last {LAST_STEPS} steps (chance: 2.30); {results['machine']}.")
+    return "\n".join([caption, "", *lines, "", " ".join(sentences)])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="CIFAR-10 archive or folder of class folders")
+    parser.add_argument("--data", help="CIFAR-10 archive or folder of class folders")
     parser.add_argument("--networks", nargs="+", default=[*BACKBONES, *RESNETS],
                         choices=[*BACKBONES, *RESNETS])
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.01, 0.1])
@@ -91,8 +142,17 @@ def main(argv=None):
     parser.add_argument("--standard", action="store_true",
                         help="also train each network without the regulariser, at the first learning rate")
     parser.add_argument("--json", default="docs/figures/backbone_stability.json")
+    parser.add_argument("--report", action="store_true", help="write the table of --json into docs/method.md")
     parser.add_argument("--one", nargs=3, metavar=("NETWORK", "LR", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report:
+        from run_all import replace_section
+
+        with open(args.json, encoding="utf-8") as file:
+            replace_section(METHOD_PAGE, stability_markdown(json.load(file)), "", marker="backbone_stability")
+        return
+    if not args.data:
+        parser.error("--data is required to train")
     if args.one:
         network, learning_rate, variant = args.one
         print(json.dumps(run_one(network, float(learning_rate), variant, args.steps, args.batch_size, args.data)))
@@ -121,7 +181,8 @@ def main(argv=None):
         write_atomically(args.json, json.dumps(results, indent=2))
         row = results["runs"][key]
         print(f"{key}: {row['steps_done']} steps, failure {bool(row['failure'])}, l_adv max {row['l_adv_max']}, "
-              f"ce last {row['ce_last']}, psi scale {row['psi_scale']:.3g}, {row['seconds_per_step']:.2f} s/step",
+              f"ce last {row['ce_last']}, first gradient ratio {row['first_gradient_ratio']:.3g}, "
+              f"{row['seconds_per_step']:.2f} s/step",
               flush=True)
 
 

@@ -368,3 +368,12 @@ def test_robust_backbones_records_three_runs_once_and_tables_them(cifar10_archiv
                f"{record['btr_ara']:.5f} | {relative} |")
         assert row in table.splitlines(), (row, table)
     assert table.count("resnet8: ") == 1 and "no non-finite value in any recorded run" in table
+
+
+def test_the_backbone_stability_table_in_the_method_page_is_the_recorded_run():
+    module = _benchmark_module("backbone_stability")
+    record = json.loads((REPO_ROOT / "docs" / "figures" / "backbone_stability.json").read_text())
+    text = (REPO_ROOT / "docs" / "method.md").read_text()
+    section = text.split("<!-- backbone_stability:begin -->\n", 1)[1].split("\n<!-- backbone_stability:end -->")[0]
+    assert section == module.stability_markdown(record)
+    assert len(record["runs"]) >= 2  # the bounded runs at both learning rates, at least

@@ -41,11 +41,11 @@ SMALLEST_CHANGE_STEPS = 200
 ADVERSARIAL_MODES = {"bounded": 0.01, "l2min": 0.1}
 ADVERSARIAL_STEPS = 7
 
-# The largest L_adv at ψ0 that the first training batch may have before ψ is
-# scaled down for the run (docs/method.md §3a): seven times the most the paper's
-# ResNets start at on CIFAR-10 (0.085-0.135: depths 20-110, batches of 16 and
-# 128), far below what keras.applications networks start at (5 to 3.5e5).
-INITIAL_L_ADV_LIMIT = 1.0
+# The most the regulariser's weight gradient may be, in multiples of the
+# cross-entropy's, on a network whose first training batch exceeds it
+# (docs/method.md §3a). The paper's ResNets start at about 0.2; keras.applications
+# networks at 10 to 10^4.
+MAX_GRADIENT_RATIO = 1.0
 
 # The tf.distribute strategies a run can use (keras_robust.common.strategies).
 STRATEGIES = ("default", "mirrored", "multiworker")

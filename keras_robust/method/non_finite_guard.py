@@ -46,27 +46,29 @@ def agreed(flag):
     return tf.equal(failed, 0.0)
 
 
-def apply_if(condition, update):
-    """Runs `update()` (which returns None) in every replica when the scalar bool `condition`
+def apply_if(condition, update, args=()):
+    """Runs `update(*args)` (which returns None) in every replica when the scalar bool `condition`
     (the same on all) holds.
 
     A strategy whose optimizer updates go through `merge_call`
     (MirroredStrategy) cannot take a `tf.cond` in the replica context, so the
     condition is decided in the cross-replica context and the update runs per
-    replica from there, as Keras' `LossScaleOptimizer` does.
+    replica from there, as Keras' `LossScaleOptimizer` does. `args` carry each
+    replica's own values (its gradients) there: a closure would carry the
+    values of the replica that called `merge_call` to all of them.
     """
     def skip():
         return None
 
     if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(condition, update, skip)
+        tf.cond(condition, lambda: update(*args), skip)
         return
 
-    def in_cross_replica_context(strategy, condition):
+    def in_cross_replica_context(strategy, condition, *args):
         decided = strategy.experimental_local_results(condition)[0]
-        tf.cond(decided, lambda: strategy.extended.call_for_each_replica(update), skip)
+        tf.cond(decided, lambda: strategy.extended.call_for_each_replica(update, args=args), skip)
 
-    tf.distribute.get_replica_context().merge_call(in_cross_replica_context, args=(condition,))
+    tf.distribute.get_replica_context().merge_call(in_cross_replica_context, args=(condition, *args))
 
 
 @keras.saving.register_keras_serializable(package="keras_robust")
@@ -143,7 +145,7 @@ def failure_error(failure, epoch, robust):
         f"Training step non-finite at epoch {epoch}, batch {batch}: {what} had NaN or infinite values "
         f"(cross-entropy {values['ce']:.4g}{regulariser}); {state}. Lower the learning rate, clip the "
         "gradients (e.g. keras.optimizers.SGD(..., global_clipnorm=1.0)) or warm the learning rate up"
-        + (", lower RobustModel(initial_l_adv_limit=...)" if robust else "")
+        + (", lower RobustModel(max_gradient_ratio=...)" if robust else "")
         + ", and check the data"
     )
     return NonFiniteTrainingError(message, epoch, batch, values)

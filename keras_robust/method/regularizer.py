@@ -52,17 +52,16 @@ def update_psi_accumulator(accumulator, batch_loss, target_loss, epsilon_better,
     return tf.maximum(0.0, accumulator + change)
 
 
-def psi_from_accumulator(accumulator, psi_initial, psi_rate, psi_scale=1.0):
-    """`ψ = s · ψ0 · exp(k_ψ · R)` (docs/method.md §3; `s` = `psi_scale`, §3a, is 1 in the paper)."""
-    return psi_scale * psi_initial * tf.exp(psi_rate * accumulator)
+def psi_from_accumulator(accumulator, psi_initial, psi_rate):
+    """`ψ = ψ0 · exp(k_ψ · R)` (docs/method.md §3)."""
+    return psi_initial * tf.exp(psi_rate * accumulator)
 
 
-def psi_scale_for(penalty, psi_initial, initial_l_adv_limit):
-    """`s = min(1, limit / (ψ0 · P))`: the factor that keeps the first batch's L_adv at ψ0 within
-    `initial_l_adv_limit` for a network whose penalty `P = mean(|g|^z)` starts large (docs/method.md §3a).
+def regularizer_bound(regularizer_norm, classification_norm, ratio):
+    """`b = min(1, ratio · |∇θ CE| / |∇θ L_adv|)`: the factor on ψ that keeps the regulariser's
+    weight gradient within `ratio` times the classification loss's (docs/method.md §3a).
 
-    1 exactly when `ψ0 · P <= limit` (the paper's networks: the paper's ψ0 is
-    kept bit for bit) or when `P` is 0.
+    1 exactly when it is already within, or is 0.
     """
-    l_adv = psi_initial * penalty
-    return tf.where(l_adv > initial_l_adv_limit, initial_l_adv_limit / tf.maximum(l_adv, initial_l_adv_limit), 1.0)
+    bound = ratio * classification_norm
+    return tf.where(regularizer_norm > bound, bound / tf.maximum(regularizer_norm, bound), 1.0)

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, INITIAL_L_ADV_LIMIT, SEED
+from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, MAX_GRADIENT_RATIO, SEED
 from keras_robust.common.strategies import is_multi_worker
 from keras_robust.common.validation import (
     check_adversarial_mode,
@@ -44,6 +44,10 @@ class RobustModel(keras.Model):
     psi  = psi_initial * exp(psi_rate * R)
     ```
 
+    A classifier with normalisation layers whose first batch has a regulariser
+    gradient more than `max_gradient_ratio` times the cross-entropy's trains
+    with ψ scaled down per batch to keep it within (docs/method.md §3a).
+
     Optionally each batch is first replaced by adversarial examples from
     `keras_robust.attack` (7 steps, training mode), attacking each example
     with probability 0.5 when the robust additions are on.
@@ -78,6 +82,15 @@ class RobustModel(keras.Model):
         initial_psi_accumulator: R to start from, >= 0. Defaults to the
             classifier's own if it was loaded by `keras_robust.pretrained`
             (its card's `psi_accumulator_R`), else 0.
+        max_gradient_ratio: This package's addition (docs/method.md §3a),
+            for classifiers with normalisation layers that start from R = 0
+            (not a shipped network, which continues its own ψ): if on the first batch
+            the regulariser's weight gradient is more than this many times
+            the cross-entropy's (1.0), every batch scales ψ down to keep it
+            within, and ψ does not climb while it does. The paper's ResNets
+            start at about 0.2 and train exactly as in the paper;
+            `keras.applications` networks start at 10 to 10^4 and diverge
+            without it. None turns it off.
         **kwargs: Base `keras.Model` keyword arguments, such as `name`.
     """
 
@@ -98,7 +111,7 @@ class RobustModel(keras.Model):
         half_and_half=None,
         weight_decay=0.0,
         initial_psi_accumulator=None,
-        initial_l_adv_limit=INITIAL_L_ADV_LIMIT,
+        max_gradient_ratio=MAX_GRADIENT_RATIO,
         **kwargs,
     ):
         check_tensorflow_backend("RobustModel")
@@ -111,7 +124,7 @@ class RobustModel(keras.Model):
         _check_arguments(classifier, z=z, zeta=zeta, target_loss=target_loss, psi_initial=psi_initial,
                          psi_rate=psi_rate, epsilon_better=epsilon_better, epsilon_worse=epsilon_worse,
                          weight_decay=weight_decay, initial_psi_accumulator=initial_psi_accumulator,
-                         initial_l_adv_limit=initial_l_adv_limit,
+                         max_gradient_ratio=max_gradient_ratio,
                          adversarial_training=adversarial_training, adversarial_rho=adversarial_rho,
                          adversarial_steps=adversarial_steps)
         self.classifier = classifier
@@ -129,10 +142,11 @@ class RobustModel(keras.Model):
         self.half_and_half = self.robust if half_and_half is None else bool(half_and_half)
         self.weight_decay = float(weight_decay)
         self.initial_psi_accumulator = float(initial_psi_accumulator)
-        self.initial_l_adv_limit = None if initial_l_adv_limit is None else float(initial_l_adv_limit)
-        # docs/method.md §3a: the blow-up the limit prevents comes from normalisation layers;
-        # a classifier without them trains with the paper's ψ0 as it is.
-        self._scales_psi = self.initial_l_adv_limit is not None and has_normalization(classifier)
+        self.max_gradient_ratio = None if max_gradient_ratio is None else float(max_gradient_ratio)
+        # docs/method.md §3a: the blow-up the bound prevents comes from normalisation layers,
+        # and a classifier that brings its own R (a shipped network) continues the paper's ψ.
+        self._bounds_regularizer = (self.max_gradient_ratio is not None and has_normalization(classifier)
+                                    and self.initial_psi_accumulator == 0)
         # R must be one value on every replica: each replica computes the same
         # update from the globally reduced cross-entropy, and only the first
         # replica's write is kept.
@@ -143,9 +157,9 @@ class RobustModel(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
-        # s of docs/method.md §3a; 0 until the first batch trained measures it.
-        self.psi_scale = self.add_weight(
-            name="psi_scale",
+        # docs/method.md §3a: |∇θ L_adv| / |∇θ CE| on the first batch trained; 0 until then.
+        self.first_gradient_ratio = self.add_weight(
+            name="first_gradient_ratio",
             shape=(),
             initializer="zeros",
             trainable=False,
@@ -176,14 +190,13 @@ class RobustModel(keras.Model):
     def psi(self):
         """The current adaptive weight ψ (`regularizer.psi_from_accumulator`), a float."""
         accumulator = tf.cast(keras.ops.convert_to_tensor(self.psi_accumulator), tf.float64)
-        scale = float(keras.ops.convert_to_numpy(self.psi_scale)) or 1.0
-        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate, scale))
+        return float(regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate))
 
     def load_own_variables(self, store):
-        # Files saved before ψ's scale s existed hold R alone, and were trained with s = 1.
+        # Files saved before the first batch's gradient ratio was kept hold R alone; the
+        # ratio is then measured on the next batch trained.
         if len(store.keys()) == 1:
             self.psi_accumulator.assign(store["0"])
-            self.psi_scale.assign(1.0)
             return
         super().load_own_variables(store)
 
@@ -262,23 +275,31 @@ class RobustModel(keras.Model):
                                     seed=self.seed_generator)
             images = tf.stop_gradient(result.images)
             attacked = result.attacked
-        with tf.GradientTape() as tape:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # Persistent where a batch may also need the classification loss's own gradient (§3a).
+        with tf.GradientTape(persistent=self._bounds_regularizer) as tape:
             logits, input_gradient = self._forward(images, labels)
             ce = tf.reduce_mean(_cross_entropy(labels, logits))
-            loss = ce + tf.add_n(self.losses) if self.losses else ce
-            logs, l_adv, psi_state = {}, tf.constant(0.0), None
+            classification = ce + tf.add_n(self.losses) if self.losses else ce
+            loss, l_adv = classification, tf.constant(0.0)
             if self.robust:
                 penalty = regularizer.lipschitz_penalty(input_gradient, self.z)
-                psi, psi_state = self._next_psi(tf.stop_gradient(_global_mean(ce)),
-                                                tf.stop_gradient(_global_mean(penalty)))
+                psi, accumulator = self._next_psi(tf.stop_gradient(_global_mean(ce)))
                 l_adv = psi * penalty
-                loss += l_adv
-                self.l_adv_tracker.update_state(l_adv)
-                logs["psi"] = psi
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss = classification + l_adv
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
+            scaled_classification = self.optimizer.scale_loss(classification / replicas)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
+        logs, psi_state = {}, None
+        if self.robust:
+            bound, gradients, first_ratio = self._bound_regularizer(tape, scaled_classification, gradients, variables)
+            psi, l_adv, loss = psi * bound, l_adv * bound, classification + l_adv * bound
+            # While bounded, a larger ψ would change nothing, and R could climb until ψ overflows.
+            accumulator = tf.where(bound < 1.0, tf.minimum(accumulator, self.psi_accumulator.value), accumulator)
+            psi_state = (accumulator, first_ratio)
+            self.l_adv_tracker.update_state(l_adv)
+            logs["psi"] = psi
         if self.weight_decay:
             # Scaled like the loss, so a loss-scaling optimizer unscales it too.
             decay = self.optimizer.scale_loss(self.weight_decay / replicas)
@@ -303,13 +324,13 @@ class RobustModel(keras.Model):
         go = tf.logical_and(tf.logical_and(loss_finite, gradients_finite),
                             tf.logical_not(self.non_finite_record.has_failed()))
 
-        def update():
+        def update(gradients, psi_state):
             self.optimizer.apply_gradients(zip(gradients, variables))
-            if psi_state is not None:
+            if psi_state:
                 self.psi_accumulator.assign(psi_state[0])
-                self.psi_scale.assign(psi_state[1])
+                self.first_gradient_ratio.assign(psi_state[1])
 
-        non_finite_guard.apply_if(go, update)
+        non_finite_guard.apply_if(go, update, (list(gradients), tuple(psi_state or ())))
         for variable, before in zip(self.classifier.non_trainable_variables, statistics):
             variable.assign(tf.where(go, variable.value, before))
         weights_finite = non_finite_guard.agreed(non_finite_guard.all_finite(self.classifier.variables))
@@ -372,12 +393,8 @@ class RobustModel(keras.Model):
             total = tf.reduce_sum(outputs)
         return logits, input_tape.gradient(total, images)
 
-    def _next_psi(self, batch_ce, batch_penalty):
-        """This batch's ψ, and the R and scale s to keep if its step is applied (docs/method.md §3, §3a).
-
-        s is measured once, on the first batch trained (0 until then), from
-        its penalty at ψ0.
-        """
+    def _next_psi(self, batch_ce):
+        """This batch's R and the paper's ψ from it (docs/method.md §3)."""
         accumulator = regularizer.update_psi_accumulator(
             self.psi_accumulator.value,
             batch_ce,
@@ -385,14 +402,40 @@ class RobustModel(keras.Model):
             self.epsilon_better,
             self.epsilon_worse,
         )
-        scale = self.psi_scale.value
-        if not self._scales_psi:
-            scale = tf.ones_like(scale)
-        else:
-            measured = regularizer.psi_scale_for(batch_penalty, self.psi_initial, self.initial_l_adv_limit)
-            scale = tf.where(scale > 0, scale, measured)
-        psi = regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate, scale)
-        return psi, (accumulator, scale)
+        return regularizer.psi_from_accumulator(accumulator, self.psi_initial, self.psi_rate), accumulator
+
+    def _bound_regularizer(self, tape, scaled_classification, gradients, variables):
+        """The factor b on this batch's ψ, the gradients with it applied, and the first batch's
+        gradient ratio to keep (docs/method.md §3a).
+
+        The first batch measures |∇θ L_adv| / |∇θ CE|. Within `max_gradient_ratio`
+        (the paper's ResNets) b is 1 from then on and nothing more is computed;
+        beyond it, every batch takes b = min(1, ratio · |∇θ CE| / |∇θ L_adv|).
+        ψ enters the loss linearly, so b scales the regulariser's gradient,
+        `gradients - classification gradients`, exactly. Each replica bounds
+        its own gradients, before they are summed; the ratio kept is the first
+        replica's.
+        """
+        first = self.first_gradient_ratio.value
+        if not self._bounds_regularizer:
+            return tf.constant(1.0), gradients, first
+        needed = tf.logical_or(tf.equal(first, 0.0), first > self.max_gradient_ratio)
+
+        def classification_gradients():
+            return tape.gradient(scaled_classification, variables)
+
+        def none_needed():
+            return [tf.zeros_like(g) for g in gradients]
+
+        own = tf.cond(needed, classification_gradients, none_needed)
+        regularizer_norm = tf.linalg.global_norm([g - c for g, c in zip(gradients, own)])
+        classification_norm = tf.linalg.global_norm(own)
+        first = tf.where(tf.equal(first, 0.0), regularizer_norm / tf.maximum(classification_norm, 1e-30), first)
+        bound = regularizer.regularizer_bound(regularizer_norm, classification_norm, self.max_gradient_ratio)
+        bound = tf.where(first > self.max_gradient_ratio, bound, 1.0)
+        gradients = tf.cond(bound < 1.0, lambda: [c + bound * (g - c) for g, c in zip(gradients, own)],
+                            lambda: list(gradients))
+        return bound, gradients, first
 
     def _update_trackers(self, loss, ce, labels, logits, attacked):
         self._loss_tracker.update_state(loss)
@@ -420,7 +463,7 @@ class RobustModel(keras.Model):
                 "half_and_half": self.half_and_half,
                 "weight_decay": self.weight_decay,
                 "initial_psi_accumulator": self.initial_psi_accumulator,
-                "initial_l_adv_limit": self.initial_l_adv_limit,
+                "max_gradient_ratio": self.max_gradient_ratio,
             }
         )
         return config
@@ -432,7 +475,7 @@ class RobustModel(keras.Model):
         return cls(**config)
 
 
-def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulator, initial_l_adv_limit,
+def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulator, max_gradient_ratio,
                      adversarial_training, adversarial_rho, adversarial_steps, **positive):
     """`RobustModel`'s argument checks; `positive` holds the settings that must be > 0."""
     check_range("z", z, low=1.0)
@@ -441,8 +484,8 @@ def _check_arguments(classifier, *, z, zeta, weight_decay, initial_psi_accumulat
         check_range(name, value, low=0.0, strict=True)
     check_range("weight_decay", weight_decay, low=0.0)
     check_range("initial_psi_accumulator", initial_psi_accumulator, low=0.0)
-    if initial_l_adv_limit is not None:
-        check_range("initial_l_adv_limit", initial_l_adv_limit, low=0.0, strict=True)
+    if max_gradient_ratio is not None:
+        check_range("max_gradient_ratio", max_gradient_ratio, low=0.0, strict=True)
     check_adversarial_mode(adversarial_training)
     if adversarial_rho is not None:
         check_range("adversarial_rho", adversarial_rho, low=0.0, strict=True)

@@ -20,10 +20,17 @@ HARD_SIGMOID_CAP = 6.0
 def half_huber_hard_sigmoid(x):
     """Keras' hard sigmoid `relu6(x + 3) / 6` with its ReLU6 smoothed as `HalfHuberReLU(max_value=6)`.
 
+    Formula, with `h` the half-Huber ReLU (δ = 0.5):
+    ```
+    f(x) = (h(x + 3) - h(x - 3)) / 6
+    ```
+    0 below -3, 1 above 3, and in between Keras' line lowered by δ/12, as
+    the half-Huber ReLU lies δ/2 under the ReLU where both are linear.
+
     Example:
 
     >>> keras.ops.convert_to_numpy(half_huber_hard_sigmoid(keras.ops.convert_to_tensor([-4.0, 0.0, 4.0])))
-    array([0. , 0.5, 1. ], dtype=float32)
+    array([0.        , 0.45833334, 1.        ], dtype=float32)
 
     Args:
         x: Input tensor.

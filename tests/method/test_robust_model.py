@@ -226,7 +226,7 @@ def test_bad_training_input_fails_before_training(images, labels, match):
         ({"adversarial_training": "pgd"}, "Received: adversarial_training='pgd'"),
         ({"adversarial_training": "bounded", "adversarial_rho": -0.1}, "Received: adversarial_rho=-0.1"),
         ({"adversarial_steps": 0}, "Received: adversarial_steps=0"),
-        ({"initial_l_adv_limit": 0}, "Received: initial_l_adv_limit=0"),
+        ({"max_gradient_ratio": 0}, "Received: max_gradient_ratio=0"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -331,20 +331,27 @@ def test_fused_batch_norm_trains_in_every_mode(rng, robust, adversarial):
     assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= types
 
 
-def margin_penalty(classifier, images, labels):
-    """mean(|d margin / d x|^2) in training mode, computed here apart from RobustModel (docs/method.md §3, ζ = 1)."""
+def first_gradients(classifier, images, labels):
+    """The weight gradients of CE and of ψ0 · mean(|d margin / d x|^2) in training mode (docs/method.md §3,
+    ζ = 1), computed here apart from RobustModel, in float64 sums."""
     images = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        logits = classifier(images, training=True)
-        true = tf.gather(logits, labels, batch_dims=1)
-        others = tf.where(tf.one_hot(labels, logits.shape[1]) > 0, -np.inf, logits)
-        margin = tf.reduce_sum(true - tf.reduce_max(others, axis=1))
-    return float(np.mean(np.square(tape.gradient(margin, images).numpy().astype("float64"))))
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            inner.watch(images)
+            logits = classifier(images, training=True)
+            true = tf.gather(logits, labels, batch_dims=1)
+            others = tf.where(tf.one_hot(labels, logits.shape[1]) > 0, -np.inf, logits)
+            margin = tf.reduce_sum(true - tf.reduce_max(others, axis=1))
+        regulariser = 220.0 * tf.reduce_mean(tf.square(inner.gradient(margin, images)))
+        ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    variables = classifier.trainable_variables
+    as_numpy = lambda gradients: [np.zeros(v.shape) if g is None else g.numpy().astype("float64")  # noqa: E731
+                                  for g, v in zip(gradients, variables)]
+    return as_numpy(outer.gradient(ce, variables)), as_numpy(outer.gradient(regulariser, variables)), float(ce)
 
 
 def normalised_classifier():
-    """A batch-norm network whose input gradients start large: L_adv at ψ0 far above 1."""
+    """A batch-norm network whose regulariser's first gradient is many times the cross-entropy's."""
     keras.utils.set_random_seed(5)
     return keras.Sequential([
         keras.Input((4, 4, 3)), keras.layers.Conv2D(8, 3, padding="same"), keras.layers.BatchNormalization(),
@@ -353,56 +360,74 @@ def normalised_classifier():
     ])
 
 
-def test_psi_is_scaled_for_a_normalised_network_whose_l_adv_starts_above_the_limit(rng, tmp_path):
+def global_norm(arrays):
+    return math.sqrt(sum(float(np.sum(a * a)) for a in arrays))
+
+
+def test_a_regulariser_gradient_beyond_the_ratio_is_bounded_on_every_batch(rng, tmp_path):
     x = rng.random((16, 4, 4, 3)).astype("float32")
     y = rng.integers(0, 3, 16)
-    penalty = margin_penalty(normalised_classifier(), x, y)
-    assert 220 * penalty > 10  # the case the limit (1) is for
-    scaled = RobustModel(normalised_classifier(), zeta=1.0)
-    paper = RobustModel(normalised_classifier(), zeta=1.0, initial_l_adv_limit=None)
-    logs = {}
-    for name, model in (("scaled", scaled), ("paper", paper)):
+    ce_gradient, regulariser_gradient, ce = first_gradients(normalised_classifier(), x, y)
+    growth = math.exp(0.02 * max(0.0, min(1.0, -math.log(ce / 1.5))))  # ψ's first step from R = 0
+    ratio = growth * global_norm(regulariser_gradient) / global_norm(ce_gradient)
+    assert ratio > 5  # the case the bound is for
+    classifier = normalised_classifier()
+    before = [w.numpy().astype("float64") for w in classifier.trainable_variables]
+    model = RobustModel(classifier, zeta=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    bound = 1.0 / ratio
+    assert float(model.first_gradient_ratio.numpy()) == pytest.approx(ratio, rel=1e-3)
+    assert logs["psi"] == pytest.approx(220 * growth * bound, rel=1e-3)
+    for b, a, c, r in zip(before, classifier.trainable_variables, ce_gradient, regulariser_gradient):
+        np.testing.assert_allclose(b - a.numpy(), 1e-3 * (c + bound * growth * r), rtol=2e-3, atol=1e-7)  # float32 weights: 6e-8 apart near 1
+    # The next batch is bounded by its own gradients; R does not climb while bounded.
+    before = [w.numpy().astype("float64") for w in classifier.trainable_variables]
+    accumulator = float(model.psi_accumulator.numpy())
+    ce_gradient, regulariser_gradient, _ = first_gradients(classifier, x[::-1], y[::-1])
+    logs = model.train_on_batch(x[::-1], y[::-1], return_dict=True)
+    psi = 220 * math.exp(0.02 * accumulator)
+    bound = global_norm(ce_gradient) / (psi / 220 * global_norm(regulariser_gradient))
+    assert bound < 1 and logs["psi"] == pytest.approx(psi * bound, rel=1e-3)
+    for b, a, c, r in zip(before, classifier.trainable_variables, ce_gradient, regulariser_gradient):
+        np.testing.assert_allclose(b - a.numpy(), 1e-3 * (c + bound * psi / 220 * r), rtol=2e-3, atol=1e-7)  # float32 weights: 6e-8 apart near 1
+    assert float(model.psi_accumulator.numpy()) <= accumulator
+    assert float(model.first_gradient_ratio.numpy()) == pytest.approx(ratio, rel=1e-3)  # measured once
+    model.save(tmp_path / "bounded.keras")
+    loaded = keras.saving.load_model(tmp_path / "bounded.keras")
+    assert float(loaded.first_gradient_ratio.numpy()) == pytest.approx(ratio, rel=1e-6)
+
+
+def test_no_bound_within_the_ratio_or_without_normalisation(rng):
+    x = rng.random((16, 4, 4, 3)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    roomy = RobustModel(normalised_classifier(), zeta=1.0, max_gradient_ratio=1e9)
+    paper = RobustModel(normalised_classifier(), zeta=1.0, max_gradient_ratio=None)
+    for model in (roomy, paper):
         model.compile(optimizer=keras.optimizers.SGD(1e-4))
-        logs[name] = model.train_on_batch(x, y, return_dict=True)
-    expected = 1.0 / (220 * penalty)
-    assert float(scaled.psi_scale.numpy()) == pytest.approx(expected, rel=1e-4)
-    assert float(paper.psi_scale.numpy()) == 1.0
-    assert logs["paper"]["l_adv"] == pytest.approx(logs["paper"]["psi"] * penalty, rel=1e-4)
-    assert logs["scaled"]["psi"] == pytest.approx(expected * logs["paper"]["psi"], rel=1e-4)
-    assert logs["scaled"]["l_adv"] == pytest.approx(1.0 * logs["scaled"]["psi"] / (expected * 220), rel=1e-4)
-    # Measured once: later batches keep it, and so do a saved model and a checkpoint.
-    scaled.train_on_batch(x[::-1], y[::-1])
-    assert float(scaled.psi_scale.numpy()) == pytest.approx(expected, rel=1e-4)
-    assert scaled.psi == pytest.approx(expected * 220 * math.exp(0.02 * float(scaled.psi_accumulator.numpy())))
-    scaled.save(tmp_path / "scaled.keras")
-    assert keras.saving.load_model(tmp_path / "scaled.keras").psi == pytest.approx(scaled.psi, rel=1e-6)
-
-
-def test_psi_is_not_scaled_within_the_limit_or_without_normalisation(rng):
-    x = rng.random((16, 4, 4, 3)).astype("float32")
-    y = rng.integers(0, 3, 16)
-    roomy = RobustModel(normalised_classifier(), zeta=1.0, initial_l_adv_limit=1e9)
-    roomy.compile(optimizer=keras.optimizers.SGD(1e-4))
-    roomy.train_on_batch(x, y)
-    assert float(roomy.psi_scale.numpy()) == 1.0
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert logs["psi"] >= 220.0
+    assert float(roomy.first_gradient_ratio.numpy()) > 5 and float(paper.first_gradient_ratio.numpy()) == 0.0
+    for a, b in zip(roomy.get_weights(), paper.get_weights()):
+        if a.shape:  # the model's own variables differ: the ratio was measured on one of them only
+            np.testing.assert_array_equal(a, b)
     plain = RobustModel(tiny_classifier())
     plain.compile(optimizer=keras.optimizers.SGD(1e-4))
     logs = plain.train_on_batch(rng.random((4, 2, 2, 1)).astype("float32"), np.array([0, 1, 2, 0]), return_dict=True)
-    assert logs["l_adv"] > 1.0 and logs["psi"] >= 220.0 and float(plain.psi_scale.numpy()) == 1.0
+    assert logs["l_adv"] > 1.0 and logs["psi"] >= 220.0
 
 
-def test_a_file_saved_before_psi_scale_existed_loads_with_scale_one():
+def test_a_file_saved_before_the_ratio_was_kept_loads_r_and_measures_it_anew():
     model = RobustModel(tiny_classifier())
-    assert model.psi == 220.0  # not yet measured: ψ0 itself
     model.load_own_variables({"0": np.float32(50.0)})  # such a file holds R alone
-    assert float(model.psi_scale.numpy()) == 1.0
+    assert float(model.first_gradient_ratio.numpy()) == 0.0
     assert model.psi == pytest.approx(220 * math.exp(0.02 * 50.0))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("network", ["resnet20", "resnet44", "resnet44-cifar10-all", "resnet44-cifar10-robust"])
 def test_the_papers_networks_train_with_psi0_exactly(network, cifar10_archive):
-    """docs/method.md §3a: their L_adv at ψ0 starts at 0.002-0.14, below the limit, so s is exactly 1."""
+    """docs/method.md §3a: their regulariser's first gradient is well within the ratio: the paper's recipe exactly."""
     data = keras_robust.data.load_dataset(cifar10_archive, "train", batch_size=16, limit=32, augment=False,
                                           shuffle=False)
     weights = {}
@@ -412,10 +437,25 @@ def test_the_papers_networks_train_with_psi0_exactly(network, cifar10_archive):
             classifier = keras_robust.pretrained(network)
         else:
             classifier = keras_robust.resnet(depth=int(network[len("resnet"):]))
-        model = RobustModel(classifier, initial_l_adv_limit=limit)
+        model = RobustModel(classifier, max_gradient_ratio=limit)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
         model.fit(data.dataset, epochs=1, verbose=0)
-        assert float(model.psi_scale.numpy()) == 1.0
-        weights[limit] = model.get_weights()
-    for scaled, paper in zip(weights[1.0], weights[None]):
-        np.testing.assert_array_equal(scaled, paper)
+        weights[limit] = model.classifier.get_weights()
+        if limit and network.startswith("resnet44-"):
+            assert float(model.first_gradient_ratio.numpy()) == 0.0  # they bring their R: never measured
+        elif limit:
+            assert 0 < float(model.first_gradient_ratio.numpy()) < 0.5 * limit
+    for bounded, paper in zip(weights[1.0], weights[None]):
+        np.testing.assert_array_equal(bounded, paper)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["resnet44-cifar10-all", "resnet44-cifar10-robust"])
+def test_a_trained_robust_network_pulls_harder_than_its_cross_entropy(network, cifar10_archive):
+    """docs/method.md §3a: why a network that brings its own R is not bounded."""
+    data = keras_robust.data.load_dataset(cifar10_archive, "train", batch_size=16, limit=16, augment=False,
+                                          shuffle=False)
+    model = RobustModel(keras_robust.pretrained(network), initial_psi_accumulator=0.0)
+    model.compile(optimizer=keras.optimizers.SGD(1e-6))
+    model.fit(data.dataset, epochs=1, verbose=0)
+    assert float(model.first_gradient_ratio.numpy()) > 1.0

@@ -93,3 +93,41 @@ def test_what_cannot_be_converted_is_refused_by_name():
 
     with pytest.raises(ValueError, match="functional or sequential"):
         keras_robust.with_half_huber_relu(Subclassed())
+
+
+def test_hard_sigmoid_and_hard_swish_become_their_half_huber_versions():
+    from keras_robust.method.smooth_activations import half_huber_hard_sigmoid, half_huber_hard_swish
+
+    inputs = keras.Input((7,))
+    x = keras.layers.Activation("hard_swish", name="swish_layer")(inputs)
+    x = keras.layers.Dense(7, activation="hard_sigmoid", name="dense_sigmoid")(x)
+    model = keras.Model(inputs, x)
+    smooth = keras_robust.with_half_huber_relu(model)
+    assert smooth.get_layer("swish_layer").activation is half_huber_hard_swish
+    assert smooth.get_layer("dense_sigmoid").activation is half_huber_hard_sigmoid
+    x = np.linspace(-5, 5, 2001)
+    sigmoid = (np_half_huber(x + 3) - np_half_huber(x - 3)) / 6  # relu6(x + 3) / 6 with a half-Huber ReLU6
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(half_huber_hard_sigmoid(x.astype("float32"))), sigmoid,
+                               atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(half_huber_hard_swish(x.astype("float32"))), x * sigmoid,
+                               atol=1e-5)
+    # Away from the bends (|x ± 3| > δ) they are Keras' own functions, shifted by the bend's δ/2 where linear.
+    far = np.abs(np.abs(x) - 3) > 0.5
+    keras_sigmoid = keras.ops.convert_to_numpy(keras.activations.hard_sigmoid(x.astype("float32")))
+    np.testing.assert_allclose(sigmoid[far & (np.abs(x) > 3)], keras_sigmoid[far & (np.abs(x) > 3)], atol=1e-6)
+    np.testing.assert_allclose(sigmoid[far & (np.abs(x) < 3)], keras_sigmoid[far & (np.abs(x) < 3)] - 0.25 / 6,
+                               atol=1e-6)
+    slope = np.diff(x * sigmoid) / np.diff(x)
+    assert np.abs(np.diff(slope)).max() < 0.02  # hard swish's derivative jumps by 0.5 at ±3; this one does not
+    reloaded = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(smooth))
+    assert reloaded.get_layer("swish_layer").activation is half_huber_hard_swish
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_keeps_no_kinked_activation_once_converted():
+    from keras_robust.method.classifier_inspection import kinked_activation_layers
+
+    backbone = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=3,
+                                                   classifier_activation=None)
+    assert {activation for _, activation in kinked_activation_layers(backbone)} == {"ReLU", "hard_silu"}
+    assert kinked_activation_layers(keras_robust.with_half_huber_relu(backbone)) == []
