@@ -120,6 +120,15 @@ def stability_markdown(results):
         f"With the bound, {len(finite)} of {len(bounded)} runs took all {results['steps']} steps with finite "
         f"losses, weights and ψ" + (f"; {', '.join(broken)} ended with a cross-entropy above {BROKEN_CE:g}."
                                     if broken else f", none ending with a cross-entropy above {BROKEN_CE:g}.")]
+    ratios = {run["network"]: run["first_gradient_ratio"] for run in bounded}
+    ours = {n: r for n, r in ratios.items() if n in RESNETS}
+    theirs = [r for n, r in ratios.items() if n not in RESNETS and r > 0]
+    if theirs:
+        sentences.append(f"On their first batch the regulariser's gradient was {min(theirs):.3g} to "
+                         f"{max(theirs):.3g} times the cross-entropy's for the keras.applications networks with "
+                         "normalisation layers"
+                         + (f", and {' and '.join(f'{r:.2g}' for r in ours.values())} for "
+                            f"{' and '.join(ours)}." if ours else "."))
     if paper:
         sentences.append(f"With the paper's ψ unbounded, {len(paper_broken)} of {len(paper)} stopped on a non-finite "
                          f"step or ended above {BROKEN_CE:g}: {', '.join(paper_broken) or 'none'}.")

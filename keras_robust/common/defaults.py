@@ -43,8 +43,8 @@ ADVERSARIAL_STEPS = 7
 
 # The most the regulariser's weight gradient may be, in multiples of the
 # cross-entropy's, on a network whose first training batch exceeds it
-# (docs/method.md §3a). The paper's ResNets start at about 0.2; keras.applications
-# networks at 10 to 10^4.
+# (docs/method.md §3a, whose table has where networks start: the paper's
+# ResNets below it, keras.applications networks far above).
 MAX_GRADIENT_RATIO = 1.0
 
 # The tf.distribute strategies a run can use (keras_robust.common.strategies).

@@ -46,29 +46,41 @@ def agreed(flag):
     return tf.equal(failed, 0.0)
 
 
-def apply_if(condition, update, args=()):
-    """Runs `update(*args)` (which returns None) in every replica when the scalar bool `condition`
-    (the same on all) holds.
+def apply_if(condition, update, args=(), changed=(), before=()):
+    """Runs `update(*args)` (which returns None) in every replica where the scalar bool `condition`
+    (the same on all) holds; where it fails, the variables of `before`, `(variable, its value
+    before the step)` pairs, are put back.
 
-    A strategy whose optimizer updates go through `merge_call`
-    (MirroredStrategy) cannot take a `tf.cond` in the replica context, so the
-    condition is decided in the cross-replica context and the update runs per
-    replica from there, as Keras' `LossScaleOptimizer` does. `args` carry each
-    replica's own values (its gradients) there: a closure would carry the
-    values of the replica that called `merge_call` to all of them.
+    Where a strategy's optimizer updates go through `merge_call`
+    (MirroredStrategy), the update's all-reduces cannot sit inside a
+    `tf.cond`: the replicas' collectives are then not created in one order and
+    can pair up wrongly. So there the update always runs, with its non-finite
+    values zeroed, and when `condition` fails the `changed` variables (the
+    weights, the optimizer's state, R) and `before`'s are put back from the
+    cross-replica context, where assigning a mirrored variable needs no
+    collective.
     """
-    def skip():
-        return None
+    variables = [variable for variable, _ in before]
+    values = [value for _, value in before]
+
+    def put_back(variables, values):
+        for variable, value in zip(variables, values):
+            variable.assign(value)
 
     if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(condition, lambda: update(*args), skip)
+        tf.cond(condition, lambda: update(*args), lambda: put_back(variables, values))
         return
+    saved = [tf.identity(v.value) for v in changed]
+    update(*tf.nest.map_structure(lambda t: tf.where(tf.math.is_finite(t), t, tf.zeros_like(t))
+                                  if t.dtype.is_floating else t, args))
 
-    def in_cross_replica_context(strategy, condition, *args):
-        decided = strategy.experimental_local_results(condition)[0]
-        tf.cond(decided, lambda: strategy.extended.call_for_each_replica(update, args=args), skip)
+    def in_cross_replica_context(strategy, condition, saved):
+        # Mirrored variables: every replica held the same values before the step.
+        decided, saved = (tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], x)
+                          for x in (condition, saved))
+        tf.cond(decided, lambda: None, lambda: put_back([*changed, *variables], saved))
 
-    tf.distribute.get_replica_context().merge_call(in_cross_replica_context, args=(condition, *args))
+    tf.distribute.get_replica_context().merge_call(in_cross_replica_context, args=(condition, [*saved, *values]))
 
 
 @keras.saving.register_keras_serializable(package="keras_robust")

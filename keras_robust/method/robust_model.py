@@ -88,9 +88,9 @@ class RobustModel(keras.Model):
             the regulariser's weight gradient is more than this many times
             the cross-entropy's (1.0), every batch scales ψ down to keep it
             within, and ψ does not climb while it does. The paper's ResNets
-            start at about 0.2 and train exactly as in the paper;
-            `keras.applications` networks start at 10 to 10^4 and diverge
-            without it. None turns it off.
+            start below it and train exactly as in the paper;
+            `keras.applications` networks start far above it and diverge
+            without it (docs/method.md §3a has the table). None turns it off.
         **kwargs: Base `keras.Model` keyword arguments, such as `name`.
     """
 
@@ -321,18 +321,24 @@ class RobustModel(keras.Model):
         loss_finite = non_finite_guard.agreed(tf.math.is_finite(loss))
         checked = [] if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else gradients
         gradients_finite = non_finite_guard.agreed(non_finite_guard.all_finite(checked))
-        go = tf.logical_and(tf.logical_and(loss_finite, gradients_finite),
-                            tf.logical_not(self.non_finite_record.has_failed()))
+        values = [tf.convert_to_tensor(v, tf.float32) for v in values]
+        # After every collective of the step so far: replicas must run theirs in one order, and
+        # the update's all-reduce does not otherwise wait for these.
+        with tf.control_dependencies(values):
+            go = tf.logical_and(tf.logical_and(loss_finite, gradients_finite),
+                                tf.logical_not(self.non_finite_record.has_failed()))
 
-        def update(gradients, psi_state):
+        def update(go, gradients, psi_state):
+            with tf.control_dependencies([go]):
+                gradients = [tf.identity(g) for g in gradients]
             self.optimizer.apply_gradients(zip(gradients, variables))
             if psi_state:
                 self.psi_accumulator.assign(psi_state[0])
                 self.first_gradient_ratio.assign(psi_state[1])
 
-        non_finite_guard.apply_if(go, update, (list(gradients), tuple(psi_state or ())))
-        for variable, before in zip(self.classifier.non_trainable_variables, statistics):
-            variable.assign(tf.where(go, variable.value, before))
+        changed = [*variables, *self.optimizer.variables, self.psi_accumulator, self.first_gradient_ratio]
+        non_finite_guard.apply_if(go, update, (go, list(gradients), tuple(psi_state or ())), changed,
+                                  list(zip(self.classifier.non_trainable_variables, statistics)))
         weights_finite = non_finite_guard.agreed(non_finite_guard.all_finite(self.classifier.variables))
         failure = tf.where(loss_finite, tf.where(gradients_finite, tf.where(weights_finite, 0, 3), 2), 1)
         self.non_finite_record.update_state(failure, *values)
@@ -427,14 +433,21 @@ class RobustModel(keras.Model):
         def none_needed():
             return [tf.zeros_like(g) for g in gradients]
 
-        own = tf.cond(needed, classification_gradients, none_needed)
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            own = tf.cond(needed, classification_gradients, none_needed)
+        else:
+            # Under MirroredStrategy a branch holding this gradient unsettled the order in which the
+            # replicas create their later collectives (non_finite_guard.apply_if): computed on every
+            # batch there, and zeroed where not needed.
+            own = [tf.where(needed, c, tf.zeros_like(c)) for c in classification_gradients()]
         regularizer_norm = tf.linalg.global_norm([g - c for g, c in zip(gradients, own)])
         classification_norm = tf.linalg.global_norm(own)
         first = tf.where(tf.equal(first, 0.0), regularizer_norm / tf.maximum(classification_norm, 1e-30), first)
         bound = regularizer.regularizer_bound(regularizer_norm, classification_norm, self.max_gradient_ratio)
         bound = tf.where(first > self.max_gradient_ratio, bound, 1.0)
-        gradients = tf.cond(bound < 1.0, lambda: [c + bound * (g - c) for g, c in zip(gradients, own)],
-                            lambda: list(gradients))
+        # A selection, not a tf.cond: replicas may bound differently, and branching apart there
+        # unsettled the order of their later collectives under MirroredStrategy.
+        gradients = [tf.where(bound < 1.0, c + bound * (g - c), g) for g, c in zip(gradients, own)]
         return bound, gradients, first
 
     def _update_trackers(self, loss, ce, labels, logits, attacked):

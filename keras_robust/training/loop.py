@@ -60,6 +60,8 @@ def build_model(config, num_classes, input_shape):
         robust=config.robust,
         adversarial_training=config.adversarial_training,
         weight_decay=config.weight_decay,
+        # The paper's recipe on the paper's networks, exactly: no bound (docs/method.md §3a).
+        max_gradient_ratio=None,
     )
 
 

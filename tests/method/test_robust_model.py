@@ -447,15 +447,3 @@ def test_the_papers_networks_train_with_psi0_exactly(network, cifar10_archive):
             assert 0 < float(model.first_gradient_ratio.numpy()) < 0.5 * limit
     for bounded, paper in zip(weights[1.0], weights[None]):
         np.testing.assert_array_equal(bounded, paper)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("network", ["resnet44-cifar10-all", "resnet44-cifar10-robust"])
-def test_a_trained_robust_network_pulls_harder_than_its_cross_entropy(network, cifar10_archive):
-    """docs/method.md §3a: why a network that brings its own R is not bounded."""
-    data = keras_robust.data.load_dataset(cifar10_archive, "train", batch_size=16, limit=16, augment=False,
-                                          shuffle=False)
-    model = RobustModel(keras_robust.pretrained(network), initial_psi_accumulator=0.0)
-    model.compile(optimizer=keras.optimizers.SGD(1e-6))
-    model.fit(data.dataset, epochs=1, verbose=0)
-    assert float(model.first_gradient_ratio.numpy()) > 1.0
