@@ -170,8 +170,9 @@ def main(argv=None):
     if os.path.exists(args.json):
         with open(args.json, encoding="utf-8") as file:
             results = json.load(file)
-    results.update(machine=cpu_summary(), steps=args.steps, batch_size=args.batch_size, data=args.data,
-                   command="python benchmarks/backbone_stability.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    results.update(machine=cpu_summary(), steps=args.steps, batch_size=args.batch_size, data=args.data)
+    # The first command names the whole table; a later one may fill in part of it.
+    results.setdefault("command", "python benchmarks/backbone_stability.py " + " ".join(sys.argv[1:] if argv is None else argv))
     plan = [(n, lr, "default") for n in args.networks for lr in args.lrs]
     if args.paper_psi:
         plan += [(n, args.lrs[0], "paper_psi") for n in args.networks]
