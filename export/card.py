@@ -12,7 +12,20 @@ CARD_FILE = "model_card.json"
 PREDICT_INPUTS = ("images",)
 PREDICT_OUTPUTS = ("logits", "probabilities", "classes")
 EXPLAIN_INPUTS = ("images", "targets", "rho", "steps")
-EXPLAIN_OUTPUTS = ("explanations", "delta", "target_confidence")
+EXPLAIN_OUTPUTS = ("explanations", "delta", "target_confidence", "first_met_step", "target_is_top")
+# What each output holds, per example: the card, the OpenAPI document and the docs say it in these words.
+OUTPUT_MEANINGS = {
+    "logits": "float32 [B, K]: the classifier's logits",
+    "probabilities": "float32 [B, K]: softmax of the logits",
+    "classes": "int64 [B]: the top class",
+    "explanations": "float32 [B, H, W, C]: the explanation x + delta",
+    "delta": "float32 [B, H, W, C]: the perturbation delta toward the target",
+    "target_confidence": "float32 [B]: softmax probability of the target on x + delta",
+    "first_met_step": "int32 [B]: the 0-based step at which RMSE(delta) first reached rho, -1 if it never did "
+                      "(the explanation is then weaker than asked; a sound one reaches it by step floor(steps / 2))",
+    "target_is_top": "bool [B]: the target is the top class on x + delta (the network now gives the explained "
+                     "answer)",
+}
 MAX_STEPS = 10_000
 
 
@@ -40,6 +53,7 @@ def build_card(name, version, image_shape, class_names, defaults, files, trainin
             "serving_default": {"inputs": list(PREDICT_INPUTS), "outputs": list(PREDICT_OUTPUTS)},
             "explain": {"inputs": list(EXPLAIN_INPUTS), "outputs": list(EXPLAIN_OUTPUTS)},
         },
+        "outputs": {name: OUTPUT_MEANINGS[name] for name in PREDICT_OUTPUTS + EXPLAIN_OUTPUTS},
         "explain_defaults": {
             "rho": float(defaults["rho"]),
             "steps": int(defaults["steps"]),

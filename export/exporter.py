@@ -35,7 +35,8 @@ def export_model(
     - `<version>/`: a SavedModel in TF Serving's layout with signatures
       `serving_default` (`images` → `logits`, `probabilities`, `classes`) and
       `explain` (`images`, `targets`, `rho`, `steps` → `explanations`,
-      `delta`, `target_confidence`), batch dimension dynamic;
+      `delta`, `target_confidence`, `first_met_step`, `target_is_top`: each
+      explanation's outcome, `card.OUTPUT_MEANINGS`), batch dimension dynamic;
     - `<name>-<version>-predict.onnx`, `<name>-<version>-explain.onnx`: the
       same two endpoints, same input names and order;
     - `model_card.json`: class names, input spec, explanation defaults,

@@ -60,7 +60,8 @@ def predict_model(classifier):
 
 
 def explain_model(classifier, overshoot, defaults):
-    """`images, targets[, rho, steps] → explanations, delta, target_confidence` (that order).
+    """`images, targets[, rho, steps] → explanations, delta, target_confidence, first_met_step, target_is_top`
+    (that order).
 
     `rho` and `steps` are optional: initializers of one entry each hold
     `defaults["rho"]` and `defaults["steps"]`, which a caller's feed
@@ -69,26 +70,30 @@ def explain_model(classifier, overshoot, defaults):
     emit = Emitter("explain")
     setup = _loop_inputs(emit, classifier, overshoot)
     body, body_constants = _step_graph(classifier, setup)
-    delta = "explain/delta"
+    delta, first_met = "explain/delta", "explain/first_met"
     emit.nodes.append(helper.make_node(
-        "Loop", [setup["last_step"], emit.constant(True, np.bool_), setup["zeros"]], [delta], body=body,
-        name="explain/attack_loop",
+        "Loop", [setup["last_step"], emit.constant(True, np.bool_), setup["zeros"], setup["never_met"]],
+        [delta, first_met], body=body, name="explain/attack_loop",
     ))
     nodes = emit.nodes + [helper.make_node("Add", [IMAGES, delta], ["explanations"]),
-                          helper.make_node("Identity", [delta], ["delta"])]
+                          helper.make_node("Identity", [delta], ["delta"]),
+                          helper.make_node("Identity", [first_met], ["first_met_step"])]
     final = _forward_copy(classifier, "final/", "explanations")
     nodes += final.nodes
-    confidence = Emitter("explain/confidence")
-    probabilities = confidence("Softmax", final.logits, axis=1)
-    picked = confidence("GatherElements", probabilities, confidence("Unsqueeze", setup["targets"], confidence.ints([1])),
-                        axis=1)
-    nodes += confidence.nodes + [helper.make_node("Squeeze", [picked, confidence.ints([1])], ["target_confidence"])]
+    outcome = Emitter("explain/outcome")
+    probabilities = outcome("Softmax", final.logits, axis=1)
+    picked = outcome("GatherElements", probabilities, outcome("Unsqueeze", setup["targets"], outcome.ints([1])),
+                     axis=1)
+    top = outcome("ArgMax", final.logits, axis=1, keepdims=0)
+    nodes += outcome.nodes + [helper.make_node("Squeeze", [picked, outcome.ints([1])], ["target_confidence"]),
+                              helper.make_node("Equal", [top, setup["targets"]], ["target_is_top"])]
     shape = ["batch", *classifier.image_shape]
     inputs = [_images(classifier), _value("targets", INT32, ["batch"]), _value("rho", FLOAT, ["entries"]),
               _value("steps", INT32, ["entries"])]
     outputs = [_value("explanations", FLOAT, shape), _value("delta", FLOAT, shape),
-               _value("target_confidence", FLOAT, ["batch"])]
-    initializers = (list(classifier.initializers) + emit.initializers + body_constants + confidence.initializers
+               _value("target_confidence", FLOAT, ["batch"]), _value("first_met_step", INT32, ["batch"]),
+               _value("target_is_top", BOOL, ["batch"])]
+    initializers = (list(classifier.initializers) + emit.initializers + body_constants + outcome.initializers
                     + [helper.make_tensor("rho", FLOAT, [1], [float(defaults["rho"])]),
                        helper.make_tensor("steps", INT32, [1], [int(defaults["steps"])])])
     return _model(classifier, nodes, inputs, outputs, initializers, "explain")
@@ -111,6 +116,7 @@ def _loop_inputs(emit, classifier, overshoot):
         "one_hot": emit("OneHot", targets, emit.constant(classifier.num_classes, np.int64),
                         emit.constant([0.0, 1.0])),
         "zeros": emit("ConstantOfShape", emit("Shape", IMAGES)),
+        "never_met": emit("Expand", emit.constant([-1], np.int32), batch),
     }
 
 
@@ -137,7 +143,7 @@ def _step_graph(classifier, setup):
     The constants go to the outer graph, which the body reads by name, so
     each is stored once.
     """
-    delta, x = "step/delta", "step/images"
+    delta, first_met, x = "step/delta", "step/first_met", "step/images"
     forward = _forward_copy(classifier, "step/", x)
     shapes = {forward.rename(name): value for name, value in classifier.shapes.items()}
     shapes[x] = shapes[delta] = classifier.shapes[IMAGES]
@@ -148,6 +154,10 @@ def _step_graph(classifier, setup):
     gradient = backpropagate(emit, forward.nodes, x, forward.logits, seed)
     ascent = emit("Neg", gradient)
     met = emit("GreaterOrEqual", _rmse(emit, delta, classifier), setup["rho"])
+    # As `AttackResult.first_met_step`: the first step that began with RMSE(δ) >= ρ.
+    first = emit("And", emit("Less", first_met, emit.constant(0, np.int32)), met)
+    emit.nodes.append(helper.make_node("Where", [first, emit("Cast", "step/i", to=INT32), first_met],
+                                       ["step/first_met_next"]))
     direction = emit("Where", _per_image(emit, met), emit("Neg", delta), ascent)
     norm = emit("Add", _rmse(emit, direction, classifier), emit.constant(RMSE_EPSILON))
     direction = emit("Div", direction, _per_image(emit, norm))
@@ -158,8 +168,10 @@ def _step_graph(classifier, setup):
     image_shape = ["batch", *classifier.image_shape]
     graph = helper.make_graph(
         [emit.nodes[0]] + forward.nodes + emit.nodes[1:], "explain_step",
-        [_value("step/i", INT64, []), _value("step/go", BOOL, []), _value(delta, FLOAT, image_shape)],
-        [_value("step/go_next", BOOL, []), _value("step/next", FLOAT, image_shape)],
+        [_value("step/i", INT64, []), _value("step/go", BOOL, []), _value(delta, FLOAT, image_shape),
+         _value(first_met, INT32, ["batch"])],
+        [_value("step/go_next", BOOL, []), _value("step/next", FLOAT, image_shape),
+         _value("step/first_met_next", INT32, ["batch"])],
     )
     return graph, emit.initializers
 

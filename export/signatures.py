@@ -41,13 +41,17 @@ def predict_function(classifier):
 
 
 def explain_function(classifier, overshoot):
-    """`(images, targets, rho, steps) → {explanations, delta, target_confidence}`.
+    """`(images, targets, rho, steps) → {explanations, delta, target_confidence, first_met_step, target_is_top}`.
 
     `rho` and `steps` hold one entry per image, or one entry for all of them.
 
     Runs the one attack routine (`keras_robust.method.attacks.attack_loop`) in the
     explanation mode of docs/method.md §5: bounded, targeted, with overshoot, per-example
     budget `rho` and step count `steps`.
+
+    The last two outputs are each explanation's outcome
+    (`keras_robust.export.card.OUTPUT_MEANINGS`): an explanation is evidence
+    only if δ reached its budget and the network now leans toward the target.
 
     Args:
         classifier: Images in [0, 1] to logits.
@@ -73,6 +77,8 @@ def explain_function(classifier, overshoot):
             "explanations": result.images,
             "delta": result.delta,
             "target_confidence": confidence,
+            "first_met_step": tf.cast(result.first_met_step, tf.int32),
+            "target_is_top": tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets),
         }
 
     return explain

@@ -18,7 +18,8 @@ KINDS = ("onnx", "savedmodel")
 DEVICES = ("cpu", "cuda")
 ENDPOINTS = {"serving_default": "predict", "explain": "explain"}
 EXPLAIN_DTYPES = {"images": np.float32, "targets": np.int32, "rho": np.float32, "steps": np.int32}
-ONNX_DTYPES = {"tensor(float)": "DT_FLOAT", "tensor(int32)": "DT_INT32", "tensor(int64)": "DT_INT64"}
+ONNX_DTYPES = {"tensor(float)": "DT_FLOAT", "tensor(int32)": "DT_INT32", "tensor(int64)": "DT_INT64",
+               "tensor(bool)": "DT_BOOL"}
 
 
 def load_backend(model_dir, version=None, kind="onnx", device="cpu"):
@@ -79,7 +80,8 @@ class _Backend:
         return self._run("serving_default", {"images": np.asarray(images, np.float32)}, run_options)
 
     def explain(self, images, targets, rho, steps, run_options=None):
-        """The explanation of docs/method.md §5 → `{explanations, delta, target_confidence}`."""
+        """The explanation of docs/method.md §5 → `{explanations, delta, target_confidence, first_met_step,
+        target_is_top}` (the last two: each explanation's outcome)."""
         return self._run("explain", _explain_feeds(images, targets, rho, steps), run_options)
 
 

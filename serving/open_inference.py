@@ -31,8 +31,9 @@ INPUT_DATATYPES = {
     "rho": {"FP32": np.float32},
     "steps": {"INT32": np.int32, "INT64": np.int64},
 }
-NUMPY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
-SIGNATURE_DATATYPES = {"DT_FLOAT": "FP32", "DT_INT32": "INT32", "DT_INT64": "INT64"}
+NUMPY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+                   np.dtype(np.bool_): "BOOL"}
+SIGNATURE_DATATYPES = {"DT_FLOAT": "FP32", "DT_INT32": "INT32", "DT_INT64": "INT64", "DT_BOOL": "BOOL"}
 # Request parameters a V2 client may send that change nothing here.
 PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
 EXPLAIN_PARAMETERS = ("rho", "steps")

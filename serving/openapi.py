@@ -18,6 +18,7 @@ import io
 from PIL import Image
 
 from keras_robust import __version__
+from keras_robust.export.card import EXPLAIN_OUTPUTS, OUTPUT_MEANINGS
 from keras_robust.serving.inputs import MAX_DIGITS
 from keras_robust.serving.open_inference import HEADER_LENGTH
 from keras_robust.serving.v2_routes import EXPLAINER_SUFFIX
@@ -64,6 +65,13 @@ SCHEMAS = {
     },
     "predict_response": {"type": "object", "properties": {"predictions": {"type": "array"},
                                                           "outputs": {"type": ["array", "object"]}}},
+    # An explanation's answer (row format; the columnar format has one array per name), its outcome included.
+    "explanation": _object(EXPLAIN_OUTPUTS, **{
+        name: {**(BOOLEAN if name == "target_is_top" else INTEGER if name == "first_met_step"
+                  else NUMBER if name == "target_confidence" else {"type": "array"}),
+               "description": OUTPUT_MEANINGS[name]} for name in EXPLAIN_OUTPUTS}),
+    "explain_response": {"type": "object", "properties": {"predictions": _array(_ref("explanation")),
+                                                          "outputs": {"type": "object"}}},
     "model_status": _object(["model_version_status"], ready=BOOLEAN, model_version_status=_array(_object(
         ["version", "state", "status"], version=STRING, state=STRING,
         status=_object(["error_code", "error_message"], error_code=STRING, error_message=STRING)))),
@@ -182,8 +190,9 @@ def _v1_paths(models, versions, examples):
             "TF Serving's predict (`signature_name` `serving_default` or `explain`)",
             _responses(_ref("predict_response"), *BODY_ERRORS), predict_body, parameters, examples[0])}
         paths[prefix + ":explain"] = {"post": _operation(
-            "KServe V1's explain: adversarial explanations toward `targets`",
-            _responses(_ref("predict_response"), *BODY_ERRORS), predict_body, parameters, examples[1])}
+            "KServe V1's explain: adversarial explanations toward `targets`, each with its outcome "
+            "(`first_met_step`, `target_is_top`)",
+            _responses(_ref("explain_response"), *BODY_ERRORS), predict_body, parameters, examples[1])}
     return paths
 
 
@@ -210,7 +219,8 @@ def _v2_paths(models, versions, examples):
             _responses(infer_answer, *BODY_ERRORS), infer_body, [*parameters, header], examples[2])}
         explain_parameters = _path_parameters(prefix, models, versions)
         paths[prefix + "/explain"] = {"post": _operation(
-            "Adversarial explanations toward `targets` (rho and steps as tensors or parameters)",
+            "Adversarial explanations toward `targets` (rho and steps as tensors or parameters); outputs "
+            + "; ".join(f"`{name}` {OUTPUT_MEANINGS[name]}" for name in EXPLAIN_OUTPUTS),
             _responses(infer_answer, *BODY_ERRORS), infer_body, [*explain_parameters, header], examples[3])}
         paths[prefix + "/config"] = {"get": _operation("Triton's model configuration",
                                                        _responses(_ref("model_config"), 503), parameters=parameters)}

@@ -33,6 +33,8 @@ class Explanation:
             it never did, `(n, t)`. docs/method.md §4 requires a step <= ⌊N/2⌋; on
             a non-robust network the direction changes so much from step
             to step that δ can wander without reaching the budget.
+        target_is_top: Whether each target is the top class on `x + δ`,
+            `(n, t)`: the network now gives the explained answer.
     """
 
     images: np.ndarray
@@ -43,6 +45,7 @@ class Explanation:
     original: np.ndarray
     class_names: tuple = None
     first_met_step: np.ndarray = None
+    target_is_top: np.ndarray = None
 
     def target_name(self, i, j):
         """The name (or index) of target `[i, j]`."""
@@ -148,6 +151,7 @@ class AdversarialExplainer:
             original=images,
             class_names=self.class_names,
             first_met_step=np.concatenate(first_met)[inverse].reshape(shape),
+            target_is_top=(np.argmax(logits_after, axis=1) == flat_targets).reshape(shape),
         )
 
     def standard_targets(self, images, labels=None):

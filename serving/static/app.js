@@ -90,7 +90,10 @@ function clearResults() {
 }
 
 function clearExplanation() {
-  for (const id of ["explain-target", "confidence", "confidence-before", "heat-scale"]) $(id).textContent = "";
+  for (const id of ["explain-target", "confidence", "confidence-before", "heat-scale", "explain-outcome"]) {
+    $(id).textContent = "";
+  }
+  $("explain-outcome").className = "";
   for (const id of ["explanation", "heatmap"]) {
     $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
   }
@@ -161,12 +164,33 @@ async function explain() {
     }],
   };
   const result = await call("POST", `${modelPath()}:explain`, body);
-  const { explanations, delta, target_confidence: confidence } = result.predictions[0];
-  drawImage($("explanation"), explanations);
-  $("heat-scale").textContent = `(white = ${drawHeatMap($("heatmap"), delta).toFixed(3)})`;
+  const answer = result.predictions[0];
+  drawImage($("explanation"), answer.explanations);
+  $("heat-scale").textContent = `(white = ${drawHeatMap($("heatmap"), answer.delta).toFixed(3)})`;
   $("explain-target").textContent = state.card.class_names[target];
   if (state.probabilities) $("confidence-before").textContent = `(${state.probabilities[target].toFixed(4)} before)`;
-  $("confidence").textContent = confidence.toFixed(4);
+  $("confidence").textContent = answer.target_confidence.toFixed(4);
+  showOutcome(answer, body.instances[0], state.card.class_names[target]);
+}
+
+// An explanation is evidence only if δ reached its budget and the network now gives the target
+// (the answer's first_met_step and target_is_top; an export without them says nothing here).
+function showOutcome(answer, request, name) {
+  if (answer.first_met_step === undefined) return;
+  const half = Math.floor(request.steps / 2);
+  const parts = [];
+  if (answer.first_met_step < 0) {
+    const steps = `${request.steps} step${request.steps === 1 ? "" : "s"}`;
+    parts.push(`δ never reached the budget ρ = ${request.rho} in ${steps}: this is weaker than ` +
+               "an explanation (the network's input gradient may vanish; try more steps).");
+  } else {
+    parts.push(`δ reached the budget ρ = ${request.rho} at step ${answer.first_met_step} of ${request.steps}` +
+               (answer.first_met_step > half ? `, later than step ${half}: a loose explanation.` : "."));
+  }
+  parts.push(answer.target_is_top ? `The network now gives ${name} on x + δ.`
+                                  : `The network does not give ${name} on x + δ: it is not the top class.`);
+  $("explain-outcome").textContent = parts.join(" ");
+  $("explain-outcome").className = answer.first_met_step < 0 || !answer.target_is_top ? "failed" : "";
 }
 
 function paint(canvas, rows, color) {

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import keras_robust
 from keras_robust.export import export_model, read_card
+from keras_robust.export.card import EXPLAIN_OUTPUTS
 from tests.helpers import TINY_CLASSES, tiny_resnet
 
 RHO, STEPS = 0.1, 35
@@ -78,7 +79,7 @@ def test_saved_model_cli_show_lists_both_signatures(exported):
     _, version_dir, _ = exported
     shown = _saved_model_cli("show", "--dir", str(version_dir), "--all")
     explain = shown.split("signature_def['explain']")[1].split("signature_def[")[0]
-    for name in ("images", "targets", "rho", "steps", "explanations", "delta", "target_confidence"):
+    for name in ("images", "targets", "rho", "steps", *EXPLAIN_OUTPUTS):
         assert f"['{name}']" in explain
     assert "shape: (-1, 32, 32, 3)" in explain
     default = shown.split("signature_def['serving_default']")[1]
@@ -118,6 +119,14 @@ def test_loaded_saved_model_predict_and_explain(exported, batch):
     np.testing.assert_allclose(explained["delta"], reference.delta[:, 0], atol=1e-3)
     np.testing.assert_allclose(explained["explanations"], reference.images[:, 0], atol=1e-3)
     np.testing.assert_allclose(explained["target_confidence"], reference.confidence_after[:, 0], atol=1e-3)
+    _assert_same_outcome(explained, reference)
+
+
+def _assert_same_outcome(outputs, reference):
+    """The export's outcome of each explanation is the Python explainer's."""
+    assert outputs["first_met_step"].dtype == np.int32 and outputs["target_is_top"].dtype == bool
+    np.testing.assert_array_equal(outputs["first_met_step"], reference.first_met_step[:, 0])
+    np.testing.assert_array_equal(outputs["target_is_top"], reference.target_is_top[:, 0])
 
 
 def test_onnx_inputs_and_outputs_come_in_the_documented_order(exported):
@@ -127,7 +136,9 @@ def test_onnx_inputs_and_outputs_come_in_the_documented_order(exported):
         session = _session(model_dir, endpoint)
         assert [o.name for o in session.get_outputs()] == card["signatures"][signature]["outputs"]
     assert card["signatures"]["serving_default"]["outputs"] == ["logits", "probabilities", "classes"]
-    assert card["signatures"]["explain"]["outputs"] == ["explanations", "delta", "target_confidence"]
+    assert card["signatures"]["explain"]["outputs"] == ["explanations", "delta", "target_confidence",
+                                                        "first_met_step", "target_is_top"]
+    assert set(card["outputs"]) == {*card["signatures"]["serving_default"]["outputs"], *EXPLAIN_OUTPUTS}
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -157,6 +168,7 @@ def test_onnx_explain_matches_tensorflow_explanation(exported, batch):
     np.testing.assert_allclose(outputs["delta"], reference.delta[:, 0], atol=1e-3)
     np.testing.assert_allclose(outputs["explanations"], reference.images[:, 0], atol=1e-3)
     np.testing.assert_allclose(outputs["target_confidence"], reference.confidence_after[:, 0], atol=1e-3)
+    _assert_same_outcome(outputs, reference)
     if not relu:  # 35 steps end on the budget sphere (docs/method.md §5)
         rmse = np.sqrt(np.mean(outputs["delta"].reshape(batch, -1) ** 2, axis=1))
         np.testing.assert_allclose(rmse, RHO, rtol=0.05)
@@ -277,8 +289,8 @@ def test_shipped_robust_resnet44_explains_the_same_in_onnx(tmp_path):
     model = keras_robust.pretrained("resnet44-cifar10-robust")
     paths = export_model(model, str(tmp_path), name="n4", formats=("onnx",))
     inputs = _explain_inputs(2)
-    outputs = dict(zip(["explanations", "delta", "target_confidence"],
-                       ort.InferenceSession(paths["onnx_explain"]).run(None, inputs)))
+    outputs = dict(zip(EXPLAIN_OUTPUTS, ort.InferenceSession(paths["onnx_explain"]).run(None, inputs)))
     reference = _tf_explanation(model, inputs)
     np.testing.assert_allclose(outputs["delta"], reference.delta[:, 0], atol=1e-3)
     np.testing.assert_allclose(outputs["target_confidence"], reference.confidence_after[:, 0], atol=1e-3)
+    _assert_same_outcome(outputs, reference)

@@ -65,8 +65,10 @@ def test_exported_graphs_take_nhwc_images_in_unit_range(torch_exports, name):
 
 
 def _numpy_explanation(gradient_session, images, targets, rho, steps, overshoot):
-    """Algorithm 1's explanation mode (docs/method.md §4–5) in NumPy, over the gradient graph."""
+    """Algorithm 1's explanation mode (docs/method.md §4–5) in NumPy, over the gradient graph:
+    `(δ, first step that began with RMSE(δ) >= ρ or -1)`."""
     delta = np.zeros_like(images, np.float64)
+    first_met = np.full(len(images), -1)
     total = steps * (steps + 1) / 2
 
     def rmse(value):
@@ -75,10 +77,12 @@ def _numpy_explanation(gradient_session, images, targets, rho, steps, overshoot)
     for i in range(steps):
         gradient = run_onnx(gradient_session, images=(images + delta).astype(np.float32),
                             labels=targets.astype(np.int64))["gradient"]
-        direction = np.where(rmse(delta) >= rho, -delta, -gradient)
+        met = rmse(delta) >= rho
+        first_met = np.where((first_met < 0) & met[:, 0, 0, 0], i, first_met)
+        direction = np.where(met, -delta, -gradient)
         direction = direction / (1e-8 + rmse(direction))
         delta = delta + rho * overshoot * (steps - i) / total * direction
-    return delta
+    return delta, first_met
 
 
 @pytest.mark.parametrize("name", ["vit", "mobilenet_v3"])
@@ -90,11 +94,14 @@ def test_explain_graph_equals_algorithm_1_in_numpy(torch_exports, name):
     steps = 35 if name == "vit" else 6  # hard-swish's kinks make long trajectories fragile to rounding
     explained = run_onnx(_session(torch_exports, name, "explain"), images=images, targets=targets,
                          steps=np.array([steps], np.int32))
-    expected = _numpy_explanation(gradient, images, targets, 0.1, steps, 5.0)
+    expected, first_met = _numpy_explanation(gradient, images, targets, 0.1, steps, 5.0)
     np.testing.assert_allclose(explained["delta"], expected, atol=1e-4)
-    assert list(explained) == ["explanations", "delta", "target_confidence"]
+    assert list(explained) == ["explanations", "delta", "target_confidence", "first_met_step", "target_is_top"]
+    np.testing.assert_array_equal(explained["first_met_step"], first_met)
     before = run_onnx(_session(torch_exports, name, "predict"), images=images)["probabilities"]
     assert np.all(explained["target_confidence"] > before[np.arange(2), targets])
+    after = run_onnx(_session(torch_exports, name, "predict"), images=explained["explanations"])["classes"]
+    np.testing.assert_array_equal(explained["target_is_top"], after == targets)
 
 
 def test_served_over_rest_and_v2_with_explanations(torch_exports):

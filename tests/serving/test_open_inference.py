@@ -67,7 +67,10 @@ def test_model_metadata_and_readiness(client):
     assert [(i["name"], i["datatype"]) for i in explainer["inputs"]] == [
         ("images", "FP32"), ("targets", "INT32"), ("rho", "FP32"), ("steps", "INT32"),
     ]
-    assert [o["name"] for o in explainer["outputs"]] == ["explanations", "delta", "target_confidence"]
+    assert [(o["name"], o["datatype"]) for o in explainer["outputs"]] == [
+        ("explanations", "FP32"), ("delta", "FP32"), ("target_confidence", "FP32"), ("first_met_step", "INT32"),
+        ("target_is_top", "BOOL"),
+    ]
     assert client.is_model_ready("tiny") and client.is_model_ready("tiny-explainer", "1")
     assert not client.is_model_ready("tiny", "2") and not client.is_model_ready("nothing")
 
@@ -103,6 +106,9 @@ def test_explainer_model_matches_onnxruntime(client, sessions, images, target_ty
     )
     for name in ("explanations", "delta", "target_confidence"):
         np.testing.assert_allclose(result.as_numpy(name), expected[name], atol=1e-5)
+    for name in ("first_met_step", "target_is_top"):
+        assert result.as_numpy(name).dtype == expected[name].dtype
+        np.testing.assert_array_equal(result.as_numpy(name), expected[name])
 
 
 def test_explain_route_takes_card_defaults_and_per_image_tensors(tiny_server, sessions, images):

@@ -60,6 +60,19 @@ def test_examples_are_answered(tiny_server, document):
         assert status == 200, (path, answer)
 
 
+def test_the_explanation_schema_describes_each_outcome_field_an_answer_has(tiny_server, document):
+    schema = document["components"]["schemas"]["explanation"]
+    assert schema["properties"]["first_met_step"]["type"] == "integer"
+    assert schema["properties"]["target_is_top"]["type"] == "boolean"
+    assert "-1 if it never did" in schema["properties"]["first_met_step"]["description"]
+    example = document["paths"]["/v1/models/{name}:explain"]["post"]["requestBody"]["content"]["application/json"]
+    status, answer = call(f"{tiny_server}/v1/models/tiny:explain", example["example"])
+    assert status == 200 and sorted(answer["predictions"][0]) == sorted(schema["required"])
+    # The example's first of two steps moves δ by ρ·o·2/3 = 3.3ρ: step 1 begins past the budget.
+    assert isinstance(answer["predictions"][0]["target_is_top"], bool)
+    assert answer["predictions"][0]["first_met_step"] == 1
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_schemathesis_finds_no_server_error_and_no_answer_off_its_schema(tiny_server, tmp_path):

@@ -87,7 +87,8 @@ def reference(tiny_export, images, targets):
 
 def check_explanation(outputs, images, reference):
     """Bounded (RMSE ρ), toward the target, and equal to the library's explanation."""
-    assert set(outputs) == {"explanations", "delta", "target_confidence"}  # the signature's outputs only
+    # The signature's outputs only.
+    assert set(outputs) == {"explanations", "delta", "target_confidence", "first_met_step", "target_is_top"}
     delta = np.asarray(outputs["delta"], np.float32)
     np.testing.assert_allclose(np.sqrt((delta**2).mean(axis=(1, 2, 3))), RHO, rtol=0.05)
     np.testing.assert_allclose(outputs["explanations"], images + delta, atol=1e-5)
@@ -95,6 +96,8 @@ def check_explanation(outputs, images, reference):
     confidence = np.asarray(outputs["target_confidence"])
     assert (confidence > reference.confidence_before[:, 0]).all()
     np.testing.assert_allclose(confidence, reference.confidence_after[:, 0], atol=1e-3)
+    np.testing.assert_array_equal(outputs["first_met_step"], reference.first_met_step[:, 0])
+    np.testing.assert_array_equal(outputs["target_is_top"], reference.target_is_top[:, 0])
 
 
 # --- predict -----------------------------------------------------------------
@@ -225,7 +228,10 @@ def test_status_and_metadata(tiny_server, class_names):
         assert answer["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
         defs = answer["metadata"]["signature_def"]["signature_def"]
         assert list(defs["explain"]["inputs"]) == ["images", "targets", "rho", "steps"]
-        assert list(defs["explain"]["outputs"]) == ["explanations", "delta", "target_confidence"]
+        assert list(defs["explain"]["outputs"]) == ["explanations", "delta", "target_confidence", "first_met_step",
+                                                    "target_is_top"]
+        assert defs["explain"]["outputs"]["target_is_top"]["dtype"] == "DT_BOOL"
+        assert defs["explain"]["outputs"]["first_met_step"]["dtype"] == "DT_INT32"
         images = defs["serving_default"]["inputs"]["images"]
         assert images["dtype"] == "DT_FLOAT"
         assert [d["size"] for d in images["tensor_shape"]["dim"]] == ["-1", "32", "32", "3"]

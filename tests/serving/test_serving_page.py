@@ -126,6 +126,22 @@ def test_upload_predict_and_explain(browser, tiny_server, tiny_export, tmp_path)
     assert np.abs(explanation[..., :3] - clamped).max() <= 1
     heat = canvas_pixels(browser, "heatmap")
     assert (heat[..., 3] == 255).all() and heat[..., 0].max() == 255 and heat[..., :3].std() > 5
+    assert expected["first_met_step"] >= 0  # 20 steps of the robust-ish tiny network reach ρ
+    outcome = browser.find_element(By.ID, "explain-outcome")
+    assert outcome.text.startswith(f"δ reached the budget ρ = {instance['rho']} at step "
+                                   f"{expected['first_met_step']} of 20")
+    verdict = "now gives" if expected["target_is_top"] else "does not give"
+    assert f"The network {verdict} {goal} on x + δ" in outcome.text
+    assert (outcome.get_attribute("class") == "failed") == (not expected["target_is_top"])
+
+    # One step cannot reach the budget (step 0 begins at δ = 0): the page says so, in red.
+    steps.clear()
+    steps.send_keys("1")
+    browser.find_element(By.ID, "explain").click()
+    wait.until(lambda _: "never" in text("explain-outcome") or text("error"))
+    assert text("error") == ""
+    assert text("explain-outcome").startswith(f"δ never reached the budget ρ = {instance['rho']} in 1 step:")
+    assert outcome.get_attribute("class") == "failed"
 
     # A request the server refuses shows its error on the error line.
     steps.clear()
