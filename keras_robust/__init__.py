@@ -32,6 +32,7 @@ _PUBLIC = {
     "attack_details": "keras_robust.method.attacks",
     "AdversarialExplainer": "keras_robust.explanations.adversarial",
     "Explanation": "keras_robust.explanations.adversarial",
+    "ExplanationSanityError": "keras_robust.explanations.outcome",
     "FusedBatchNormalization": "keras_robust.models.fused_batch_norm",
     "NonFiniteTrainingError": "keras_robust.method.non_finite_guard",
     "AraResult": "keras_robust.evaluation.accuracy_robustness",

@@ -36,6 +36,26 @@ def test_python_snippet_runs_as_written(index, tmp_path, request):
                                                  "HOME": str(tmp_path)})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Warning" not in completed.stderr.replace("DeprecationWarning", ""), completed.stderr[-3000:]
+    # A line commented "# prints X" states its output: the snippet's printed lines must be these, in order.
+    stated = re.findall(r"^print\(.*#\s*prints (.*)$", code, flags=re.M)
+    printed = completed.stdout.splitlines()
+    assert [line for line in printed if line in stated] == stated, completed.stdout[-3000:]
+
+
+def test_readme_states_each_printed_result_on_lines_the_snippet_test_checks():
+    stated = [line for block in PYTHON_BLOCKS for line in block.splitlines() if "# prints " in line]
+    assert stated and all(line.startswith("print(") for line in stated)
+    assert "RMSE(δ) = rho" not in README
+
+
+@pytest.mark.multiprocess
+def test_the_fast_subset_counts_are_the_suites():
+    stated = re.search(r'`tests/run.sh -m "not slow"` runs the fast subset \((\d+) of\s+the (\d+) tests', README)
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow", "tests"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    counted = re.search(r"^(\d+)/(\d+) tests collected", collected.stdout, flags=re.M)
+    assert counted, collected.stdout[-2000:]
+    assert stated.groups() == counted.groups(), "update the README's counts of the fast subset and the suite"
 
 
 def test_every_command_line_parses():

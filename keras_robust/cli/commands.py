@@ -113,6 +113,7 @@ def _explain(args):
     from keras_robust.common.atomic import save_npz_atomically
     from keras_robust.data.image_files import load_images
     from keras_robust.explanations.adversarial import AdversarialExplainer
+    from keras_robust.explanations.outcome import ExplanationSanityError
     from keras_robust.reporting import findings, plots, report
 
     model = _load_model(args.model)
@@ -133,30 +134,38 @@ def _explain(args):
         targets = np.array([[int(t) for t in args.targets]] * len(images))
     else:
         targets = np.array([args.targets] * len(images))  # class names
-    result = explainer.explain(images, targets)
+    try:
+        result = explainer.explain(images, targets)
+    except ExplanationSanityError as error:
+        raise ValueError(error.describe("rerun with --no-sanity-check")) from None
     out = _out_dir(args)
     grid = plots.explanation_grid(result, os.path.join(out, "explanations.png"), max_images=len(images))
     save_npz_atomically(os.path.join(out, "explanations.npz"), images=result.images, delta=result.delta,
                         targets=result.targets, confidence_before=result.confidence_before,
-                        confidence_after=result.confidence_after, original=result.original)
+                        confidence_after=result.confidence_after, original=result.original,
+                        first_met_step=result.first_met_step, target_is_top=result.target_is_top,
+                        outcome=result.outcome)
     roles = _target_roles(standard, labels is not None, result.targets.shape[1])
     rows = [
         {"image": image_names[i], "target": result.target_name(i, j), "role": roles[j],
          "confidence_before": float(result.confidence_before[i, j]),
          "confidence_after": float(result.confidence_after[i, j]),
-         "budget_reached_at_step": int(result.first_met_step[i, j])}
+         "budget_reached_at_step": int(result.first_met_step[i, j]),
+         "target_on_top": bool(result.target_is_top[i, j]), "outcome": str(result.outcome[i, j])}
         for i in range(len(images)) for j in range(result.targets.shape[1])
     ]
     report.write_report(os.path.join(out, "report.html"), "Adversarial explanations", [
         {"heading": "Explanations", "text": f"rho={args.rho}, overshoot={args.overshoot}, steps={args.steps}"
                                             "\n\n" + plots.EXPLANATION_GRID_GUIDE + "\n\n"
-                                            + findings.budget_findings(result.first_met_step, args.steps),
+                                            + findings.outcome_findings(result, args.steps),
          "figures": [(grid, f"Explanations by {findings.network_label(args.model)}")], "table": rows},
     ])
     for row in rows:
         role = f" ({row['role']})" if row["role"] else ""
+        short = "" if row["outcome"] == "reached" else f"  [short of rho: {row['outcome']}]"
         print(f"{row['image']}: toward {row['target'] + role:<24} confidence "
-              f"{row['confidence_before']:.3f} -> {row['confidence_after']:.3f}")
+              f"{row['confidence_before']:.3f} -> {row['confidence_after']:.3f}{short}")
+    print(findings.outcome_findings(result, args.steps))
     print(f"wrote explanations.png, report.html, explanations.npz to {out}")
     return 0
 

@@ -1,6 +1,7 @@
 """Adversarial explanations (docs/method.md §5): the targeted attack as the explanation."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +12,14 @@ from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.common.validation import check_explanation_settings, check_tensorflow_backend
+from keras_robust.explanations.outcome import (
+    FAILURES,
+    VANISHING_GRADIENT_RMSE,
+    ExplanationOutcomeWarning,
+    ExplanationSanityError,
+    gradient_rmse,
+    outcomes,
+)
 
 
 
@@ -35,6 +44,11 @@ class Explanation:
             to step that δ can wander without reaching the budget.
         target_is_top: Whether each target is the top class on `x + δ`,
             `(n, t)`: the network now gives the explained answer.
+        outcome: What became of each explanation, `(n, t)` strings
+            (`keras_robust.explanations.outcome`): `"reached"` (ρ by step
+            ⌊N/2⌋), `"late"`, or, when δ never reached ρ, `"held"` (the
+            network already gives the target at p ≈ 1: nothing to explain),
+            `"vanishing"` (input gradient too small to follow) or `"short"`.
     """
 
     images: np.ndarray
@@ -46,6 +60,7 @@ class Explanation:
     class_names: tuple = None
     first_met_step: np.ndarray = None
     target_is_top: np.ndarray = None
+    outcome: np.ndarray = None
 
     def target_name(self, i, j):
         """The name (or index) of target `[i, j]`."""
@@ -78,10 +93,12 @@ class AdversarialExplainer:
         batch_size: Images attacked at once; larger batches are split.
         class_names: Optional class names, for targets given by name and for
             labels in pictures.
-        sanity_check: Raise `AttackSanityError` if some explanation does not
-            reach RMSE ρ by step ⌊N/2⌋ (docs/method.md §4). Turn off only to look at
-            what a non-robust network does; `Explanation.first_met_step`
-            then tells which explanations fell short.
+        sanity_check: Raise `ExplanationSanityError` (an `AttackSanityError`)
+            naming which explanations did not reach RMSE ρ by step ⌊N/2⌋
+            (docs/method.md §4) and why. Turn off only to look at what a
+            non-robust network does; `Explanation.outcome` and
+            `first_met_step` then tell which explanations fell short, and a
+            warning names those whose input gradient vanishes.
     """
 
     def __init__(self, model, rho=EXPLAIN_RHO, overshoot=EXPLAIN_OVERSHOOT, steps=EXPLAIN_STEPS, batch_size=256,
@@ -133,7 +150,7 @@ class AdversarialExplainer:
                 chunk[:, 1],
                 AttackSettings(rho=self.rho, steps=self.steps, overshoot=self.overshoot, targeted=True),
                 strategy=strategy,
-                sanity_check=self.sanity_check,
+                sanity_check=False,
             )
             deltas.append(result.delta)
             first_met.append(result.first_met_step)
@@ -142,17 +159,44 @@ class AdversarialExplainer:
         delta = unique_delta[inverse]
         repeated = np.repeat(images, num_targets, axis=0)
         shape = (len(images), num_targets)
-        return Explanation(
+        confidence_before = probability_of(np.repeat(logits_before, num_targets, axis=0), flat_targets)
+        first_met_step = np.concatenate(first_met)[inverse]
+        explanation = Explanation(
             images=(repeated + delta).reshape(shape + images.shape[1:]),
             delta=delta.reshape(shape + images.shape[1:]),
             targets=targets,
-            confidence_before=probability_of(np.repeat(logits_before, num_targets, axis=0), flat_targets).reshape(shape),
+            confidence_before=confidence_before.reshape(shape),
             confidence_after=probability_of(logits_after, flat_targets).reshape(shape),
             original=images,
             class_names=self.class_names,
-            first_met_step=np.concatenate(first_met)[inverse].reshape(shape),
+            first_met_step=first_met_step.reshape(shape),
             target_is_top=(np.argmax(logits_after, axis=1) == flat_targets).reshape(shape),
+            outcome=self._outcomes(repeated, flat_targets, first_met_step, confidence_before).reshape(shape),
         )
+        self._check(explanation)
+        return explanation
+
+    def _outcomes(self, images, targets, first_met_step, confidence_before):
+        """`outcome.outcomes` of each explanation; the input gradient is computed only where δ never met ρ."""
+        rmse = np.full(len(targets), np.inf)
+        never = np.flatnonzero(first_met_step < 0)
+        for start in range(0, len(never), self.batch_size):
+            chosen = never[start : start + self.batch_size]
+            rmse[chosen] = gradient_rmse(self.model, images[chosen], targets[chosen])
+        return outcomes(first_met_step, self.steps, rmse, confidence_before)
+
+    def _check(self, explanation):
+        """Raises on any explanation that fell short with the sanity check on; warns of vanishing gradients."""
+        names = np.vectorize(lambda target: self.class_names[target] if self.class_names else str(target),
+                             otypes=[object])(explanation.targets)
+        if self.sanity_check and np.any(explanation.outcome != "reached"):
+            raise ExplanationSanityError(explanation.outcome, names, self.steps)
+        for kind in ("held", "vanishing"):
+            count = int(np.sum(explanation.outcome == kind))
+            if count:
+                what = FAILURES[kind].format(vanishing=VANISHING_GRADIENT_RMSE)
+                warnings.warn(f"{count} of {explanation.outcome.size} explanations {what}; Explanation.outcome "
+                              f"marks them '{kind}'.", ExplanationOutcomeWarning, stacklevel=3)
 
     def standard_targets(self, images, labels=None):
         """docs/method.md §5's targets per image: the true (or predicted) class, the

@@ -77,13 +77,33 @@ def robust_versus_standard(robust, standard, summaries):
     return " ".join(sentences)
 
 
-def budget_findings(first_met_step, steps):
-    """How many explanations reached their budget ρ by half their steps (the sanity check)."""
-    late = int(np.sum((first_met_step < 0) | (first_met_step > steps // 2)))
-    if not late:
-        return f"Every explanation reached its budget ρ by step {steps // 2} of {steps}."
-    return (f"{late} of {first_met_step.size} explanations did not reach the budget ρ by step {steps // 2} of "
-            f"{steps}: the network's gradient keeps turning, as a non-robust network's does.")
+# Why explanations fell short of the sanity check, by `Explanation.outcome`, as a report says it.
+SHORT_REASONS = {
+    "late": "reached it only later",
+    "held": "are toward a class the network already gives at p ≈ 1.000, where its gradient vanishes (nothing to "
+            "explain)",
+    "vanishing": "have an input gradient too small for the attack to follow",
+    "short": "never reached it: the network's gradient keeps turning, as a non-robust network's does",
+}
+
+
+def outcome_findings(explanation, steps):
+    """What the explanations did, counted from their outcome fields (`Explanation.target_is_top`,
+    `outcome`): how many make the target the top class and how many reached their budget in time."""
+    total = explanation.outcome.size
+    top = int(np.sum(explanation.target_is_top))
+    reached = int(np.sum(explanation.outcome == "reached"))
+    sentences = [f"{top} of {total} explanations make the target the top class on x + δ."]
+    if top < total:
+        sentences.append("On the others the network still gives another class: they show a push toward the "
+                         "target, not what makes the network give it.")
+    sentences.append(f"{reached} of {total} reached their budget ρ by step {steps // 2} of {steps}, as the sanity "
+                     "check of docs/method.md §4 asks.")
+    if reached < total:
+        reasons = [f"{int(np.sum(explanation.outcome == kind))} {text}" for kind, text in SHORT_REASONS.items()
+                   if np.any(explanation.outcome == kind)]
+        sentences.append(f"Of the others, {'; '.join(reasons)}. Their pictures are marked “short of ρ”.")
+    return " ".join(sentences)
 
 
 def relative_total_variation(delta):

@@ -20,6 +20,9 @@ CELL_WIDTH = 1.45
 CELL_HEIGHT = 1.75
 TITLE_SIZE = 8
 NOTE_SIZE = 7
+# The titles of explanations that fell short of docs/method.md §4's sanity check.
+SHORT_COLOR = "#b00020"
+
 EXPLANATION_GRID_GUIDE = """\
 How to read the explanation pictures: each image has two rows. Top row: the input as the \
 network sees it, then one explanation x + δ per target class (clipped to [0, 1] for display), \
@@ -27,7 +30,9 @@ titled with the class and its softmax confidence p before → after (before: on 
 after: on x + δ). With the standard targets the first two are the true class (or, when it is \
 not known, the predicted one) and the runner-up, the most confident other class; then every \
 class in order. Bottom row: |δ|, how much each pixel had to change (mean over the colour \
-channels), on one colour scale per image; bright where the network needed the picture changed."""
+channels), on one colour scale per image; bright where the network needed the picture changed. \
+An explanation whose δ did not reach its budget ρ by half its steps (the sanity check) is titled \
+in red and marked “short of ρ”."""
 
 
 def explanation_grid(explanation, path=None, max_images=8, class_names=None):
@@ -245,7 +250,7 @@ def _draw_explanation_block(image_row, heat_row, explanation, i, name):
     )
     for j in range(explanation.targets.shape[1]):
         _show_image(image_row[1 + j], explanation.images[i, j])
-        image_row[1 + j].set_title(_target_title("", explanation, i, j, name), fontsize=TITLE_SIZE)
+        _set_target_title(image_row[1 + j], "", explanation, i, j, name)
         _show_heat(heat_row[1 + j], heat[j], _positive(heat.max()))
         heat_row[1 + j].set_xlabel(f"max {heat[j].max():.3g}", fontsize=NOTE_SIZE)
 
@@ -268,15 +273,19 @@ def _draw_comparison_row(row, comparison, i, name):
         row[3 + 2 * k].set_title(f"{method}\nattacked ρs={rho:.2f}", fontsize=TITLE_SIZE)
     explanation = comparison.explanation
     _show_image(row[-2], explanation.images[i, 1])
-    row[-2].set_title(_target_title("AE → ", explanation, i, 1, name), fontsize=TITLE_SIZE)
+    _set_target_title(row[-2], "AE → ", explanation, i, 1, name)
     heat = np.abs(explanation.delta[i, 1]).mean(axis=-1)
     _show_heat(row[-1], heat, _positive(heat.max()))
     row[-1].set_title(f"|δ|\nmax {heat.max():.3g}", fontsize=TITLE_SIZE)
 
 
-def _target_title(prefix, explanation, i, j, name):
+def _set_target_title(axis, prefix, explanation, i, j, name):
+    """The target and its confidence before → after; in red and marked when δ fell short of the sanity check."""
     before, after = explanation.confidence_before[i, j], explanation.confidence_after[i, j]
-    return f"{prefix}{name(explanation.targets[i, j])}\np {before:.2f}→{after:.2f}"
+    title = f"{prefix}{name(explanation.targets[i, j])}\np {before:.2f}→{after:.2f}"
+    short = explanation.outcome is not None and explanation.outcome[i, j] != "reached"
+    marked = {"color": SHORT_COLOR} if short else {}
+    axis.set_title(title + ("\nshort of ρ" if short else ""), fontsize=TITLE_SIZE, **marked)
 
 
 def _input_title(targets, confidence, name):

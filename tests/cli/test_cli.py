@@ -55,6 +55,37 @@ def test_explain_image_files_writes_report(workspace, capsys, tmp_path):
     assert saved["images"].shape == (1, 5, 16, 16, 3)
 
 
+def test_explain_separates_held_targets_from_a_missed_budget_and_names_the_switch(capsys, tmp_path):
+    # A linear classifier that gives "bee" at p = 1.000 (logit 200 above the others): its softmax, and with it
+    # the input gradient toward "bee", is 0 in float32; toward the others the gradient is W_t − W_bee.
+    inputs = keras.Input((16, 16, 3))
+    logits = keras.layers.Dense(3, bias_initializer=keras.initializers.Constant([0.0, 200.0, 0.0]))(
+        keras.layers.Flatten()(inputs))
+    keras.Model(inputs, logits).save(tmp_path / "sure.keras")
+    image = tmp_path / "grey.png"
+    Image.fromarray(np.full((16, 16, 3), 128, "uint8")).save(image)
+    argv = ["explain", tmp_path / "sure.keras", image, "--steps", "6", "--class-names", "ant", "bee", "cow"]
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "strict")
+    assert code == 1
+    # The standard targets: predicted (bee), runner-up, then every class (bee again).
+    assert "1 of 1 images (2 of 5 explanations, 5 targets per image) fell short" in err
+    assert ("2 are toward a class the network already gives at p ≈ 1.000, where its input gradient vanishes: there "
+            "is nothing to explain (more steps or a larger rho change nothing) (image 0 toward bee, image 0 toward "
+            "bee)") in err
+    assert "did not reach the budget" not in err and "rerun with --no-sanity-check" in err
+    assert not (tmp_path / "strict").exists()
+    with pytest.warns(UserWarning, match="^2 of 5 explanations are toward a class the network already gives"):
+        code, out, err = run(capsys, *argv, "--no-sanity-check", "--out", tmp_path / "lenient")
+    assert code == 0, err
+    assert out.count("[short of rho: held]") == 2
+    assert "2 of 5 explanations make the target the top class on x + δ." in out
+    assert "3 of 5 reached their budget ρ by step 3 of 6" in out
+    saved = np.load(tmp_path / "lenient" / "explanations.npz")
+    assert saved["outcome"].tolist() == [["held", "reached", "reached", "held", "reached"]]
+    assert saved["target_is_top"].tolist() == [[True, False, False, True, False]]
+    assert "2 of 5 explanations make the target the top class" in (tmp_path / "lenient" / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_explain_from_data_toward_named_class(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "explain", workspace / "model.keras", "--data", workspace / "data",

@@ -112,14 +112,64 @@ def test_budget_check_can_be_turned_off_and_is_reported(model, rng):
     # Overshoot 1: the steps sum to exactly rho, so the budget is met only
     # after the last step, later than docs/method.md §4's step floor(N/2).
     strict = AdversarialExplainer(model, overshoot=1.0, steps=6)
-    with pytest.raises(attacks.AttackSanityError, match="Increase rho or steps"):
+    with pytest.raises(attacks.AttackSanityError, match=r"^2 of 2 images \(2 of 2 explanations, 1 target per image\) "
+                                                        r".*2 did not reach the budget rho by step 3 of 6: increase "
+                                                        r"rho or steps \(image 0 toward 0, image 1 toward 1\)"):
         strict.explain(images, [0, 1])
     lenient = AdversarialExplainer(model, overshoot=1.0, steps=6, sanity_check=False)
     result = lenient.explain(images, [0, 1])
     assert result.first_met_step.shape == (2, 1)
     assert np.all(result.first_met_step == -1)
+    assert result.outcome.tolist() == [["short"], ["short"]]
     passing = AdversarialExplainer(model).explain(images, [0, 1])
     assert np.all((passing.first_met_step >= 0) & (passing.first_met_step <= 17))
+    assert np.all(passing.outcome == "reached")
+
+
+def _dense_classifier(scale, bias):
+    """Logits `W·(scale·x) + bias` of 8×8 images: a tiny `scale` kills the input gradient, a huge one saturates."""
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(scale)(inputs))
+    dense = keras.layers.Dense(4, kernel_initializer="glorot_uniform", bias_initializer=keras.initializers.Constant(bias))
+    return keras.Model(inputs, dense(flat))
+
+
+def test_a_vanishing_input_gradient_is_named_not_hidden(rng):
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    dead = _dense_classifier(1e-12, [0.0, 9.0, 0.0, 0.0])
+    names = ["ant", "bee", "cat", "dog"]
+    # Hand-worked: ∇x CE = 1e-12·Wᵀ(p − onehot), RMSE ~1e-13, far below what a step can follow (1e-9).
+    with pytest.raises(keras_robust.ExplanationSanityError) as raised:
+        AdversarialExplainer(dead, class_names=names).explain(images, [[1, 2]] * 2)
+    message = str(raised.value)
+    assert message.startswith("2 of 2 images (4 of 4 explanations, 2 targets per image) fell short")
+    assert ("2 are toward a class the network already gives at p ≈ 1.000, where its input gradient vanishes: "
+            "there is nothing to explain (more steps or a larger rho change nothing) (image 0 toward bee, "
+            "image 1 toward bee)") in message
+    assert "2 have an input gradient below what the attack can follow" in message
+    assert message.endswith("pass sanity_check=False: first_met_step then marks each one that fell short (-1: "
+                            "never reached rho).")
+    assert raised.value.describe("rerun with --no-sanity-check").endswith(
+        "To get them anyway, rerun with --no-sanity-check: first_met_step then marks each one that fell short "
+        "(-1: never reached rho).")
+    with pytest.warns(UserWarning) as warned:
+        result = AdversarialExplainer(dead, sanity_check=False).explain(images, [[1, 2]] * 2)
+    assert [str(w.message)[:12] for w in warned] == ["2 of 4 expla", "2 of 4 expla"]
+    assert result.outcome.tolist() == [["held", "vanishing"]] * 2
+    assert result.first_met_step.tolist() == [[-1, -1]] * 2
+    assert result.target_is_top.tolist() == [[True, False]] * 2
+    assert np.sqrt(np.mean(result.delta**2, axis=(2, 3, 4))).max() < 1e-3  # δ hardly moved
+
+
+def test_a_saturated_softmax_holds_its_top_class_but_explains_the_others(rng):
+    images = rng.random((2, 8, 8, 3)).astype("float32")
+    saturated = _dense_classifier(1.0, [0.0, 200.0, 0.0, 0.0])
+    with pytest.warns(UserWarning, match="2 of 4 explanations are toward a class the network already gives"):
+        result = AdversarialExplainer(saturated, rho=0.5, sanity_check=False).explain(images, [[1, 2]] * 2)
+    # p(bee) rounds to 1 in float32, so p − onehot is exactly 0 for it; toward cat the gradient is W_cat − W_bee.
+    assert result.confidence_before[:, 0].tolist() == [1.0, 1.0]
+    assert result.outcome[:, 0].tolist() == ["held", "held"]
+    assert result.outcome[:, 1].tolist() == ["reached", "reached"]
 
 
 def test_target_range_is_checked_for_plain_callables(model, rng):

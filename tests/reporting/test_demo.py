@@ -1,5 +1,7 @@
 """`keras-robust demo`: shipped photos, unreadable files, and the report, end to end."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -57,7 +59,13 @@ def test_demo_end_to_end_with_a_bad_file_among_good_ones(tmp_path, capsys):
     assert "a robust network should need more, and" in html and "<th>mean perturbation RMSE</th>" in html
     assert html.count("data:image/png;base64,") == 1 + 2 + 2
     assert "cat.png" in html and "noise.png" in html and "broken.png" not in html
-    assert "How to read the explanation pictures" in html
+    assert "How to read the explanation pictures" in html and "cannot be unfaithful" not in html
+    # The explanations' sentence counts the rows of its own table (2 images × (2 + 10) targets).
+    section = html.split("Adversarial explanations by N3")[1].split("Class prototypes")[0]
+    top = int(re.search(r"(\d+) of 24 explanations make the target the top class on x \+ δ", section).group(1))
+    rows = re.findall(r"<tr>(.*?)</tr>", section.split("<tbody>")[1])
+    assert len(rows) == 24 and top == sum("<td>yes</td>" in row for row in rows)
+    assert "note:" not in captured.err  # the report, not the console, says which explanations fell short
     for name in ("explanations.png", "prototypes-resnet44-cifar10-all.png",
                  "prototypes-resnet44-cifar10-standard.png", "comparison-resnet44-cifar10-standard.png"):
         assert (out / name).stat().st_size > 1000

@@ -1,5 +1,7 @@
 """Report sentences follow their figures: contrary figures give contrary sentences."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -66,8 +68,20 @@ def test_smoothness_findings_name_the_smoother_network_whichever_it_is():
     assert "N3: mean target confidence 0.80, relative total variation of δ 1.20." in text
 
 
-def test_budget_findings_count_late_explanations():
-    assert findings.budget_findings(np.array([[1, 2], [3, 5]]), 10) == (
-        "Every explanation reached its budget ρ by step 5 of 10.")
-    assert findings.budget_findings(np.array([[1, -1], [6, 5]]), 10).startswith(
-        "2 of 4 explanations did not reach the budget ρ by step 5 of 10")
+def _explained(outcome, target_is_top):
+    return types.SimpleNamespace(outcome=np.array(outcome), target_is_top=np.array(target_is_top))
+
+
+def test_outcome_findings_are_counted_from_the_outcome_fields():
+    good = findings.outcome_findings(_explained([["reached", "reached"]], [[True, True]]), 10)
+    assert good == ("2 of 2 explanations make the target the top class on x + δ. 2 of 2 reached their budget ρ by "
+                    "step 5 of 10, as the sanity check of docs/method.md §4 asks.")
+    mixed = findings.outcome_findings(
+        _explained([["reached", "held", "late"], ["short", "short", "vanishing"]],
+                   [[True, True, False], [False, False, False]]), 35)
+    assert mixed.startswith("2 of 6 explanations make the target the top class on x + δ. On the others the network "
+                            "still gives another class")
+    assert ("1 of 6 reached their budget ρ by step 17 of 35, as the sanity check of docs/method.md §4 asks. Of the "
+            "others, 1 reached it only later; 1 are toward a class the network already gives at p ≈ 1.000") in mixed
+    assert "; 1 have an input gradient too small for the attack to follow; 2 never reached it" in mixed
+    assert mixed.endswith("Their pictures are marked “short of ρ”.")

@@ -117,6 +117,20 @@ def test_explanation_grid_titles_name_classes_and_confidences(rng):
             assert f"p {before:.2f}→{after:.2f}" in title
 
 
+def test_explanation_grid_marks_explanations_short_of_their_budget_in_red(rng):
+    import dataclasses
+
+    import matplotlib.colors
+
+    explanation = make_explanation(rng, num_images=1, extra_targets=False)
+    explanation = dataclasses.replace(explanation, outcome=np.array([["reached", "held"]]))
+    figure = plots.explanation_grid(explanation)
+    reached, held = (figure.axes[1 + j].title for j in range(2))
+    assert "short of ρ" not in reached.get_text() and held.get_text().endswith("\nshort of ρ")
+    assert matplotlib.colors.to_hex(held.get_color()) == plots.SHORT_COLOR
+    assert matplotlib.colors.to_hex(reached.get_color()) != plots.SHORT_COLOR
+
+
 def test_explanation_grid_class_names_argument_and_default_indices(rng):
     explanation = make_explanation(rng, extra_targets=False, class_names=None)
     target = explanation.targets[0, 0]
