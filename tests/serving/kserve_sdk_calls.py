@@ -5,8 +5,9 @@
 two cannot be imported into one process: the test suite imports tritonclient,
 and this script imports kserve.
 
-Usage: python kserve_sdk_calls.py HTTP_URL GRPC_ADDRESS IMAGES.npy TARGETS.npy
-Prints one JSON object: every answer the SDK returned, arrays as lists.
+Usage: python kserve_sdk_calls.py HTTP_URL GRPC_ADDRESS IMAGES.npy TARGETS.npy [MODEL]
+Prints one JSON object: every answer the SDK returned, arrays as lists. MODEL
+is the served model's name (default tiny).
 """
 
 import asyncio
@@ -16,7 +17,6 @@ import sys
 import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-MODEL = "tiny"
 STEPS = 4
 
 
@@ -34,43 +34,44 @@ def outputs(response):
     return {output.name: output.as_numpy().tolist() for output in response.outputs}
 
 
-async def v1_rest(url, images, targets):
+async def v1_rest(url, model, images, targets):
     async with InferenceRESTClient(RESTConfig(protocol="v1")) as client:
-        predicted = await client.infer(url, {"instances": images.tolist()}, model_name=MODEL)
+        predicted = await client.infer(url, {"instances": images.tolist()}, model_name=model)
         instances = [{"images": image.tolist(), "targets": int(target), "steps": STEPS}
                      for image, target in zip(images, targets)]
-        explained = await client.explain(url, MODEL, {"instances": instances})
-        return {"live": await client.is_server_live(url), "ready": await client.is_model_ready(url, MODEL),
+        explained = await client.explain(url, model, {"instances": instances})
+        return {"live": await client.is_server_live(url), "ready": await client.is_model_ready(url, model),
                 "predict": predicted["predictions"], "explain": explained["predictions"]}
 
 
-async def v2_rest(url, images, targets, binary):
+async def v2_rest(url, model, images, targets, binary):
     async with InferenceRESTClient(RESTConfig(protocol="v2")) as client:
-        predicted = await client.infer(url, infer_request(MODEL, binary, images=images), model_name=MODEL)
-        explainer = f"{MODEL}-explainer"
+        predicted = await client.infer(url, infer_request(model, binary, images=images), model_name=model)
+        explainer = f"{model}-explainer"
         explained = await client.infer(url, infer_request(explainer, binary, images=images, targets=targets),
                                        model_name=explainer)
         return {"live": await client.is_server_live(url), "ready": await client.is_server_ready(url),
-                "model_ready": await client.is_model_ready(url, MODEL),
+                "model_ready": await client.is_model_ready(url, model),
                 "predict": outputs(predicted), "explain": outputs(explained)}
 
 
-async def v2_grpc(address, images, targets):
+async def v2_grpc(address, model, images, targets):
     async with InferenceGRPCClient(address, retries=0) as client:
-        predicted = await client.infer(infer_request(MODEL, True, images=images))
-        explained = await client.infer(infer_request(f"{MODEL}-explainer", True, images=images, targets=targets))
+        predicted = await client.infer(infer_request(model, True, images=images))
+        explained = await client.infer(infer_request(f"{model}-explainer", True, images=images, targets=targets))
         return {"live": await client.is_server_live(), "ready": await client.is_server_ready(),
-                "model_ready": await client.is_model_ready(MODEL),
+                "model_ready": await client.is_model_ready(model),
                 "predict": outputs(predicted), "explain": outputs(explained)}
 
 
-async def main(url, address, images, targets):
-    return {"v1_rest": await v1_rest(url, images, targets),
-            "v2_rest_json": await v2_rest(url, images, targets, binary=False),
-            "v2_rest_binary": await v2_rest(url, images, targets, binary=True),
-            "v2_grpc": await v2_grpc(address, images, targets)}
+async def main(url, address, images, targets, model):
+    return {"v1_rest": await v1_rest(url, model, images, targets),
+            "v2_rest_json": await v2_rest(url, model, images, targets, binary=False),
+            "v2_rest_binary": await v2_rest(url, model, images, targets, binary=True),
+            "v2_grpc": await v2_grpc(address, model, images, targets)}
 
 
 if __name__ == "__main__":
-    http_url, grpc_address, images_path, targets_path = sys.argv[1:]
-    print(json.dumps(asyncio.run(main(http_url, grpc_address, np.load(images_path), np.load(targets_path)))))
+    http_url, grpc_address, images_path, targets_path, *rest = sys.argv[1:]
+    arrays = np.load(images_path), np.load(targets_path)
+    print(json.dumps(asyncio.run(main(http_url, grpc_address, *arrays, rest[0] if rest else "tiny"))))
