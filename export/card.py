@@ -5,6 +5,7 @@ import json
 import os
 
 from keras_robust.common.atomic import write_atomically
+from keras_robust.common.defaults import MAX_EXPLAIN_STEPS
 
 CARD_FILE = "model_card.json"
 
@@ -26,7 +27,7 @@ OUTPUT_MEANINGS = {
     "target_is_top": "bool [B]: the target is the top class on x + delta (the network now gives the explained "
                      "answer)",
 }
-MAX_STEPS = 10_000
+MAX_STEPS = MAX_EXPLAIN_STEPS
 
 
 def build_card(name, version, image_shape, class_names, defaults, files, training=None, ara=None, source=None):

@@ -7,6 +7,7 @@ import os
 import re
 
 from keras_robust.common.atomic import write_atomically
+from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.common.validation import check_explanation_settings
 from keras_robust.export import card
 
@@ -34,12 +35,20 @@ def check_export_settings(name, version, rho, steps, overshoot):
         )
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
-    check_explanation_settings(rho, steps, overshoot, max_steps=card.MAX_STEPS)
+    check_explanation_settings(rho, steps, overshoot)
 
 
 def check_new_version(out_dir, name, version, overwrite):
-    """The model's folder, after refusing to replace an exported version unless told."""
+    """The model's folder, after refusing to replace an exported version unless told, and a name that V2
+    clients could not tell from another export's explainer (`m-explainer` beside `m`)."""
     model_dir = os.path.join(out_dir, name)
+    base = name[: -len(EXPLAINER_SUFFIX)] if name.endswith(EXPLAINER_SUFFIX) else None
+    for other, what in ((base, f"{name!r} is the name V2 clients use for {base!r}'s explanations"),
+                        (name + EXPLAINER_SUFFIX, f"{name!r}'s explanations are what V2 clients call "
+                                                  f"{name + EXPLAINER_SUFFIX!r}, an export there")):
+        if other and os.path.exists(os.path.join(out_dir, other, card.CARD_FILE)):
+            raise ValueError(f"{out_dir} holds the export {other!r}, and {what}: one server could not tell the "
+                             f"two apart. Choose another name. Received: name={name!r}")
     if _version_exists(model_dir, version) and not overwrite:
         raise FileExistsError(
             f"Version {version} of {name!r} is already exported in {model_dir}; pick "

@@ -31,6 +31,7 @@ from keras_robust.serving.data_plane import DataPlane
 from keras_robust.serving.errors import PATH_ECHO_CHARS
 from keras_robust.serving.http_io import Bodies, add_error_handlers
 from keras_robust.serving.openapi import openapi_document
+from keras_robust.serving.ports import check_ports
 from keras_robust.serving.registry import load_models
 from keras_robust.serving.rest_routes import add_rest_routes
 from keras_robust.serving.triton_extensions import add_triton_routes
@@ -105,12 +106,9 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
 
     `grpc_port` adds TF Serving's gRPC API on that port (TF Serving's is 8500).
     `limits` are `Limits` fields, e.g. `max_steps=500, timeout_s=120`.
-    A `grpc_port` in use raises `OSError` before any model loads.
+    A port in use raises `OSError`, and one port for both `ValueError`, before any model loads.
     """
-    if grpc_port is not None:
-        from keras_robust.serving.grpc_server import check_port_free
-
-        check_port_free(host, grpc_port)
+    check_ports(host, port, grpc_port)
     app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device,
                      grpc_port=grpc_port, grpc_host=host)
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()

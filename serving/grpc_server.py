@@ -9,11 +9,11 @@ a `ServingError` becomes the status code TF Serving would send
 
 import importlib
 import logging
-import socket
 
 import grpc
 
 from keras_robust.serving.errors import ServingError
+from keras_robust.serving.ports import port_in_use
 
 logger = logging.getLogger("keras_robust.serving")
 
@@ -41,32 +41,9 @@ async def start_grpc_server(port, host, plane):
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
-        raise _port_in_use(host, port) from error
+        raise port_in_use(host, port, "grpc_port") from error
     await server.start()
     return server, bound
-
-
-def check_port_free(host, port):
-    """Raises `_port_in_use` unless `host:port` can be bound now (port 0 always can).
-
-    Checked before the models load, so a taken port is refused at once; the
-    bind in `start_grpc_server` refuses it too if taken in between.
-    """
-    if not port:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise _port_in_use(host, port) from error
-
-
-def _port_in_use(host, port):
-    """The error of a gRPC port that cannot be bound."""
-    return OSError(f"The gRPC port {host}:{port} is in use or cannot be bound; "
-                   f"stop what holds it or choose another. Received: grpc_port={port}")
 
 
 async def answer(context, call, method):

@@ -18,10 +18,10 @@ import io
 from PIL import Image
 
 from keras_robust import __version__
+from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.export.card import EXPLAIN_OUTPUTS, OUTPUT_MEANINGS
 from keras_robust.serving.inputs import MAX_DIGITS
 from keras_robust.serving.open_inference import HEADER_LENGTH
-from keras_robust.serving.v2_routes import EXPLAINER_SUFFIX
 
 DATATYPE = {"enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                       "FP16", "FP32", "FP64", "BYTES"]}

@@ -22,10 +22,11 @@ same, as protos.
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.serving.errors import bad_request, received
 from keras_robust.serving.inputs import REQUIRED
 from keras_robust.serving.open_inference import SIGNATURE_DATATYPES
-from keras_robust.serving.v2_routes import EXPLAINER_SUFFIX, PLATFORMS, v2_model
+from keras_robust.serving.v2_routes import PLATFORMS, v2_model
 
 SIGNATURES = ("serving_default", "explain")
 

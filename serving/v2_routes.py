@@ -11,10 +11,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from keras_robust import __version__
+from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.serving import open_inference
 from keras_robust.serving.errors import received
 
-EXPLAINER_SUFFIX = "-explainer"
 V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain", "model_configuration", "statistics")
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}
 

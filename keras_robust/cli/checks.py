@@ -9,6 +9,7 @@ import os
 
 from keras_robust.common.validation import (
     check_explanation_settings,
+    check_momentum,
     check_positive_int,
     check_range,
     check_steps,
@@ -30,7 +31,12 @@ def training_config_from(args):
 
 
 def check_arguments(args):
-    """Runs the checks of `args.command`."""
+    """Runs the checks of `args.command`, and refuses an output folder that is a file."""
+    positional = "OUT" if args.command == "export" else "--out"  # `export MODEL OUT`
+    for flag, out in ((positional, getattr(args, "out", None)), ("--out", getattr(args, "out_flag", None))):
+        if out is not None and os.path.isfile(out):
+            raise ValueError(f"{flag} names a file; it is the folder the command writes into. Give a folder's "
+                             f"path (new or existing). Received: {flag} {out}")
     CHECKS[args.command](args)
 
 
@@ -73,9 +79,7 @@ def _check_evaluate(args):
     check_positive_int("batch_size", args.batch_size)
     check_steps(args.steps)
     check_range("rho", args.rho, low=0, strict=True)
-    check_range("momentum", args.momentum, low=0, high=1)
-    if args.momentum == 1:
-        raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={args.momentum}")
+    check_momentum(args.momentum)
     for eps in args.eps:
         check_range("eps", eps, low=0, strict=True)
     check_strategy_environment(TrainingConfig(strategy=args.strategy).strategy)

@@ -75,12 +75,21 @@ def _load_model(spec):
     return getattr(model, "classifier", model)
 
 
-def _test_split(args, n_images=None, indices=None):
-    """Images and labels from the data source's test split, and its class names."""
+def _test_split(args, num_classes, n_images=None, indices=None):
+    """Images and labels from the data source's test split, and its class names; refuses a data set of
+    another number of classes than the model's `num_classes` (None: unknown), whose labels would be read as
+    the model's first classes."""
     from keras_robust.data import load_dataset
     from keras_robust.evaluation.accuracy_robustness import evaluation_indices
 
     data = load_dataset(args.data, "test", batch_size=1024, **DataOptions.from_args(args).load_keywords())
+    if num_classes is not None and num_classes != len(data.class_names):
+        raise ValueError(
+            f"The model has {num_classes} classes and the data set {len(data.class_names)} "
+            f"({', '.join(data.class_names[:10])}{', ...' if len(data.class_names) > 10 else ''}): its labels would "
+            f"be read as the model's first {len(data.class_names)} classes. Give data with the model's classes. "
+            f"Received: --data {args.data}"
+        )
     images, labels = data.arrays()
     if indices is None:
         indices = evaluation_indices(len(images), min(n_images, len(images)))
@@ -110,6 +119,7 @@ def _out_dir(args):
 def _explain(args):
     import numpy as np
 
+    from keras_robust.method.model_calls import num_classes_of
     from keras_robust.common.atomic import save_npz_atomically
     from keras_robust.data.image_files import load_images
     from keras_robust.explanations.adversarial import AdversarialExplainer
@@ -121,12 +131,12 @@ def _explain(args):
         images = load_images(args.images, model.input_shape[1:3])
         labels, names, image_names = None, None, [os.path.basename(p) for p in args.images]
     else:
-        images, labels, names = _test_split(args, indices=args.indices)
+        images, labels, names = _test_split(args, num_classes_of(model), indices=args.indices)
         image_names = [f"test image {i}" for i in args.indices]
     names = _class_names(args, model, args.model, names)
     explainer = AdversarialExplainer(model, rho=args.rho, overshoot=args.overshoot,
                                      steps=args.steps, class_names=names,
-                                     sanity_check=not args.no_sanity_check)
+                                     sanity_check=not args.no_sanity_check, progress=True)
     standard = args.targets == ["standard"]
     if standard:
         targets = explainer.standard_targets(images, labels)
@@ -179,12 +189,14 @@ def _target_roles(standard, labelled, count):
 
 def _demo(args):
     from keras_robust.data.image_files import load_readable_images
+    from keras_robust.models.zoo import pretrained_card
     from keras_robust.reporting import demo
 
     labels, note = None, demo.RESIZED_NOTE
     if args.data:
         indices = args.indices
-        images, labels, _ = _test_split(args, n_images=4, indices=indices)
+        images, labels, _ = _test_split(args, len(pretrained_card(args.model)["class_names"]), n_images=4,
+                                        indices=indices)
         image_names = [f"test image {i}" for i in (indices or range(len(images)))]
         note = demo.TEST_IMAGES_NOTE
     elif args.images:
@@ -209,6 +221,7 @@ def _demo(args):
 def _evaluate(args):
     import numpy as np
 
+    from keras_robust.method.model_calls import num_classes_of
     from keras_robust.common.atomic import save_npz_atomically, write_atomically
     from keras_robust.common.strategies import is_chief, make_strategy
     from keras_robust.evaluation.accuracy_robustness import ara
@@ -217,7 +230,7 @@ def _evaluate(args):
     # First: a multi-worker strategy must exist before other TensorFlow work.
     strategy = make_strategy(args.strategy)
     model = _load_model(args.model)
-    images, labels, _ = _test_split(args, n_images=args.n_images)
+    images, labels, _ = _test_split(args, num_classes_of(model), n_images=args.n_images)
     out = args.out
     chief = is_chief(strategy)
     print(f"{'writing to' if chief else 'sharing the work of the chief, which writes to'} {os.path.abspath(out)}")
@@ -250,6 +263,7 @@ def _evaluate(args):
 def _compare(args):
     import numpy as np
 
+    from keras_robust.method.model_calls import num_classes_of
     from keras_robust.common.atomic import write_atomically
     from keras_robust.explanations import attributions
     from keras_robust.explanations.comparison import compare_explanations
@@ -258,7 +272,7 @@ def _compare(args):
     model = _load_model(args.model)
     # An image misclassified from the start has no class change to explain, so
     # the first n correctly classified images of the fixed permutation are used.
-    images, labels, names = _test_split(args, n_images=4 * args.n_images)
+    images, labels, names = _test_split(args, num_classes_of(model), n_images=4 * args.n_images)
     correct = np.flatnonzero(np.argmax(model.predict(images, verbose=0), axis=1) == labels)
     if correct.size == 0:
         raise ValueError("The model classifies none of the sampled test images correctly")

@@ -47,6 +47,13 @@ def is_multi_worker(strategy):
             and resolver is not None and bool(resolver.cluster_spec().as_dict()))
 
 
+def local_replicas(strategy):
+    """How many of `strategy`'s replicas run in this process."""
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return 1  # the default strategy, which has no worker devices to list
+    return len(strategy.extended.worker_devices)
+
+
 def is_chief(strategy):
     """Whether this process writes the run's files (the only one that does)."""
     return bool(strategy.extended.should_checkpoint)

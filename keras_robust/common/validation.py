@@ -4,7 +4,13 @@ import math
 import numbers
 import os
 
-from keras_robust.common.defaults import ADVERSARIAL_MODES, MAX_DEPTH, MAX_RHO, MIN_EXPLAIN_STEPS
+from keras_robust.common.defaults import (
+    ADVERSARIAL_MODES,
+    MAX_DEPTH,
+    MAX_EXPLAIN_STEPS,
+    MAX_RHO,
+    MIN_EXPLAIN_STEPS,
+)
 
 
 def check_range(name, value, low=None, high=None, strict=False):
@@ -25,6 +31,13 @@ def check_range(name, value, low=None, high=None, strict=False):
         if high is not None:
             bound += f"{' and' if bound else ''} <= {high}"
         raise ValueError(f"`{name}` must be a finite number{bound}. Received: {name}={value!r}")
+
+
+def check_momentum(value):
+    """Raises unless `value` is a momentum in [0, 1): at 1 nothing decays, and steps grow without bound."""
+    check_range("momentum", value, low=0.0)
+    if not value < 1:
+        raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={value!r}")
 
 
 def check_positive_int(name, value):
@@ -108,7 +121,7 @@ def check_steps(steps, low=1, high=None):
         raise ValueError(f"`steps` must be an integer {bound}. Received: steps={steps!r}")
 
 
-def check_explanation_settings(rho, steps, overshoot, max_steps=None):
+def check_explanation_settings(rho, steps, overshoot, max_steps=MAX_EXPLAIN_STEPS):
     """The checks of an explanation's budget ρ, steps N and overshoot o (docs/method.md §5)."""
     check_range("rho", rho, low=0.0, high=MAX_RHO, strict=True)
     check_steps(steps, MIN_EXPLAIN_STEPS, max_steps)

@@ -5,12 +5,15 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from keras_robust.method.model_calls import predict_logits, probability_of
 from keras_robust.data.image_files import check_images
 from keras_robust.method.attack_settings import AttackSettings
+from keras_robust.method.attacks import step_listener
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.common.strategies import local_replicas
 from keras_robust.common.validation import check_explanation_settings, check_tensorflow_backend
 from keras_robust.explanations.outcome import (
     FAILURES,
@@ -21,6 +24,10 @@ from keras_robust.explanations.outcome import (
     outcomes,
 )
 
+
+
+# An explanation run this long shows its progress bar (with `progress=True`).
+PROGRESS_DELAY_S = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +100,8 @@ class AdversarialExplainer:
         batch_size: Images attacked at once; larger batches are split.
         class_names: Optional class names, for targets given by name and for
             labels in pictures.
+        progress: Show a progress bar of the attack's steps on any run that
+            lasts longer than `PROGRESS_DELAY_S` seconds.
         sanity_check: Raise `ExplanationSanityError` (an `AttackSanityError`)
             naming which explanations did not reach RMSE ρ by step ⌊N/2⌋
             (docs/method.md §4) and why. Turn off only to look at what a
@@ -102,7 +111,7 @@ class AdversarialExplainer:
     """
 
     def __init__(self, model, rho=EXPLAIN_RHO, overshoot=EXPLAIN_OVERSHOOT, steps=EXPLAIN_STEPS, batch_size=256,
-                 class_names=None, sanity_check=True):
+                 class_names=None, sanity_check=True, progress=False):
         check_tensorflow_backend("AdversarialExplainer")
         check_explanation_settings(rho, steps, overshoot)
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -114,6 +123,7 @@ class AdversarialExplainer:
         self.batch_size = batch_size
         self.class_names = tuple(class_names) if class_names is not None else None
         self.sanity_check = bool(sanity_check)
+        self.progress = bool(progress)
 
     def explain(self, images, targets, strategy=None):
         """Explains every image toward its targets in one batched attack.
@@ -139,28 +149,15 @@ class AdversarialExplainer:
         pairs = np.stack([np.repeat(np.arange(len(images)), num_targets), flat_targets], axis=1)
         unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
-        deltas, first_met = [], []
         strategy = strategy or tf.distribute.get_strategy()
-        chunk_size = self.batch_size * strategy.num_replicas_in_sync
-        for start in range(0, len(unique), chunk_size):
-            chunk = unique[start : start + chunk_size]
-            result = attack_on_replicas(
-                self.model,
-                images[chunk[:, 0]],
-                chunk[:, 1],
-                AttackSettings(rho=self.rho, steps=self.steps, overshoot=self.overshoot, targeted=True),
-                strategy=strategy,
-                sanity_check=False,
-            )
-            deltas.append(result.delta)
-            first_met.append(result.first_met_step)
-        unique_delta = np.concatenate(deltas).astype(images.dtype)
+        unique_delta, unique_first_met = self._attack(images, unique, strategy)
+        unique_delta = unique_delta.astype(images.dtype)
         logits_after = self._logits(images[unique[:, 0]] + unique_delta)[inverse]
         delta = unique_delta[inverse]
         repeated = np.repeat(images, num_targets, axis=0)
         shape = (len(images), num_targets)
         confidence_before = probability_of(np.repeat(logits_before, num_targets, axis=0), flat_targets)
-        first_met_step = np.concatenate(first_met)[inverse]
+        first_met_step = unique_first_met[inverse]
         explanation = Explanation(
             images=(repeated + delta).reshape(shape + images.shape[1:]),
             delta=delta.reshape(shape + images.shape[1:]),
@@ -175,6 +172,22 @@ class AdversarialExplainer:
         )
         self._check(explanation)
         return explanation
+
+    def _attack(self, images, pairs, strategy):
+        """`(δ, first met step)` of each `(image, target)` pair, in chunks of `batch_size` per replica."""
+        settings = AttackSettings(rho=self.rho, steps=self.steps, overshoot=self.overshoot, targeted=True)
+        chunk_size = self.batch_size * strategy.num_replicas_in_sync
+        chunks = [pairs[start : start + chunk_size] for start in range(0, len(pairs), chunk_size)]
+        bar = tqdm.tqdm(total=len(chunks) * self.steps * local_replicas(strategy), desc="explaining", unit="step",
+                        disable=not self.progress, delay=PROGRESS_DELAY_S)
+        deltas, first_met = [], []
+        with bar, step_listener(lambda: bar.update(1)):
+            for chunk in chunks:
+                result = attack_on_replicas(self.model, images[chunk[:, 0]], chunk[:, 1], settings, strategy=strategy,
+                                            sanity_check=False, report_steps=self.progress)
+                deltas.append(result.delta)
+                first_met.append(result.first_met_step)
+        return np.concatenate(deltas), np.concatenate(first_met)
 
     def _outcomes(self, images, targets, first_met_step, confidence_before):
         """`outcome.outcomes` of each explanation; the input gradient is computed only where δ never met ρ."""
@@ -245,10 +258,10 @@ class AdversarialExplainer:
     def _class_index(self, name):
         if self.class_names is None:
             raise ValueError(
-                f"Targets given by name need `class_names`. Received: target {name!r}"
+                f"Targets given by name need `class_names`. Received: target {str(name)!r}"
             )
         if name not in self.class_names:
             raise ValueError(
-                f"Unknown class name; known: {', '.join(self.class_names)}. Received: target {name!r}"
+                f"Unknown class name; known: {', '.join(self.class_names)}. Received: target {str(name)!r}"
             )
         return self.class_names.index(name)

@@ -8,7 +8,7 @@ import dataclasses
 import numbers
 import warnings
 
-from keras_robust.common.validation import check_choice, check_range, check_steps
+from keras_robust.common.validation import check_choice, check_momentum, check_range, check_steps
 
 MODES = ("bounded", "l2min", "btr")
 
@@ -63,9 +63,7 @@ class AttackSettings:
         for name, low, strict in (("rho", 0.0, True), ("overshoot", 1.0, False)):
             if not _is_tensor(getattr(self, name)):
                 check_range(name, getattr(self, name), low=low, strict=strict)
-        check_range("momentum", self.momentum, low=0.0)
-        if not self.momentum < 1:
-            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={self.momentum!r}")
+        check_momentum(self.momentum)
         if self.clip_range is not None:
             if not (len(self.clip_range) == 2 and self.clip_range[0] < self.clip_range[1]):
                 raise ValueError(

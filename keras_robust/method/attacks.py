@@ -12,6 +12,7 @@ smallest-RMSE δ seen at a step where the criterion was met.
 """
 
 import collections
+import contextlib
 
 import keras
 import numpy as np
@@ -20,9 +21,11 @@ import tensorflow as tf
 from keras_robust.common.defaults import RMSE_EPSILON
 from keras_robust.common.validation import check_labels, check_tensorflow_backend
 from keras_robust.method.attack_settings import AttackSettings
-from keras_robust.method.model_calls import call_model, num_classes_of
+from keras_robust.method.model_calls import call_model, check_image_shape, num_classes_of
 
 MAX_UNROLLED_STEPS = 16
+# Called after each step of a loop traced with `report_steps=True` (`step_listener`).
+_STEP_LISTENERS = []
 
 AttackResult = collections.namedtuple(
     "AttackResult", ["images", "delta", "rmse", "first_met_step", "attacked"]
@@ -82,8 +85,10 @@ def attack(model, images, labels, settings=None, *, sanity_check=None, seed=None
     return attack_details(model, images, labels, settings, sanity_check=sanity_check, seed=seed, **options).images
 
 
-def attack_details(model, images, labels, settings=None, *, sanity_check=None, seed=None, **options):
-    """Like `attack`, but returns the full `AttackResult`."""
+def attack_details(model, images, labels, settings=None, *, sanity_check=None, seed=None, report_steps=False,
+                   **options):
+    """Like `attack`, but returns the full `AttackResult`; with `report_steps`, each step calls the
+    callbacks of the active `step_listener` blocks (progress bars)."""
     settings = AttackSettings.resolve(settings, **options)
     check_tensorflow_backend("The attack (keras_robust.method.attacks)")
     images = tf.convert_to_tensor(images)
@@ -93,6 +98,8 @@ def attack_details(model, images, labels, settings=None, *, sanity_check=None, s
             f"Received: images.dtype={images.dtype.name}"
         )
     labels = _as_labels(labels, images)
+    if tf.executing_eagerly():
+        check_image_shape(model, images)
     num_classes = num_classes_of(model)
     if tf.executing_eagerly() and num_classes is not None:
         check_labels(labels.numpy(), num_classes, "targets" if settings.targeted else "labels")
@@ -102,15 +109,16 @@ def attack_details(model, images, labels, settings=None, *, sanity_check=None, s
     rho = tf.cast(settings.rho, images.dtype)
     overshoot = tf.cast(settings.overshoot, images.dtype)
     if tf.executing_eagerly():
-        result = _compiled(model, settings)(images, labels, rho, overshoot, mask)
+        result = _compiled(model, settings, report_steps)(images, labels, rho, overshoot, mask)
     else:
-        result = attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask)
+        result = attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask,
+                             report_steps=report_steps)
     if sanity_check:
         check_sanity(result.first_met_step, result.attacked, settings.steps, settings.mode)
     return result
 
 
-def attack_loop(model, x, y, settings, half_and_half_mask=None):
+def attack_loop(model, x, y, settings, half_and_half_mask=None, report_steps=False):
     """The loop of Algorithm 1 (docs/method.md §4) as graph-friendly TensorFlow code.
 
     `settings.steps` is a Python int (short loops are unrolled) or an integer
@@ -119,6 +127,7 @@ def attack_loop(model, x, y, settings, half_and_half_mask=None):
     schedule of docs/method.md §4 for N_b. `settings.rho` may likewise be a
     scalar or one per example. `half_and_half_mask` holds 1 for each example
     to attack and 0 for each to leave clean (default: attack all).
+    `report_steps` calls the active `step_listener` callbacks after each step.
     The ONNX explain graph (`keras_robust.export.onnx_endpoints`) is this
     loop's targeted bounded mode in ONNX operators, held equal to it by the tests.
     """
@@ -172,6 +181,9 @@ def attack_loop(model, x, y, settings, half_and_half_mask=None):
         delta = delta + _expand(step_size, rank) * direction
         if clip_range is not None:
             delta = tf.clip_by_value(x + delta, *clip_range) - x
+        if report_steps:
+            with tf.control_dependencies([delta]):
+                tf.py_function(_tick, [], [])
         return i + 1, delta, velocity, best_delta, best_rmse, first_met
 
     state = _run_steps(body, _initial_state(x), steps)
@@ -202,6 +214,21 @@ def _run_steps(body, state, steps):
         return state
     last = steps if isinstance(steps, (int, np.integer)) else tf.cast(tf.reduce_max(steps), tf.int32)
     return tf.while_loop(lambda i, *_: i < last, body, state)
+
+
+@contextlib.contextmanager
+def step_listener(callback):
+    """Within the block, `callback()` runs after each step of every attack run with `report_steps=True`."""
+    _STEP_LISTENERS.append(callback)
+    try:
+        yield
+    finally:
+        _STEP_LISTENERS.remove(callback)
+
+
+def _tick():
+    for callback in list(_STEP_LISTENERS):
+        callback()
 
 
 def per_example_rmse(values):
@@ -251,9 +278,9 @@ def half_and_half_mask(images, half_and_half, seed):
     return tf.cast(draw < 0.5, images.dtype)
 
 
-def _compiled(model, settings):
+def _compiled(model, settings, report_steps=False):
     """A `tf.function` of the loop, taking the budget as tensors; cached per
-    `settings.loop_key()` on Keras layers.
+    `settings.loop_key()` and `report_steps` on Keras layers.
 
     Only a Keras layer owns its state, so only there is a cached trace safe to
     reuse: a bound method's `__dict__` is its function's, shared by every
@@ -261,12 +288,13 @@ def _compiled(model, settings):
     """
 
     def run(images, labels, rho, overshoot, mask):
-        return attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask)
+        return attack_loop(model, images, labels, settings.with_budget(rho, overshoot), half_and_half_mask=mask,
+                           report_steps=report_steps)
 
     if not isinstance(model, keras.layers.Layer):
         return tf.function(run)
     cache = model.__dict__.setdefault("_keras_robust_attack_fns", {})
-    key = settings.loop_key()
+    key = (settings.loop_key(), report_steps)
     if key not in cache:
         cache[key] = tf.function(run, reduce_retracing=True)
     return cache[key]

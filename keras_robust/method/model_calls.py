@@ -21,12 +21,38 @@ def predict_logits(model, images, batch_size=256):
     cost several times the computation on small batches); other callables
     are called as they are.
     """
+    check_image_shape(model, images)
     forward = _compiled_forward(model)
     logits = np.concatenate([
         np.asarray(forward(images[start:start + batch_size]))
         for start in range(0, len(images), batch_size)
     ])
     return check_logits(logits).astype("float64")
+
+
+def check_image_shape(model, images):
+    """Raises unless `images` `(n, H, W, C)` fit the input shape a Keras `model` declares (None: any size)."""
+    expected = _input_shape(model)
+    given = tuple(np.shape(images)[1:])
+    if expected is None or (len(given) == len(expected) and all(e in (None, g) for e, g in zip(expected, given))):
+        return
+    shown = "×".join("any" if e is None else str(e) for e in expected)
+    raise ValueError(
+        f"The images are {'×'.join(map(str, given))}; this model takes {shown} (height × width × channels). "
+        "Resize them first, e.g. keras_robust.data.image_files.load_images(paths, size=(height, width)) "
+        f"for files. Received: images.shape={tuple(np.shape(images))}"
+    )
+
+
+def _input_shape(model):
+    """The per-image input shape a Keras model declares, or None when it takes any."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(shape, tuple) or not shape or isinstance(shape[0], (tuple, list)):
+        return None  # several inputs, or none declared
+    return tuple(shape[1:])
 
 
 def probability_of(logits, targets):

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.common.defaults import BOUND_ENGAGES_AT
+
 
 def lipschitz_outputs(logits, labels, zeta, seed=None):
     """One scalar output per example whose input gradient is regularised (docs/method.md §3).
@@ -55,6 +57,12 @@ def update_psi_accumulator(accumulator, batch_loss, target_loss, epsilon_better,
 def psi_from_accumulator(accumulator, psi_initial, psi_rate):
     """`ψ = ψ0 · exp(k_ψ · R)` (docs/method.md §3)."""
     return psi_initial * tf.exp(psi_rate * accumulator)
+
+
+def bound_engaged(first_ratio, ratio):
+    """Whether a network whose first batch had gradient ratio `first_ratio` is bounded at `ratio` from then
+    on (docs/method.md §3a): past `BOUND_ENGAGES_AT` of it."""
+    return first_ratio > ratio * BOUND_ENGAGES_AT
 
 
 def regularizer_bound(regularizer_norm, classification_norm, ratio):

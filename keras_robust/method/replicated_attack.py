@@ -16,7 +16,8 @@ from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import AttackResult, attack_details, check_sanity
 
 
-def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, sanity_check=None, **options):
+def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, sanity_check=None, report_steps=False,
+                       **options):
     """`attack_details` with the batch shared out over `strategy`'s replicas.
 
     Example:
@@ -36,6 +37,7 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
         strategy: A `tf.distribute.Strategy`; defaults to the active one. With
             one replica this is `attack_details` itself.
         sanity_check: As in `attack_details`, applied to the whole batch.
+        report_steps: As in `attack_details`; every replica reports its steps.
 
     Returns:
         An `AttackResult` of NumPy arrays in the order of `images`.
@@ -48,7 +50,8 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
     if sanity_check is None:
         sanity_check = settings.sanity_check_by_default
     if strategy.num_replicas_in_sync == 1:
-        result = attack_details(model, images, labels, settings, sanity_check=sanity_check)
+        result = attack_details(model, images, labels, settings, sanity_check=sanity_check,
+                                report_steps=report_steps)
         return AttackResult(*(np.asarray(field) for field in result))
     images, labels = np.asarray(images), np.asarray(labels)
     count = len(images)
@@ -65,7 +68,8 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
     @tf.function
     def run(batch):
         result = strategy.run(
-            lambda shard_batch: attack_details(model, *shard_batch, settings, sanity_check=False),
+            lambda shard_batch: attack_details(model, *shard_batch, settings, sanity_check=False,
+                                               report_steps=report_steps),
             args=(batch,),
         )
         return AttackResult(*(_gathered(strategy, field) for field in result))

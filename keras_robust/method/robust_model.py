@@ -45,8 +45,9 @@ class RobustModel(keras.Model):
     ```
 
     A classifier with normalisation layers whose first batch has a regulariser
-    gradient more than `max_gradient_ratio` times the cross-entropy's trains
-    with ψ scaled down per batch to keep it within (docs/method.md §3a).
+    gradient more than half of `max_gradient_ratio` times the cross-entropy's
+    trains with ψ scaled down per batch to keep it within the ratio
+    (docs/method.md §3a).
 
     Optionally each batch is first replaced by adversarial examples from
     `keras_robust.attack` (7 steps, training mode), attacking each example
@@ -85,10 +86,10 @@ class RobustModel(keras.Model):
         max_gradient_ratio: This package's addition (docs/method.md §3a),
             for classifiers with normalisation layers that start from R = 0
             (not a shipped network, which continues its own ψ): if on the first batch
-            the regulariser's weight gradient is more than this many times
-            the cross-entropy's (1.0), every batch scales ψ down to keep it
-            within, and ψ does not climb while it does. The paper's ResNets
-            start below it and train exactly as in the paper;
+            the regulariser's weight gradient is more than half (`BOUND_ENGAGES_AT`)
+            of this many times the cross-entropy's (1.0), every batch scales ψ
+            down to keep it within this many times, and ψ does not climb while
+            it does. The paper's ResNets start below half and train exactly as in the paper;
             `keras.applications` networks start far above it and diverge
             without it (docs/method.md §3a has the table). None turns it off.
         **kwargs: Base `keras.Model` keyword arguments, such as `name`.
@@ -414,9 +415,10 @@ class RobustModel(keras.Model):
         """The factor b on this batch's ψ, the gradients with it applied, and the first batch's
         gradient ratio to keep (docs/method.md §3a).
 
-        The first batch measures |∇θ L_adv| / |∇θ CE|. Within `max_gradient_ratio`
-        (the paper's ResNets) b is 1 from then on and nothing more is computed;
-        beyond it, every batch takes b = min(1, ratio · |∇θ CE| / |∇θ L_adv|).
+        The first batch measures |∇θ L_adv| / |∇θ CE|. Within `BOUND_ENGAGES_AT`
+        of `max_gradient_ratio` (the paper's ResNets) b is 1 from then on and
+        nothing more is computed; beyond it, every batch takes
+        b = min(1, ratio · |∇θ CE| / |∇θ L_adv|).
         ψ enters the loss linearly, so b scales the regulariser's gradient,
         `gradients - classification gradients`, exactly. Each replica bounds
         its own gradients, before they are summed; the ratio kept is the first
@@ -425,7 +427,7 @@ class RobustModel(keras.Model):
         first = self.first_gradient_ratio.value
         if not self._bounds_regularizer:
             return tf.constant(1.0), gradients, first
-        needed = tf.logical_or(tf.equal(first, 0.0), first > self.max_gradient_ratio)
+        needed = tf.logical_or(tf.equal(first, 0.0), regularizer.bound_engaged(first, self.max_gradient_ratio))
 
         def classification_gradients():
             return tape.gradient(scaled_classification, variables)
@@ -444,7 +446,7 @@ class RobustModel(keras.Model):
         classification_norm = tf.linalg.global_norm(own)
         first = tf.where(tf.equal(first, 0.0), regularizer_norm / tf.maximum(classification_norm, 1e-30), first)
         bound = regularizer.regularizer_bound(regularizer_norm, classification_norm, self.max_gradient_ratio)
-        bound = tf.where(first > self.max_gradient_ratio, bound, 1.0)
+        bound = tf.where(regularizer.bound_engaged(first, self.max_gradient_ratio), bound, 1.0)
         # A selection, not a tf.cond: replicas may bound differently, and branching apart there
         # unsettled the order of their later collectives under MirroredStrategy.
         gradients = [tf.where(bound < 1.0, c + bound * (g - c), g) for g, c in zip(gradients, own)]

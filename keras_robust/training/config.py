@@ -10,6 +10,7 @@ from keras_robust.common.defaults import ADVERSARIAL_MODES, ADVERSARIAL_STEPS, S
 from keras_robust.common.validation import (
     check_adversarial_mode,
     check_choice,
+    check_momentum,
     check_positive_int,
     check_range,
     validate_depth,
@@ -84,7 +85,7 @@ class TrainingConfig:
     batch_size: int = _setting(None, "images per batch and replica", recipe_default=True)
     learning_rate: float = _setting(None, "SGD learning rate per replica, > 0", flag="--lr",
                                     recipe_default=True, metavar="LR")
-    momentum: float = _setting(0.9, "SGD momentum in [0, 1]")
+    momentum: float = _setting(0.9, "SGD momentum in [0, 1)")
     weight_decay: float = _setting(1e-4, "coupled L2 weight decay on every parameter")
     strategy: str = _setting(
         "default", "tf.distribute strategy sharing the work: default = one device, mirrored = this "
@@ -118,5 +119,5 @@ class TrainingConfig:
         for name in ("epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_range("learning_rate", self.learning_rate, low=0.0, strict=True)
-        check_range("momentum", self.momentum, low=0.0, high=1.0)
+        check_momentum(self.momentum)
         check_range("weight_decay", self.weight_decay, low=0.0)

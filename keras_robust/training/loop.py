@@ -240,8 +240,9 @@ def _fit(model, train_data, strategy, config, callbacks, verbose, run):
     if failure is None and weights_failure:
         failure = f"Training stopped at {weights_failure}; lower the learning rate or check the data"
     if failure:
-        kept = (f"The last good checkpoint is kept in {run.backup} (and {run.model}): rerun the same command to "
-                "resume from it." if restore_latest(run.backup)
+        kept = (f"The last good checkpoint is kept in {run.backup} (and {run.model}): to resume from it with a "
+                "lower learning rate, rerun with the new --lr and --force (train(..., force=True)), which a change "
+                "of settings needs; the same command again would resume it unchanged." if restore_latest(run.backup)
                 else "No epoch finished with finite weights, so there is no checkpoint to resume from: start again.")
         raise NonFiniteLossError(f"{failure}. {kept}")
     return history

@@ -274,9 +274,15 @@ def test_help_imports_neither_tensorflow_nor_the_servers(tmp_path):
     (["export", "m.keras", "out", "--out", "out2"], "Give the output folder once"),
     (["export", "m.keras"], "Give the output folder once"),
     (["serve", "{data}", "--max-batch", "0"], "Received: max_batch=0"),
+    (["explain", "m.keras", "--data", "{data}", "--steps", "100000000"],
+     "`steps` must be an integer in [2, 10000]. Received: steps=100000000"),
+    (["train", "--data", "{data}", "--out", "o", "--momentum", "1.0"], "must be in [0, 1). Received: momentum=1.0"),
+    (["explain", "m.keras", "--data", "{data}", "--out", "{data}/afile"], "--out names a file"),
+    (["export", "m.keras", "{data}/afile"], "OUT names a file"),
 ])
 def test_bad_arguments_are_refused_before_tensorflow_loads(tmp_path, monkeypatch, argv, message):
     argv = [word.replace("{data}", str(tmp_path)) for word in argv]
+    (tmp_path / "afile").write_text("a file where a folder belongs")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     script = (
         "import sys\n"
@@ -355,6 +361,21 @@ def test_commands_accept_a_shipped_network_by_name(capsys, tmp_path):
     assert "grey.png: toward cat" in out
     code, _, err = run(capsys, "explain", "resnet44-cifar10-nope", image)
     assert code == 1 and "shipped networks: resnet44-cifar10-standard" in err
+
+
+def test_evaluate_refuses_data_of_another_number_of_classes(capsys, tmp_path):
+    # A 10-class network on a 3-class folder would read the labels as classes 0-2 and report
+    # "accuracy 0.3333"-like figures for a comparison that means nothing.
+    rng = np.random.default_rng(1)
+    for name in ("ant", "bee", "cow"):
+        folder = tmp_path / "data" / "test" / name
+        folder.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype="uint8")).save(folder / "0.png")
+    code, _, err = run(capsys, "evaluate", "resnet44-cifar10-standard", "--data", tmp_path / "data",
+                       "--n-images", "3", "--out", tmp_path / "o", "--cache-dir", tmp_path / "c")
+    assert code == 1 and "Traceback" not in err
+    assert "The model has 10 classes and the data set 3 (ant, bee, cow)" in err
+    assert not (tmp_path / "o" / "evaluation.json").exists()
 
 
 def test_clear_messages_for_bad_arguments(workspace, capsys, tmp_path):

@@ -172,6 +172,45 @@ def test_a_saturated_softmax_holds_its_top_class_but_explains_the_others(rng):
     assert result.outcome[:, 1].tolist() == ["reached", "reached"]
 
 
+def test_first_hour_mistakes_get_plain_messages(model, rng):
+    explainer = AdversarialExplainer(model, steps=4, class_names=["ant", "bee", "cow", "dog"])
+    with pytest.raises(ValueError, match=re.escape("The images are 16×16×3; this model takes 8×8×3")):
+        explainer.explain(np.zeros((1, 16, 16, 3), "float32"), [0])
+    # A NumPy string (from an array of names) is shown as the string it is.
+    with pytest.raises(ValueError, match=re.escape("Received: target 'cat'")):
+        explainer.explain(rng.random((1, 8, 8, 3)).astype("float32"), np.array(["cat"]))
+    with pytest.raises(ValueError, match=re.escape("`steps` must be an integer in [2, 10000]")):
+        AdversarialExplainer(model, steps=100_000_000)
+
+
+def test_progress_counts_every_step_of_every_chunk(model, rng, monkeypatch):
+    from keras_robust.explanations import adversarial
+
+    updates = []
+    monkeypatch.setattr(adversarial.tqdm, "tqdm", lambda **kwargs: _Bar(kwargs, updates))
+    images = rng.random((3, 8, 8, 3)).astype("float32")
+    AdversarialExplainer(model, steps=5, batch_size=2, progress=True, sanity_check=False).explain(images, [0, 1, 2])
+    # Two chunks (2 + 1 pairs) of 5 steps each, and the bar's total says so.
+    assert updates == [("total", 10)] + [("update", 1)] * 10
+
+
+class _Bar:
+    """A stand-in for tqdm's bar that records its total and updates."""
+
+    def __init__(self, options, updates):
+        self.updates = updates
+        updates.append(("total", options["total"]))
+
+    def update(self, count):
+        self.updates.append(("update", count))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        return False
+
+
 def test_target_range_is_checked_for_plain_callables(model, rng):
     images = rng.random((2, 8, 8, 3)).astype("float32")
     explainer = AdversarialExplainer(lambda x: model(x), steps=4)

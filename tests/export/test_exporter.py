@@ -238,6 +238,14 @@ def test_second_version_merges_into_card_and_existing_version_is_kept(tmp_path):
     assert "config {" not in (tmp_path / "models.config").read_text()  # nothing for TF Serving
     with pytest.raises(FileExistsError, match="version"):
         export_model(model, str(tmp_path), name="m", version=2, formats=("onnx",))
+    # V2 clients call m's explain endpoint "m-explainer": no export may take that name beside m, nor m beside it.
+    with pytest.raises(ValueError, match="holds the export 'm', and 'm-explainer' is the name V2 clients use for "
+                                         "'m''s explanations"):
+        export_model(model, str(tmp_path), name="m-explainer", formats=("onnx",))
+    assert not (tmp_path / "m-explainer").exists()
+    export_model(model, str(tmp_path / "other"), name="n-explainer", formats=("onnx",))
+    with pytest.raises(ValueError, match="holds the export 'n-explainer'"):
+        export_model(model, str(tmp_path / "other"), name="n", formats=("onnx",))
 
 
 @pytest.mark.parametrize(

@@ -790,3 +790,30 @@ def test_labels_outside_the_classes_are_refused_before_any_step():
         attack(model, x, [classes] * len(x), rho=0.1, steps=4, targeted=True)
     with pytest.raises(ValueError, match=r"Received: labels entry -1"):
         attack_details(model, x, [-1] * len(x), rho=0.1, steps=4)
+
+
+# ---------------------------------------------------------------------------
+# Progress and input checks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [4, 40])  # unrolled, and a while loop
+def test_report_steps_calls_the_listener_once_per_step_and_changes_nothing(steps):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(2).uniform(size=(2,) + SHAPE).astype("float32")
+    ticks = []
+    with attacks.step_listener(lambda: ticks.append(1)):
+        reported = attack_details(model, x, [0, 1], rho=0.1, steps=steps, targeted=True, sanity_check=False,
+                                  report_steps=True)
+        quiet = attack_details(model, x, [0, 1], rho=0.1, steps=steps, targeted=True, sanity_check=False)
+    assert len(ticks) == steps
+    np.testing.assert_array_equal(reported.delta, quiet.delta)
+    np.testing.assert_array_equal(reported.first_met_step, quiet.first_met_step)
+
+
+def test_images_of_another_size_than_the_models_input_are_named():
+    model = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=re.escape("The images are 8×8×3; this model takes 4×4×3 (height × width "
+                                                   "× channels). Resize them first")):
+        attack(model, np.zeros((1, 8, 8, 3), "float32"), [0], rho=0.1, steps=2)

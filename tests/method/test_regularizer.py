@@ -57,3 +57,12 @@ def test_psi_accumulator_follows_a_hand_computed_sequence():
     assert float(r) == 0.0
     psi = regularizer.psi_from_accumulator(tf.constant(1.405465), 220.0, 0.02)
     assert float(psi) == pytest.approx(220 * math.exp(0.02 * 1.405465), rel=1e-6)
+
+
+def test_the_bound_engages_past_half_the_ratio_where_the_papers_resnets_never_start():
+    from keras_robust.method.regularizer import bound_engaged
+
+    # docs/method.md §3a: ResNet-20 and -44 start at 0.22 and 0.31, ConvNeXtTiny 0.85, MobileNetV2 7e5.
+    assert [bool(bound_engaged(r, 1.0)) for r in (0.22, 0.31, 0.5, 0.51, 0.85, 7e5)] == [
+        False, False, False, True, True, True]
+    assert bool(bound_engaged(0.3, 0.5)) and not bool(bound_engaged(0.3, 1.0))

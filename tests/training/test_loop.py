@@ -101,7 +101,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     good = (tmp_path / "backup" / "checkpoint.json").read_bytes()
     # Valid data, but a learning rate that makes the loss diverge in epoch 2.
     config.epochs, config.learning_rate = 2, 1e30
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch \d+.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch \d+.*last good checkpoint.*rerun with the new "
+                                                  r"--lr and --force"):
         train(config, small_data(rng), tmp_path, force=True, verbose=0)
     assert (tmp_path / "backup" / "checkpoint.json").read_bytes() == good
     folder, state = restore_latest(tmp_path / "backup")
@@ -109,6 +110,10 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(rng, tmp_path):
     restored = build_model(config, 3, (8, 8, 3))
     restored.load_weights(os.path.join(folder, "model.weights.h5"))
     assert nonfinite_count(restored) == 0
+    # The advice works: a lower rate with force resumes from the kept checkpoint and finishes epoch 2.
+    config.learning_rate = 0.01
+    train(config, small_data(rng), tmp_path, force=True, verbose=0)
+    assert [int(row["epoch"]) for row in csv.DictReader(open(tmp_path / "log.csv"))] == [0, 1]
 
 
 @pytest.mark.slow
