@@ -57,8 +57,21 @@ def main():
     explained = _post(base + ":predict", request)["predictions"][0]
     print(f"explanation toward {names[target]}: confidence "
           f"{predicted['probabilities'][target]:.3f} -> {explained['target_confidence']:.3f}")
+    print(_outcome(explained, names[target], args.rho, args.steps))
     _save(image, np.array(explained["explanations"]), np.array(explained["delta"]), args.out)
     print(f"wrote {args.out}")
+
+
+def _outcome(explained, name, rho, steps):
+    """Whether the explanation is evidence: delta reached rho in time, and the network now gives the target.
+    (An export from before these fields existed answers without them.)"""
+    if "first_met_step" not in explained:
+        return "outcome: not reported by this export"
+    step = explained["first_met_step"]
+    reached = (f"delta never reached rho={rho} in {steps} steps (an empty explanation)" if step < 0 else
+               f"delta reached rho={rho} at step {step} of {steps}" + (" (late)" if step > steps // 2 else ""))
+    top = "now gives" if explained["target_is_top"] else "does not give"
+    return f"outcome: {reached}; the network {top} {name} on x + delta"
 
 
 def _target(text, names):

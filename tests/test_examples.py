@@ -27,6 +27,8 @@ def test_explain_over_http_prints_both_answers_and_saves_the_panel(tiny_server, 
     assert "prediction:" in completed.stdout and "explanation toward dog: confidence" in completed.stdout
     before, after = completed.stdout.split("confidence ")[1].split()[0:3:2]
     assert float(after) > float(before)
+    assert re.search(r"^outcome: delta reached rho=0\.1 at step \d+ of 10(?: \(late\))?; the network (now|does not) "
+                     r"give", completed.stdout, flags=re.M), completed.stdout
     assert Image.open(out).size == (3 * 32 * 4, 32 * 4)
 
 
