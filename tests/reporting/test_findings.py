@@ -85,3 +85,11 @@ def test_outcome_findings_are_counted_from_the_outcome_fields():
             "others, 1 reached it only later; 1 are toward a class the network already gives at p ≈ 1.000") in mixed
     assert "; 1 have an input gradient too small for the attack to follow; 2 never reached it" in mixed
     assert mixed.endswith("Their pictures are marked “short of ρ”.")
+
+
+def test_comparison_findings_say_how_many_explanations_reached_their_budget():
+    text = findings.comparison_findings("N1", summary(0.004, 0.9, 0.9, within=0.25))
+    assert ("25% of its explanations toward the new class reached their budget ρ by half their steps; the others are "
+            "weaker than asked") in text
+    text = findings.comparison_findings("N3", summary(0.004, 0.9, 0.9, within=1.0))
+    assert "100% of its explanations toward the new class reached their budget ρ by half their steps." in text
