@@ -40,7 +40,8 @@ from keras_robust.serving.v2_routes import add_v2_routes
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
-def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=None, grpc_host="127.0.0.1"):
+def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=None, grpc_host="127.0.0.1",
+               client_header=None):
     """The FastAPI app serving every model exported under `export_dir`.
 
     Args:
@@ -54,12 +55,15 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
             `app.state.grpc_port`) while the app runs; None (default) for
             HTTP only.
         grpc_host: The gRPC interface.
+        client_header: The header (gRPC: metadata key) a trusted proxy sets
+            to name each client, for fair admission; None: each
+            connection's peer address (`serving.clients`).
 
     Returns:
         A `fastapi.FastAPI` app; every version is loaded before it returns.
     """
     limits = limits or Limits()
-    plane = DataPlane(load_models(export_dir, backend, device), limits)
+    plane = DataPlane(load_models(export_dir, backend, device), limits, client_header)
 
     @contextlib.asynccontextmanager
     async def lifespan(app_):
@@ -101,7 +105,7 @@ async def _page(request: Request):
 
 
 def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu", log_level="info",
-          grpc_port=None, **limits):
+          grpc_port=None, client_header=None, **limits):
     """Serves `export_dir` with uvicorn until interrupted (TF Serving's REST port, 8501).
 
     `grpc_port` adds TF Serving's gRPC API on that port (TF Serving's is 8500).
@@ -110,7 +114,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
     """
     check_ports(host, port, grpc_port)
     app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device,
-                     grpc_port=grpc_port, grpc_host=host)
+                     grpc_port=grpc_port, grpc_host=host, client_header=client_header)
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
 
 

@@ -53,10 +53,11 @@ class PredictBatcher:
         self._queues = {}  # backend -> its batches in arrival order, the last one open
         self._running = {}  # backend -> the task running its batch
 
-    async def predict(self, backend, images, deadline):
-        """`backend.predict(images)`'s outputs, run in a batch with whatever else arrives."""
+    async def predict(self, backend, images, deadline, client=None):
+        """`backend.predict(images)`'s outputs, run in a batch with whatever else arrives; a
+        request run alone takes `client`'s turn at the gate, a batch its own."""
         if self._window_s == 0 or len(images) >= self._max_rows:
-            return await self._gate.run(_predictor(backend, [images]), deadline)
+            return await self._gate.run(_predictor(backend, [images]), deadline, client)
         loop = asyncio.get_running_loop()
         queue = self._queues.setdefault(backend, [])
         if not queue or queue[-1].rows + len(images) > self._max_rows:
@@ -99,7 +100,7 @@ class PredictBatcher:
 
     async def _run(self, backend, batch):
         try:
-            outputs = await self._gate.run(_predictor(backend, batch.parts), max(batch.deadlines))
+            outputs = await self._gate.run(_predictor(backend, batch.parts), max(batch.deadlines), BATCHES)
         except Exception as error:
             for future in batch.futures:
                 if not future.done():
@@ -111,6 +112,10 @@ class PredictBatcher:
             if not future.done():
                 future.set_result({name: value[start:start + len(part)] for name, value in outputs.items()})
             start += len(part)
+
+
+# The gate's client for batched predictions, which serve several clients at once.
+BATCHES = "batched predictions"
 
 
 def _predictor(backend, parts):

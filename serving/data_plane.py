@@ -65,12 +65,16 @@ class DataPlane:
     Args:
         models: `{name: ServedModel}` (`serving.registry.load_models`).
         limits: The server's `Limits`.
+        client_header: The header (HTTP) or metadata key (gRPC) naming the
+            client, set by a trusted proxy; None: the peer's address
+            (`serving.clients`).
     """
 
-    def __init__(self, models, limits):
+    def __init__(self, models, limits, client_header=None):
         _check_default_steps(models, limits)
         self.models = models
         self.limits = limits
+        self.client_header = client_header
         self.statistics = Statistics()
         self._gate = Gate(limits)
         self._batcher = PredictBatcher(
@@ -83,8 +87,8 @@ class DataPlane:
             raise unknown_model(name, self.models, received)
         return self.models[name]
 
-    async def infer(self, backend, decode, encode, timeout=None):
-        """Answers one request on `backend` (a `ServedModel.backend`) by one deadline.
+    async def infer(self, backend, decode, encode, timeout=None, client=None):
+        """Answers one request of `client` on `backend` (a `ServedModel.backend`) by one deadline.
 
         Args:
             backend: The model version that answers.
@@ -93,30 +97,42 @@ class DataPlane:
             timeout: The client's own time limit in seconds (gRPC's
                 deadline), or None; the request gets the shorter of it and
                 `timeout_s`.
+            client: Who sent it (`serving.clients`): each client has at
+                most `max_per_client` requests in the server, and waiting
+                work is served round robin across clients.
 
         Returns:
             What `encode` returns; the request is counted in `statistics`.
         """
-        return await self.statistics.count(
-            backend, decode, encode, lambda decode, encode: self._infer(backend, decode, encode, timeout)
-        )
+        async with self.admission(client, timeout):
+            return await self.statistics.count(
+                backend, decode, encode, lambda decode, encode: self._infer(backend, decode, encode, timeout, client)
+            )
 
-    async def _infer(self, backend, decode, encode, timeout):
+    def admission(self, client, timeout=None):
+        """A context holding one of `client`'s `max_per_client` places, waiting up to `timeout_s` (or the
+        shorter `timeout`) for one (503 after). `infer` takes one; an HTTP route takes it before reading the
+        body as well, so a waiting request's body is not read yet. Nested, the places are one."""
+        timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
+        return self._gate.client_admission(client, asyncio.get_running_loop().time() + timeout)
+
+    async def _infer(self, backend, decode, encode, timeout, client):
         timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         card = backend.card
-        request, inputs = await self._gate.run(lambda _: self._check(card, decode()), deadline)
+        request, inputs = await self._gate.run(lambda _: self._check(card, decode()), deadline, client)
         if request.signature == "serving_default":
-            outputs = await self._batcher.predict(backend, inputs["images"], deadline)
+            outputs = await self._batcher.predict(backend, inputs["images"], deadline, client)
         else:
             outputs = await self._gate.run(
-                lambda cancellation: backend.explain(**inputs, run_options=cancellation.run_options), deadline
+                lambda cancellation: backend.explain(**inputs, run_options=cancellation.run_options), deadline,
+                client, heavy=True,
             )
         names = request.outputs or card["signatures"][request.signature]["outputs"]
         response = InferenceResponse(
             card["name"], card["version"], request.signature, {name: outputs[name] for name in names}, request.wire
         )
-        return await self._gate.run(lambda _: encode(response), deadline)
+        return await self._gate.run(lambda _: encode(response), deadline, client)
 
     def _check(self, card, request):
         """`(request, {input name: np.ndarray})`: the request's inputs, checked and converted."""

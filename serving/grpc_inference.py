@@ -29,6 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 
 from keras_robust import __version__
 from keras_robust.serving import triton_extensions
+from keras_robust.serving.clients import grpc_client
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import ServingError, bad_request, show
 from keras_robust.serving.grpc_server import answer
@@ -153,7 +154,8 @@ class InferenceService:
                 reply.raw_output_contents.append(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
             return reply
 
-        return await self._plane.infer(backend, decode, encode, context.time_remaining())
+        return await self._plane.infer(backend, decode, encode, context.time_remaining(),
+                                       grpc_client(context, self._plane.client_header))
 
     def _backend(self, name, version, field="name"):
         """`(served model, signature, backend)` of a V2 model name and version ("" for the latest)."""

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from keras_robust.serving.clients import grpc_client
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import bad_request, show, unknown_signature
 from keras_robust.serving.grpc_server import answer
@@ -79,7 +80,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 message.outputs[name].CopyFrom(tf.make_tensor_proto(value))
             return message
 
-        return await self._plane.infer(backend, decode, encode, context.time_remaining())
+        return await self._plane.infer(backend, decode, encode, context.time_remaining(),
+                                       grpc_client(context, self._plane.client_header))
 
     async def _metadata(self, request):
         if list(request.metadata_field) != ["signature_def"]:

@@ -14,6 +14,7 @@ import dataclasses
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from keras_robust.serving.clients import http_client
 from keras_robust.serving.errors import ServingError, received
 from keras_robust.serving.http_io import encode_json
 from keras_robust.serving.rest_requests import format_response, parse_request
@@ -33,12 +34,15 @@ def add_rest_routes(app, plane, bodies):
 
     async def infer(request, verb):
         backend = model(request).backend(request.path_params.get("version"))
-        async with bodies.read(request) as body:
-            return await plane.infer(
-                backend,
-                lambda: parse_request(body, backend.card, plane.limits, verb),
-                lambda response: Response(encode_json(format_response(response)), media_type="application/json"),
-            )
+        client = http_client(request, plane.client_header)
+        async with plane.admission(client):
+            async with bodies.read(request) as body:
+                return await plane.infer(
+                    backend,
+                    lambda: parse_request(body, backend.card, plane.limits, verb),
+                    lambda response: Response(encode_json(format_response(response)), media_type="application/json"),
+                    client=client,
+                )
 
     async def status(request: Request):
         return JSONResponse(model(request).status(request.path_params.get("version")))

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from keras_robust import __version__
 from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.serving import open_inference
+from keras_robust.serving.clients import http_client
 from keras_robust.serving.errors import received
 
 V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain", "model_configuration", "statistics")
@@ -57,14 +58,17 @@ def add_v2_routes(app, plane, bodies):
         served, signature, name = endpoint(request, verb)
         backend = served.backend(request.path_params.get("version"))
         header_length = request.headers.get(open_inference.HEADER_LENGTH)
-        async with bodies.read(request) as body:
-            return await plane.infer(
-                backend,
-                lambda: open_inference.parse_infer_request(
-                    body, header_length, backend.card, plane.limits, signature, name
-                ),
-                lambda response: _answer(*open_inference.encode_infer_response(name, response)),
-            )
+        client = http_client(request, plane.client_header)
+        async with plane.admission(client):
+            async with bodies.read(request) as body:
+                return await plane.infer(
+                    backend,
+                    lambda: open_inference.parse_infer_request(
+                        body, header_length, backend.card, plane.limits, signature, name
+                    ),
+                    lambda response: _answer(*open_inference.encode_infer_response(name, response)),
+                    client=client,
+                )
 
     # A route handler's only argument is the request: FastAPI would fill any other
     # from the query string, and `?verb=explain` must not turn a prediction into an explanation.

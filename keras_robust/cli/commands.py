@@ -340,8 +340,8 @@ def _serve(args):
     from keras_robust.serving.admission import Limits
 
     limits = {field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)}
-    serve(args.export_dir, host=args.host, port=args.port, backend=args.backend,
-          device=args.device, log_level=args.log_level, grpc_port=args.grpc_port, **limits)
+    serve(args.export_dir, host=args.host, port=args.port, backend=args.backend, device=args.device,
+          log_level=args.log_level, grpc_port=args.grpc_port, client_header=args.client_header, **limits)
     return 0
 
 

@@ -218,6 +218,10 @@ def _serve_parser(commands, with_limits):
     serve.add_argument("--grpc-port", type=_port,
                        help="also serve TF Serving's gRPC PredictionService on this port (TF Serving uses 8500) "
                             "(default: no gRPC)")
+    serve.add_argument("--client-header",
+                       help="the header (gRPC: metadata key) a trusted proxy sets to name each client, e.g. "
+                            "X-Forwarded-For, for fair admission; only behind such a proxy (default: the "
+                            "connection's peer address)")
     if not with_limits:
         return
     from keras_robust.serving.admission import Limits
