@@ -14,6 +14,12 @@ import onnxruntime
 from keras_robust.serving.errors import ServingError, received
 
 
+# The longest a limit in seconds may be: past a day, a request is never going to be answered.
+MAX_TIMEOUT_S = 86_400.0
+# The most bytes a byte limit may be: gRPC's message length is a signed 32-bit integer.
+MAX_BYTES = 2**31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """What one request may ask of the server, and how much runs at once.
@@ -35,6 +41,13 @@ class Limits:
         body_start_timeout_s: Seconds between a request's headers and the
             first bytes of its body (longer: 408), so that a connection that
             announces a body and sends nothing is closed early.
+        header_timeout_s: Seconds a connection has to send a complete request
+            head, from its opening or its last answer (longer: 408, closed;
+            `serving.connections`).
+        max_connections: Open HTTP connections (more: 503, closed); with 64
+            other descriptors it must fit the process's descriptor limit.
+        max_client_connections: Open HTTP connections of one client (more:
+            503, closed).
         max_concurrent: Inferences running at once, all sharing one loaded
             model per version.
         max_queue: Requests waiting for a free slot (more: 503).
@@ -58,6 +71,9 @@ class Limits:
     max_image_steps: int = 2500
     timeout_s: float = 60.0
     body_start_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    max_connections: int = 512
+    max_client_connections: int = 64
     max_concurrent: int = 4
     max_queue: int = 32
     max_per_client: int = 8
@@ -68,8 +84,12 @@ class Limits:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in ("timeout_s", "body_start_timeout_s"):
-                valid, wanted = isinstance(value, (int, float)) and value > 0, "a number > 0"
+            if field.name.endswith("timeout_s"):
+                valid = isinstance(value, (int, float)) and 0 < value <= MAX_TIMEOUT_S
+                wanted = f"a number of seconds in (0, {MAX_TIMEOUT_S:g}]"
+            elif field.name.endswith("_bytes"):
+                valid = isinstance(value, int) and 1 <= value <= MAX_BYTES
+                wanted = f"an integer in [1, {MAX_BYTES}] (gRPC's message length is a 32-bit integer)"
             elif field.name == "batch_window_ms":
                 valid, wanted = isinstance(value, (int, float)) and 0 <= value <= 1000, "a number in [0, 1000]"
             else:
@@ -77,6 +97,11 @@ class Limits:
                 valid, wanted = isinstance(value, int) and value >= lowest, f"an integer >= {lowest}"
             if isinstance(value, bool) or not valid:
                 raise ValueError(f"`{field.name}` must be {wanted}. Received: {field.name}={value!r}")
+        if self.max_client_connections > self.max_connections:
+            raise ValueError(
+                "`max_client_connections` must be at most max_connections. "
+                f"Received: max_client_connections={self.max_client_connections}"
+            )
         if self.max_inflight_bytes < self.max_request_bytes:
             raise ValueError(
                 "`max_inflight_bytes` must be at least max_request_bytes, or a request of the allowed "

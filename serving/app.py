@@ -15,20 +15,23 @@ Every protocol's inference requests go through one `DataPlane`
 deadline.
 """
 
+import asyncio
 import contextlib
-import json
 import os
 
-import h11
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from keras_robust.serving.admission import Limits
+from keras_robust.serving.connections import (
+    ACCEPT_BACKLOG,
+    check_descriptor_limit,
+    protocol_for,
+    quiet_accept_errors,
+)
 from keras_robust.serving.data_plane import DataPlane
-from keras_robust.serving.errors import PATH_ECHO_CHARS
 from keras_robust.serving.http_io import Bodies, add_error_handlers
 from keras_robust.serving.openapi import openapi_document
 from keras_robust.serving.ports import check_ports
@@ -63,10 +66,12 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
         A `fastapi.FastAPI` app; every version is loaded before it returns.
     """
     limits = limits or Limits()
+    check_descriptor_limit(limits)
     plane = DataPlane(load_models(export_dir, backend, device), limits, client_header)
 
     @contextlib.asynccontextmanager
     async def lifespan(app_):
+        quiet_accept_errors(asyncio.get_running_loop())
         grpc_server = None
         if grpc_port is not None:
             from keras_robust.serving.grpc_server import start_grpc_server
@@ -88,6 +93,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
     app.add_api_route("/", _page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_error_handlers(app)
+    app.state.limits = limits
     return app
 
 
@@ -119,23 +125,10 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
 
 
 def server_config(app, **options):
-    """uvicorn's configuration for `app`, with errors below the app answered in JSON too.
+    """uvicorn's configuration for `app`: its connection limits (`serving.connections`), and errors
+    below the app answered in JSON too.
 
     The event loop is asyncio's own, which the gRPC server shares (grpc.aio
     is built for it), not uvloop, which uvicorn would pick when installed.
     """
-    return uvicorn.Config(app, http=JsonErrorH11Protocol, loop="asyncio", **options)
-
-
-class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, answering unparsable requests (a bad Content-Length or
-    chunk header) with TF Serving's `{"error": ...}` instead of plain text."""
-
-    def send_400_response(self, msg):
-        body = json.dumps({"error": f"{msg[:PATH_ECHO_CHARS]} Received: a malformed HTTP request"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-                      h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event))
-        self.transport.close()
+    return uvicorn.Config(app, http=protocol_for(app.state.limits), loop="asyncio", backlog=ACCEPT_BACKLOG, **options)

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import pathlib
+import socket
 import threading
 import time
 import urllib.error
@@ -58,6 +59,13 @@ def tiny_resnet(activation="half_huber_relu", seed=0):
         elif isinstance(layer, keras.layers.Conv2D) and layer.name.endswith("conv2"):
             layer.kernel.assign(draw.normal(0, 0.05, layer.kernel.shape).astype("float32"))
     return model
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

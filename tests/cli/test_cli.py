@@ -1,7 +1,6 @@
 """End-to-end runs of the command line (explain, evaluate, compare-explanations, export, serve) on tiny models."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from PIL import Image
 
 from keras_robust import RobustModel, cli, resnet
 from keras_robust.cli.parser import build_parser
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +167,6 @@ def test_export_writes_both_formats_and_a_card_from_the_training_summary(workspa
     assert code == 1 and "class_names" in err and "Traceback" not in err
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):
@@ -181,7 +175,7 @@ def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, 
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     base, name, model = tiny_export
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "keras_robust.cli", "serve", str(base), "--port", str(port),
          "--max-batch", "2", "--log-level", "warning", "--grpc-port", str(grpc_port)],
