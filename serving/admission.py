@@ -57,6 +57,11 @@ class Limits:
             memory of large requests, and how long their parsing can keep
             Python busy, while connections that announce large bodies and
             send nothing hold nothing. At least `max_request_bytes`.
+        max_client_inflight_bytes: Of those, the most one client's requests
+            may hold (more: 503), so that one client's stalled uploads
+            cannot hold them all. From `max_request_bytes` to
+            `max_inflight_bytes`; None (default): half of
+            `max_inflight_bytes`, at least `max_request_bytes`.
         batch_window_ms: How long a predict request waits for others to
             run with it as one batch (TF Serving's `batch_timeout_micros`);
             0 runs each request alone. Answers are the same either way.
@@ -78,10 +83,14 @@ class Limits:
     max_queue: int = 32
     max_per_client: int = 8
     max_inflight_bytes: int = 64 * 2**20
+    max_client_inflight_bytes: int = None
     batch_window_ms: float = 2.0
     max_batch_size: int = 64
 
     def __post_init__(self):
+        if self.max_client_inflight_bytes is None and isinstance(self.max_inflight_bytes, int):
+            share = max(self.max_inflight_bytes // 2, self.max_request_bytes)
+            object.__setattr__(self, "max_client_inflight_bytes", share)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name.endswith("timeout_s"):
@@ -106,6 +115,12 @@ class Limits:
             raise ValueError(
                 "`max_inflight_bytes` must be at least max_request_bytes, or a request of the allowed "
                 f"size could never be taken. Received: max_inflight_bytes={self.max_inflight_bytes}"
+            )
+        if not self.max_request_bytes <= self.max_client_inflight_bytes <= self.max_inflight_bytes:
+            raise ValueError(
+                "`max_client_inflight_bytes` must be from max_request_bytes (or a request of the allowed size "
+                "could never be taken) to max_inflight_bytes. "
+                f"Received: max_client_inflight_bytes={self.max_client_inflight_bytes}"
             )
 
 
@@ -293,10 +308,11 @@ class InflightBytes:
     def __init__(self, limits):
         self._limits = limits
         self._bytes = 0
+        self._by_client = collections.Counter()
 
     @contextlib.contextmanager
-    def counter(self, request):
-        """Yields `add(size)`, which counts `size` more bytes of `request`; they are
+    def counter(self, request, client=None):
+        """Yields `add(size)`, which counts `size` more bytes of `request`, from `client`; they are
         released when the block ends."""
         held = 0
 
@@ -308,13 +324,24 @@ class InflightBytes:
                          f"request's would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry "
                          f"later. Received: {received(request)} with {held + size} body bytes so far"
                 )
+            if self._by_client[client] + size > self._limits.max_client_inflight_bytes:
+                raise ServingError(
+                    503, f"This client's requests hold {self._by_client[client]} bytes received or being parsed, "
+                         f"and this one's would pass max_client_inflight_bytes="
+                         f"{self._limits.max_client_inflight_bytes}; send them one after another. Received: "
+                         f"{received(request)} from {client} with {held + size} body bytes so far"
+                )
             self._bytes += size
+            self._by_client[client] += size
             held += size
 
         try:
             yield add
         finally:
             self._bytes -= held
+            self._by_client[client] -= held
+            if not self._by_client[client]:
+                del self._by_client[client]
 
 
 class Cancellation:

@@ -18,19 +18,20 @@ logger = logging.getLogger("keras_robust.serving")
 
 
 class Bodies:
-    """Reads request bodies: at most `max_request_bytes` each (413), their first bytes
-    within `body_start_timeout_s` and all within `timeout_s` (408), and at most
-    `max_inflight_bytes` received and not yet answered at once (503)."""
+    """Reads request bodies: at most `max_request_bytes` each (413), their first bytes and
+    each next chunk within `body_start_timeout_s` and all within `timeout_s` (408), and at
+    most `max_inflight_bytes` received and not yet answered at once, `max_client_inflight_bytes`
+    of them one client's (503)."""
 
     def __init__(self, limits):
         self._limits = limits
         self._inflight = InflightBytes(limits)
 
     @contextlib.asynccontextmanager
-    async def read(self, request):
-        """The body, its bytes counted in flight as they arrive until the block ends (once
-        its answer is ready)."""
-        with self._inflight.counter(request) as count:
+    async def read(self, request, client=None):
+        """The body, its bytes counted in flight (as `client`'s) as they arrive until the block
+        ends (once its answer is ready)."""
+        with self._inflight.counter(request, client) as count:
             yield await _read_body(request, self._limits, count)
 
 
@@ -44,18 +45,17 @@ async def _read_body(request, limits, count):
         raise ServingError(413, too_large + f"Content-Length {length}")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout_s
-    # Until the first chunk, a shorter deadline: a connection that announces a body
-    # and sends nothing must not hold the server for all of timeout_s.
-    first_deadline = min(loop.time() + limits.body_start_timeout_s, deadline)
     stream = request.stream()  # chunked bodies have no Content-Length
     chunks, size = [], 0
     try:
         while True:
-            first = not chunks
+            # Each chunk within body_start_timeout_s of the last (or of the headers): a
+            # connection that stops sending must not hold its bytes for all of timeout_s.
+            wait = min(deadline, loop.time() + limits.body_start_timeout_s) - loop.time()
             try:
-                chunk = await asyncio.wait_for(anext(stream, None), (first_deadline if first else deadline) - loop.time())
+                chunk = await asyncio.wait_for(anext(stream, None), wait)
             except asyncio.TimeoutError:
-                raise _late(request, limits, first) from None
+                raise _late(request, limits, size, loop.time() >= deadline) from None
             if chunk is None:
                 return b"".join(chunks)
             size += len(chunk)
@@ -72,16 +72,18 @@ async def _read_body(request, limits, count):
         chunks.clear()
 
 
-def _late(request, limits, first):
-    """The 408 of a body whose first bytes, or whose end, came too late."""
-    if first and limits.body_start_timeout_s < limits.timeout_s:
+def _late(request, limits, size, past_deadline):
+    """The 408 of a body whose first or next bytes, or whose end, came too late."""
+    if past_deadline:
         return ServingError(
-            408, f"The request body did not start within body_start_timeout_s={limits.body_start_timeout_s:g} s. "
-                 f"Received: {received(request)} with headers and no body bytes"
+            408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
+                 f"Received: {received(request)} with a body still incomplete"
         )
+    what = "did not start" if not size else f"stalled after {size} bytes: no more"
     return ServingError(
-        408, f"The request body did not arrive within timeout_s={limits.timeout_s:g} s. "
-             f"Received: {received(request)} with a body still incomplete"
+        408, f"The request body {what} within body_start_timeout_s={limits.body_start_timeout_s:g} s. "
+             f"Received: {received(request)} with " + ("headers and no body bytes" if not size else
+                                                       "a body still incomplete")
     )
 
 

@@ -36,7 +36,7 @@ def add_rest_routes(app, plane, bodies):
         backend = model(request).backend(request.path_params.get("version"))
         client = http_client(request, plane.client_header)
         async with plane.admission(client):
-            async with bodies.read(request) as body:
+            async with bodies.read(request, client) as body:
                 return await plane.infer(
                     backend,
                     lambda: parse_request(body, backend.card, plane.limits, verb),

@@ -60,7 +60,7 @@ def add_v2_routes(app, plane, bodies):
         header_length = request.headers.get(open_inference.HEADER_LENGTH)
         client = http_client(request, plane.client_header)
         async with plane.admission(client):
-            async with bodies.read(request) as body:
+            async with bodies.read(request, client) as body:
                 return await plane.infer(
                     backend,
                     lambda: open_inference.parse_infer_request(

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from keras_robust.serving import Limits, create_app
 from tests.helpers import TEST_LIMITS, call, run_onnx, running_server
+from tests.serving.fairness_clients import FLOODER, VICTIM, post
 
 IMAGE = np.full((1, 32, 32, 3), 0.5, np.float32)
 V2_IMAGES = {"name": "images", "shape": [1, 32, 32, 3], "datatype": "FP32", "data": IMAGE.reshape(-1).tolist()}
@@ -133,6 +134,36 @@ def test_idle_announcers_of_large_bodies_do_not_block_other_requests(tiny_export
             assert time.monotonic() - started < 5
         finally:
             for connection in idle:
+                connection.close()
+
+
+def test_one_clients_stalled_uploads_hold_only_its_share_and_only_until_they_stall_too_long(tiny_export):
+    """The issue-35 attack: connections that send almost max_request_bytes each and stall. One client's
+    bytes in flight are capped at its share; a stalled body is dropped body_start_timeout_s after its
+    last bytes; another client is served throughout."""
+    limits = Limits(max_request_bytes=100_000, max_inflight_bytes=200_000, body_start_timeout_s=1.0)
+    with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(2):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(FLOODER, 0))
+            connection.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: "
+                               b"100000\r\n\r\n{" + b" " * 98_999)
+            stalled.append(connection)
+        try:
+            time.sleep(0.3)
+            status, _, _ = post(port, "/v1/models/tiny:predict", json.dumps({"instances": IMAGE.tolist()}).encode(),
+                                VICTIM)
+            assert status == 200
+            # The second upload would pass the client's share of half the bytes in flight.
+            status, answer = read_answer(stalled[1])
+            assert status == 503 and "max_client_inflight_bytes=100000" in answer["error"]
+            started = time.monotonic()
+            status, answer = read_answer(stalled[0])
+            assert status == 408 and "stalled after 99000 bytes" in answer["error"]
+            assert time.monotonic() - started < 5
+        finally:
+            for connection in stalled:
                 connection.close()
 
 
