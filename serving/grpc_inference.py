@@ -4,9 +4,10 @@ Served beside TF Serving's `PredictionService` on the same port, it
 answers what V2 over HTTP answers (`serving.v2_routes`), so V2 gRPC clients
 (`tritonclient.grpc`, KServe's SDK, perf_analyzer) work unchanged:
 `ServerLive`, `ServerReady`, `ModelReady`, `ServerMetadata`,
-`ModelMetadata`, `ModelInfer`, and Triton's `ModelConfig` and
-`ModelStatistics` (`serving.triton_extensions`). Streaming, the model
-repository, shared memory, tracing and logging answer UNIMPLEMENTED.
+`ModelMetadata`, `ModelInfer`, and Triton's `ModelConfig`,
+`ModelStatistics` and `RepositoryIndex` (`serving.triton_extensions`).
+Streaming, loading and unloading models, shared memory, tracing and logging
+answer UNIMPLEMENTED.
 
 `ModelInfer` takes its inputs as `raw_input_contents` (one little-endian
 buffer per input) or typed `contents`, and answers `raw_output_contents`,
@@ -32,7 +33,7 @@ from keras_robust.serving import triton_extensions
 from keras_robust.serving.clients import grpc_client
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import ServingError, bad_request, show
-from keras_robust.serving.grpc_server import answer
+from keras_robust.serving.grpc_server import unary_handler
 from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
 from keras_robust.serving.open_inference import (
     EXPLAIN_PARAMETERS,
@@ -73,26 +74,16 @@ def add_to_server(server, plane):
     handlers = {}
     for name in InferenceService.RPCS:
         method = _DESCRIPTOR.methods_by_name[name]
-        handlers[name] = grpc.unary_unary_rpc_method_handler(
-            _answering(getattr(service, name), name),
-            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
-            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
-        )
+        handlers[name] = unary_handler(getattr(service, name), message_factory.GetMessageClass(method.input_type),
+                                       message_factory.GetMessageClass(method.output_type), name)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-
-
-def _answering(call, name):
-    async def handler(request, context):
-        return await answer(context, lambda: call(request, context), name)
-
-    return handler
 
 
 class InferenceService:
     """The RPCs of `RPCS` over a `DataPlane`, each `async (request, context) -> response`."""
 
     RPCS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
-            "ModelConfig", "ModelStatistics")
+            "ModelConfig", "ModelStatistics", "RepositoryIndex")
 
     def __init__(self, plane):
         self._plane = plane
@@ -131,6 +122,13 @@ class InferenceService:
         statistics = triton_extensions.model_statistics(self._plane, request.name, request.version or None,
                                                         _received(request.name))
         return json_format.ParseDict(statistics, message("ModelStatisticsResponse")())
+
+    async def RepositoryIndex(self, request, context):  # noqa: N802
+        if request.repository_name:
+            raise bad_request("This server has one repository, named ''. "
+                              f"Received: repository_name={show(request.repository_name)}")
+        index = triton_extensions.repository_index(self._plane, request.ready)
+        return json_format.ParseDict({"models": index}, message("RepositoryIndexResponse")())
 
     async def ModelInfer(self, request, context):  # noqa: N802
         served, signature, backend = self._backend(request.model_name, request.model_version, "model_name")

@@ -11,6 +11,7 @@ import importlib
 import logging
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from keras_robust.serving.errors import ServingError
 from keras_robust.serving.ports import port_in_use
@@ -44,6 +45,25 @@ async def start_grpc_server(port, host, plane):
         raise port_in_use(host, port, "grpc_port") from error
     await server.start()
     return server, bound
+
+
+def unary_handler(call, request_class, response_class, method):
+    """A unary RPC handler of `call(request, context)` that parses the request itself, so that bytes
+    that are no `request_class` message answer INVALID_ARGUMENT naming the decode error (gRPC's own
+    parsing would answer UNKNOWN), and whose errors become status codes as in `answer`."""
+
+    async def handler(raw, context):
+        async def parsed_call():
+            try:
+                request = request_class.FromString(raw)
+            except DecodeError as error:
+                raise ServingError(400, f"The request is not a valid {request_class.DESCRIPTOR.full_name} "
+                                        f"message ({error}). Received: {len(raw)} bytes") from None
+            return await call(request, context)
+
+        return await answer(context, parsed_call, method)
+
+    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=response_class.SerializeToString)
 
 
 async def answer(context, call, method):

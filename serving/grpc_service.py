@@ -13,20 +13,17 @@ Imports TensorFlow (its protos and `make_ndarray`), so it is loaded only when
 a gRPC port is asked for.
 """
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from keras_robust.serving.clients import grpc_client
 from keras_robust.serving.data_plane import InferenceRequest
 from keras_robust.serving.errors import bad_request, show, unknown_signature
-from keras_robust.serving.grpc_server import answer
+from keras_robust.serving.grpc_server import unary_handler
 from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
 from keras_robust.serving.registry import METHOD_NAME
 
@@ -45,24 +42,28 @@ DTYPE_VALUES = {
 }
 
 
+SERVICE = "tensorflow.serving.PredictionService"
+
+
 def add_to_server(server, plane):
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(plane), server)
+    """Serves `Predict` and `GetModelMetadata`; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
+    service = PredictionService(plane)
+    handlers = {
+        "Predict": unary_handler(service.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse,
+                                 "Predict"),
+        "GetModelMetadata": unary_handler(service.metadata, get_model_metadata_pb2.GetModelMetadataRequest,
+                                          get_model_metadata_pb2.GetModelMetadataResponse, "GetModelMetadata"),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`Predict` and `GetModelMetadata` over a `DataPlane`; Classify, Regress and
-    MultiInference stay UNIMPLEMENTED."""
+class PredictionService:
+    """TF Serving's `Predict` and `GetModelMetadata` over a `DataPlane`, each `async (request, context)`."""
 
     def __init__(self, plane):
         self._plane = plane
 
-    async def Predict(self, request, context):  # noqa: N802 (the protocol's name)
-        return await answer(context, lambda: self._predict(request, context), "Predict")
-
-    async def GetModelMetadata(self, request, context):  # noqa: N802
-        return await answer(context, lambda: self._metadata(request), "GetModelMetadata")
-
-    async def _predict(self, request, context):
+    async def predict(self, request, context):
         backend = self._backend(request.model_spec)
         card = backend.card
         signature = request.model_spec.signature_name or "serving_default"
@@ -83,7 +84,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._plane.infer(backend, decode, encode, context.time_remaining(),
                                        grpc_client(context, self._plane.client_header))
 
-    async def _metadata(self, request):
+    async def metadata(self, request, context):
         if list(request.metadata_field) != ["signature_def"]:
             raise bad_request(
                 "metadata_field must be ['signature_def'], as in TF Serving. "

@@ -36,8 +36,12 @@ class Bodies:
 
 
 async def _read_body(request, limits, count):
-    """The body, refused (413) as soon as it is known to exceed `max_request_bytes`; each
-    chunk is passed to `count` as it arrives."""
+    """The body, refused (413) as soon as it is known to exceed `max_request_bytes`, or (415) when
+    compressed; each chunk is passed to `count` as it arrives."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise ServingError(415, "Request bodies are read uncompressed: send the body without a "
+                                f"Content-Encoding. Received: Content-Encoding {encoding[:40]!r}")
     limit = limits.max_request_bytes
     too_large = f"A request body has at most max_request_bytes={limit} bytes. Received: "
     length = parse_decimal(request.headers.get("content-length", ""))

@@ -209,6 +209,9 @@ def _tensor(i, tensor, names, binary, limits):
     if not isinstance(parameters, dict):
         raise bad_request(f"{where}: a tensor's parameters are an object. Received: {show(parameters)}")
     size = parameters.get("binary_data_size")
+    if size is not None and "data" in tensor:
+        raise bad_request(f"{where}: a tensor's values come once, as JSON data or binary_data_size bytes after "
+                          "the header, not both. Received: both")
     if size is not None:
         exact = isinstance(size, int) and not isinstance(size, bool)
         if not exact or size != count * dtype.itemsize or size > len(binary):

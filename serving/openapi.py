@@ -28,10 +28,11 @@ DATATYPE = {"enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT
 # The errors a route taking a body can answer: malformed (400), unknown model or
 # version (404), a body too slow (408) or too large (413), the server full (503),
 # the deadline passed (504).
-BODY_ERRORS = (400, 404, 408, 413, 503, 504)
+BODY_ERRORS = (400, 404, 408, 413, 415, 503, 504)
 ERROR_REASONS = {400: "A malformed request, named in the message", 404: "No such model, version or route",
                  405: "The route takes another method", 408: "The body did not arrive in time",
-                 413: "The request is larger than the server's limits", 503: "The server is busy or the "
+                 413: "The request is larger than the server's limits",
+                 415: "A compressed body (Content-Encoding): bodies are read uncompressed", 503: "The server is busy or the "
                  "version failed to load", 504: "The answer missed its deadline"}
 
 
@@ -118,6 +119,9 @@ SCHEMAS = {
         execution_count=INTEGER, batch_stats=_array({"type": "object"}),
         inference_stats={"type": "object", "additionalProperties": _ref("statistic_duration")}),
     "statistics_response": _object(["model_stats"], model_stats=_array(_ref("model_statistics"))),
+    "repository_index_request": {**_object(ready=BOOLEAN), "additionalProperties": False},
+    "repository_index": _array(_object(["name", "version", "state", "reason"], name=STRING, version=STRING,
+                                       state={"enum": ["READY", "UNAVAILABLE"]}, reason=STRING)),
 }
 
 
@@ -163,7 +167,7 @@ def _examples(card):
             {"inputs": [images]}, {"inputs": [images, targets], "parameters": {"steps": 2}})
 
 
-def _operation(summary, responses, body=None, parameters=(), example=None):
+def _operation(summary, responses, body=None, parameters=(), example=None, body_required=True):
     """An operation; `example`, a JSON body, is added to `body`'s JSON media type."""
     operation = {"summary": summary, "responses": responses}
     if parameters:
@@ -171,7 +175,7 @@ def _operation(summary, responses, body=None, parameters=(), example=None):
     if body is not None:
         content = dict(body)
         content["application/json"] = {**body["application/json"], "example": example}
-        operation["requestBody"] = {"required": True, "content": content}
+        operation["requestBody"] = {"required": body_required, "content": content}
     return operation
 
 
@@ -228,6 +232,10 @@ def _v2_paths(models, versions, examples):
                                                       _responses(_ref("statistics_response")), parameters=parameters)}
     paths["/v2/models/stats"] = {"get": _operation("Triton's statistics of every model",
                                                    _responses(_ref("statistics_response")))}
+    paths["/v2/repository/index"] = {"post": _operation(
+        "Triton's repository index: every V2 model and version, READY or UNAVAILABLE (the body is optional)",
+        _responses(_ref("repository_index"), 400, 408), _json(_ref("repository_index_request")),
+        example={"ready": True}, body_required=False)}
     return paths
 
 

@@ -19,16 +19,21 @@ model of its own with its own configuration and statistics. gRPC's
 same, as protos.
 """
 
+import asyncio
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from keras_robust.common.defaults import EXPLAINER_SUFFIX
-from keras_robust.serving.errors import bad_request, received
+from keras_robust.serving.errors import ServingError, bad_request, received, show
+from keras_robust.serving.http_io import parse_json
 from keras_robust.serving.inputs import REQUIRED
 from keras_robust.serving.open_inference import SIGNATURE_DATATYPES
 from keras_robust.serving.v2_routes import PLATFORMS, v2_model
 
 SIGNATURES = ("serving_default", "explain")
+# The largest body of a repository index request, `{"ready": true}` with room to spare.
+INDEX_REQUEST_BYTES = 1024
 
 
 def add_triton_routes(app, plane):
@@ -48,10 +53,54 @@ def add_triton_routes(app, plane):
             plane, request.path_params.get("name", ""), request.path_params.get("version"), received(request)
         ))
 
+    async def index(request: Request):
+        return JSONResponse(repository_index(plane, await _ready_only(request, plane.limits)))
+
+    app.add_api_route("/v2/repository/index", index, methods=["POST"])
     app.add_api_route("/v2/models/stats", statistics, methods=["GET"])
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_api_route(prefix + "/config", config, methods=["GET"])
         app.add_api_route(prefix + "/stats", statistics, methods=["GET"])
+
+
+def repository_index(plane, ready_only=False):
+    """Triton's repository index: each V2 model (a served model and its explainer) per version, READY
+    or UNAVAILABLE with the reason its version did not load; `ready_only` lists the READY ones only."""
+    entries = []
+    for served in plane.models.values():
+        states = [(version, "READY", "") for version in sorted(served.backends)]
+        states += [] if ready_only else [(v, "UNAVAILABLE", reason) for v, reason in sorted(served.failures.items())]
+        for name in (served.name, served.name + EXPLAINER_SUFFIX):
+            entries += [{"name": name, "version": str(version), "state": state, "reason": reason}
+                        for version, state, reason in states]
+    return entries
+
+
+async def _ready_only(request, limits):
+    """The index request's `{"ready": bool}` (tritonclient sends no body), read within
+    `body_start_timeout_s` and `INDEX_REQUEST_BYTES`."""
+    try:
+        body = await asyncio.wait_for(_small_body(request), limits.body_start_timeout_s)
+    except asyncio.TimeoutError:
+        raise ServingError(408, "A repository index request's body did not arrive within body_start_timeout_s="
+                                f"{limits.body_start_timeout_s:g} s. Received: {received(request)}") from None
+    if not body.strip():
+        return False
+    payload = parse_json(body)
+    ready = payload.get("ready", False)
+    if not isinstance(ready, bool) or set(payload) - {"ready"}:
+        raise bad_request(f"A repository index request is {{\"ready\": true|false}} or empty. Received: {show(payload)}")
+    return ready
+
+
+async def _small_body(request):
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > INDEX_REQUEST_BYTES:
+            raise bad_request(f"A repository index request's body is {{\"ready\": ...}}, at most "
+                              f"{INDEX_REQUEST_BYTES} bytes. Received: more")
+    return body
 
 
 def model_config(plane, name, version, received):

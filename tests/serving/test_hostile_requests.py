@@ -9,6 +9,7 @@ answered afterwards.
 """
 
 import base64
+import gzip
 import io
 import json
 import socket
@@ -37,11 +38,12 @@ HYPOTHESIS = settings(max_examples=100, deadline=None, database=None, suppress_h
 
 @pytest.fixture(scope="module")
 def served(tiny_export):
-    """`(HTTP base URL, PredictionService stub)` of one app serving both, with `TEST_LIMITS`."""
+    """`(HTTP base URL, PredictionService stub, the stub's channel)` of one app serving both, with
+    `TEST_LIMITS`."""
     app = create_app(str(tiny_export[0]), limits=Limits(**TEST_LIMITS), grpc_port=0)
     with running_server(app) as url:
         with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
-            yield url, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            yield url, prediction_service_pb2_grpc.PredictionServiceStub(channel), channel
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +272,19 @@ def test_malformed_values_are_refused_by_name(url, method, path, body, headers, 
     assert "Received:" in answer["error"]
 
 
+@pytest.mark.parametrize("method, message", [
+    ("/tensorflow.serving.PredictionService/Predict", "tensorflow.serving.PredictRequest"),
+    ("/inference.GRPCInferenceService/ModelInfer", "inference.ModelInferRequest"),
+])
+def test_bytes_that_are_no_request_message_are_invalid_argument_naming_the_decode_error(served, method, message):
+    # Raw bytes: field 1 announced as 100 bytes long, then the message ends.
+    call = served[2].unary_unary(method)
+    with pytest.raises(grpc.RpcError) as raised:
+        call(b"\x0a\x64truncated", timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith(f"The request is not a valid {message} message (")
+
+
 def test_an_unknown_grpc_dtype_number_is_invalid_argument(stub):
     code, details = grpc_status(stub, grpc_request(images=raw_tensor(999, [1], float_val=[0.5])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -370,7 +385,7 @@ REST_FIELDS = [("signature_name",), ("instances",), ("instances", 0), ("instance
 @given(field=st.sampled_from(V2_FIELDS), value=JSON_VALUES | SHAPES,
        route=st.sampled_from(["tiny", "tiny-explainer"]))
 def test_property_v2_json_never_500(served, sessions, field, value, route):
-    url, _ = served
+    url, _, _ = served
     body = _replace(v2_explain(), field, value)
     status, answer = call(f"{url}/v2/models/{route}/infer", body)
     assert status < 500, answer
@@ -383,7 +398,7 @@ def test_property_v2_json_never_500(served, sessions, field, value, route):
        size=SIZES | JSON_VALUES, shape=SHAPES, datatype=st.sampled_from(["FP32", "INT32", "BYTES", "fp32"]),
        binary=st.binary(max_size=64) | st.just(IMAGE.tobytes()))
 def test_property_v2_binary_never_500(served, header_length, size, shape, datatype, binary):
-    url, _ = served
+    url, _, _ = served
     header = json.dumps({"inputs": [{"name": "images", "shape": shape, "datatype": datatype,
                                      "parameters": {"binary_data_size": size}}]}).encode()
     headers = {"Inference-Header-Content-Length": header_length.encode("utf-8").decode("latin-1")}
@@ -394,7 +409,7 @@ def test_property_v2_binary_never_500(served, header_length, size, shape, dataty
 @HYPOTHESIS
 @given(field=st.sampled_from(REST_FIELDS), value=JSON_VALUES | SHAPES, verb=st.sampled_from(["predict", "explain"]))
 def test_property_tf_serving_rest_never_500(served, field, value, verb):
-    url, _ = served
+    url, _, _ = served
     body = {"signature_name": "explain", "instances": [{"images": IMAGE[0].tolist(), "targets": 1, "steps": 5}]}
     status, answer = call(f"{url}/v1/models/tiny:{verb}", _replace(body, field, value))
     assert status < 500, answer
@@ -413,7 +428,7 @@ def test_property_tf_serving_rest_never_500(served, field, value, verb):
        name=st.sampled_from(["images", "targets", "steps", "rho", "other"]),
        signature=st.sampled_from(["", "explain"]))
 def test_property_grpc_tensor_proto_never_internal(served, dtype, dims, unknown_rank, values, name, signature):
-    _, stub = served
+    _, stub, _ = served
     proto = raw_tensor(dtype, dims, **values)
     proto.tensor_shape.unknown_rank = unknown_rank
     tensors = {"images": tf.make_tensor_proto(IMAGE), "targets": tf.make_tensor_proto(np.array([1], np.int32))}
@@ -425,4 +440,18 @@ def test_property_grpc_tensor_proto_never_internal(served, dtype, dims, unknown_
 
 def test_valid_requests_are_answered_after_the_generated_ones(served, sessions):
     """Runs after the property-based tests in this module (pytest keeps the file's order)."""
-    assert_predicts(*served, sessions)
+    assert_predicts(*served[:2], sessions)
+
+
+def test_a_compressed_body_is_refused_naming_its_encoding(url):
+    body = gzip.compress(json.dumps({"instances": IMAGE.tolist()}).encode())
+    status, answer = call(f"{url}/v1/models/tiny:predict", body, headers={"Content-Encoding": "gzip"})
+    assert status == 415 and "Received: Content-Encoding 'gzip'" in answer["error"]
+
+
+def test_a_v2_tensor_with_json_data_and_binary_bytes_is_refused(url):
+    raw = IMAGE.astype("<f4").tobytes()
+    header = json.dumps({"inputs": [{**V2_IMAGES, "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    status, answer = call(f"{url}/v2/models/tiny/infer", header + raw,
+                          headers={"Inference-Header-Content-Length": str(len(header))})
+    assert status == 400 and "a tensor's values come once, as JSON data or binary_data_size" in answer["error"]

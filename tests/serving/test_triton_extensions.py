@@ -160,3 +160,15 @@ def test_grpc_errors_carry_status_codes(served):
     with pytest.raises(InferenceServerException, match="need the model's name") as error:
         client.get_inference_statistics("", "1")
     assert error.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_tritonclient_reads_the_repository_index_over_http_and_grpc(served):
+    url, http, client = served
+    for reader in (http, client):
+        index = reader.get_model_repository_index()
+        entries = index if isinstance(index, list) else json_format.MessageToDict(index)["models"]
+        assert [(e["name"], e["version"], e["state"]) for e in entries] == [
+            ("tiny", "1", "READY"), ("tiny-explainer", "1", "READY")], type(reader)
+    assert call(f"{url}/v2/repository/index", {"ready": True})[1][0]["state"] == "READY"
+    status, answer = call(f"{url}/v2/repository/index", {"ready": "yes"})
+    assert status == 400 and "Received: {'ready': 'yes'}" in answer["error"]
