@@ -86,6 +86,25 @@ def key_of(network, learning_rate, variant):
 BROKEN_CE = 10.0
 
 
+VARIANT_TITLES = {"default": "bounded", "paper_psi": "paper's ψ", "standard": "standard"}
+
+
+def _variant_sentence(what, chosen, steps):
+    """How the runs `chosen` ended: finite through all steps, stopped on a non-finite step, or broken."""
+    stopped = [f"{run['network']} at lr {run['learning_rate']:g}" for run in chosen if run["failure"]]
+    broken = [f"{run['network']} at lr {run['learning_rate']:g}" for run in chosen
+              if not run["failure"] and run["ce_last"] > BROKEN_CE]
+    finite = [run for run in chosen
+              if not run["failure"] and run["weights_finite"] and math.isfinite(run["psi_final"])]
+    parts = [f"{what}, {len(finite)} of {len(chosen)} runs took all {steps} steps with finite losses, weights and ψ"]
+    if stopped:
+        parts.append(f"{', '.join(stopped)} stopped on a non-finite step (the guard stopped it; nothing non-finite "
+                     "was applied or saved)")
+    if broken:
+        parts.append(f"{', '.join(broken)} ended with a cross-entropy above {BROKEN_CE:g}")
+    return "; ".join(parts) + "."
+
+
 def outcome(run):
     """A run's end in a few words: its last steps' cross-entropy, or where it stopped."""
     if run is None:
@@ -98,28 +117,21 @@ def outcome(run):
 def stability_markdown(results):
     """The table of docs/method.md §3a and the sentences on it, from a `--json` record."""
     runs = results["runs"]
-    lrs = sorted({run["learning_rate"] for run in runs.values() if run["variant"] == "default"})
+    lrs = {variant: sorted({run["learning_rate"] for run in runs.values() if run["variant"] == variant})
+           for variant in VARIANTS}
     networks = list(dict.fromkeys(run["network"] for run in runs.values()))
     get = lambda network, lr, variant: runs.get(key_of(network, lr, variant))  # noqa: E731
-    header = ["network", "input", "first ratio", *(f"bounded, lr {lr:g}" for lr in lrs),
-              f"paper's ψ, lr {lrs[0]:g}", f"standard, lr {lrs[0]:g}"]
+    columns = [(variant, lr) for variant in VARIANTS for lr in lrs[variant]]
+    header = ["network", "input", "first ratio", *(f"{VARIANT_TITLES[v]}, lr {lr:g}" for v, lr in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for network in networks:
-        first = get(network, lrs[0], "default")
+        first = get(network, lrs["default"][0], "default")
         ratio = "–" if first is None else f"{first['first_gradient_ratio']:.3g}"
         size = "–" if first is None else f"{first['input_size']}²"
-        cells = [outcome(get(network, lr, "default")) for lr in lrs]
-        lines.append(f"| {network} | {size} | {ratio} | " + " | ".join(cells) + f" | "
-                     f"{outcome(get(network, lrs[0], 'paper_psi'))} | {outcome(get(network, lrs[0], 'standard'))} |")
+        cells = [outcome(get(network, lr, variant)) for variant, lr in columns]
+        lines.append(f"| {network} | {size} | {ratio} | " + " | ".join(cells) + " |")
     bounded = [run for run in runs.values() if run["variant"] == "default"]
-    finite = [run for run in bounded if not run["failure"] and run["weights_finite"] and math.isfinite(run["psi_final"])]
-    broken = sorted({run["network"] for run in bounded if run["failure"] or run["ce_last"] > BROKEN_CE})
-    paper = [run for run in runs.values() if run["variant"] == "paper_psi"]
-    paper_broken = sorted(run["network"] for run in paper if run["failure"] or run["ce_last"] > BROKEN_CE)
-    sentences = [
-        f"With the bound, {len(finite)} of {len(bounded)} runs took all {results['steps']} steps with finite "
-        f"losses, weights and ψ" + (f"; {', '.join(broken)} ended with a cross-entropy above {BROKEN_CE:g}."
-                                    if broken else f", none ending with a cross-entropy above {BROKEN_CE:g}.")]
+    sentences = [_variant_sentence("With the bound", bounded, results["steps"])]
     ratios = {run["network"]: run["first_gradient_ratio"] for run in bounded}
     ours = {n: r for n, r in ratios.items() if n in RESNETS}
     theirs = [r for n, r in ratios.items() if n not in RESNETS and r > 0]
@@ -129,9 +141,10 @@ def stability_markdown(results):
                          "normalisation layers"
                          + (f", and {' and '.join(f'{r:.2g}' for r in ours.values())} for "
                             f"{' and '.join(ours)}." if ours else "."))
-    if paper:
-        sentences.append(f"With the paper's ψ unbounded, {len(paper_broken)} of {len(paper)} stopped on a non-finite "
-                         f"step or ended above {BROKEN_CE:g}: {', '.join(paper_broken) or 'none'}.")
+    for variant, what in (("paper_psi", "With the paper's ψ unbounded"), ("standard", "Trained standard")):
+        chosen = [run for run in runs.values() if run["variant"] == variant]
+        if chosen:
+            sentences.append(_variant_sentence(what, chosen, results["steps"]))
     caption = (f"`{results['command']}`: {results['steps']} robust steps of batches of {results['batch_size']} "
                f"JPEG CIFAR-10 training images, SGD with momentum 0.9, weight decay 1e-4; "
                f"\"CE\" is the mean cross-entropy of the last {LAST_STEPS} steps (chance: 2.30); {results['machine']}.")
