@@ -4,6 +4,8 @@ bytes in flight, and the cancellation of timed-out onnxruntime runs."""
 import asyncio
 import collections
 import concurrent.futures
+import ctypes
+import ctypes.util
 import contextlib
 import contextvars
 import dataclasses
@@ -309,12 +311,14 @@ class InflightBytes:
         self._limits = limits
         self._bytes = 0
         self._by_client = collections.Counter()
+        self._peak = 0  # the most bytes held since the server last returned freed memory
 
     @contextlib.contextmanager
     def counter(self, request, client=None):
-        """Yields `add(size)`, which counts `size` more bytes of `request`, from `client`; they are
-        released when the block ends."""
+        """Yields `add(size)`, which counts `size` more bytes of `request` (a Starlette request, or a
+        description of one), from `client`; they are released when the block ends."""
         held = 0
+        where = request if isinstance(request, str) else received(request)
 
         def add(size):
             nonlocal held
@@ -322,17 +326,18 @@ class InflightBytes:
                 raise ServingError(
                     503, f"The server holds {self._bytes} request bytes received or being parsed, and this "
                          f"request's would pass max_inflight_bytes={self._limits.max_inflight_bytes}; retry "
-                         f"later. Received: {received(request)} with {held + size} body bytes so far"
+                         f"later. Received: {where} with {held + size} bytes so far"
                 )
             if self._by_client[client] + size > self._limits.max_client_inflight_bytes:
                 raise ServingError(
                     503, f"This client's requests hold {self._by_client[client]} bytes received or being parsed, "
                          f"and this one's would pass max_client_inflight_bytes="
                          f"{self._limits.max_client_inflight_bytes}; send them one after another. Received: "
-                         f"{received(request)} from {client} with {held + size} body bytes so far"
+                         f"{where} from {client} with {held + size} bytes so far"
                 )
             self._bytes += size
             self._by_client[client] += size
+            self._peak = max(self._peak, self._bytes)
             held += size
 
         try:
@@ -342,6 +347,23 @@ class InflightBytes:
             self._by_client[client] -= held
             if not self._by_client[client]:
                 del self._by_client[client]
+            if not self._bytes and self._peak >= TRIM_AFTER_BYTES:
+                self._peak = 0
+                release_freed_memory()
+
+
+# After a burst of at least this many request bytes, once none is held, freed memory goes back to the
+# system: glibc keeps large freed blocks in its arenas, so a burst of large requests left the
+# process gigabytes larger for good.
+TRIM_AFTER_BYTES = 16 * 2**20
+
+
+def release_freed_memory():
+    """Returns the C heap's free memory to the system (glibc's `malloc_trim`); nothing elsewhere."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 class Cancellation:

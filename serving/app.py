@@ -86,7 +86,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
     app = FastAPI(title="keras-robust serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     document = openapi_document([plane.models[name].card for name in sorted(plane.models)])
     app.add_api_route("/openapi.json", lambda: JSONResponse(document), methods=["GET"])
-    bodies = Bodies(limits)
+    bodies = Bodies(limits, plane.inflight)
     add_rest_routes(app, plane, bodies)
     add_triton_routes(app, plane)  # first: /v2/models/stats is not the metadata of a model "stats"
     add_v2_routes(app, plane, bodies)

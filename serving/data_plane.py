@@ -18,7 +18,7 @@ and every other request with it.
 import asyncio
 import dataclasses
 
-from keras_robust.serving.admission import Gate
+from keras_robust.serving.admission import Gate, InflightBytes
 from keras_robust.serving.batching import PredictBatcher
 from keras_robust.serving.errors import unknown_model
 from keras_robust.serving.inputs import check_work, convert_columns
@@ -75,6 +75,8 @@ class DataPlane:
         self.models = models
         self.limits = limits
         self.client_header = client_header
+        # Request bytes received and not yet answered, HTTP bodies and gRPC messages alike.
+        self.inflight = InflightBytes(limits)
         self.statistics = Statistics()
         self._gate = Gate(limits)
         self._batcher = PredictBatcher(

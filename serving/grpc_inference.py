@@ -75,7 +75,7 @@ def add_to_server(server, plane):
     for name in InferenceService.RPCS:
         method = _DESCRIPTOR.methods_by_name[name]
         handlers[name] = unary_handler(getattr(service, name), message_factory.GetMessageClass(method.input_type),
-                                       message_factory.GetMessageClass(method.output_type), name)
+                                       message_factory.GetMessageClass(method.output_type), name, plane)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 

@@ -13,6 +13,7 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
+from keras_robust.serving.clients import grpc_client
 from keras_robust.serving.errors import ServingError
 from keras_robust.serving.ports import port_in_use
 
@@ -36,7 +37,10 @@ async def start_grpc_server(port, host, plane):
     # gRPC's default SO_REUSEPORT would let a second server share a port in use
     # and take about half of its new connections.
     options = [("grpc.max_receive_message_length", plane.limits.max_request_bytes), ("grpc.so_reuseport", 0)]
-    server = grpc.aio.server(options=options)
+    # Calls past what the gate could hold are refused (RESOURCE_EXHAUSTED) before their messages are
+    # read, so a burst of large messages cannot pile up in gRPC's buffers.
+    capacity = plane.limits.max_concurrent + plane.limits.max_queue
+    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=capacity)
     for service in SERVICES:
         importlib.import_module(service).add_to_server(server, plane)
     try:
@@ -47,19 +51,24 @@ async def start_grpc_server(port, host, plane):
     return server, bound
 
 
-def unary_handler(call, request_class, response_class, method):
-    """A unary RPC handler of `call(request, context)` that parses the request itself, so that bytes
-    that are no `request_class` message answer INVALID_ARGUMENT naming the decode error (gRPC's own
-    parsing would answer UNKNOWN), and whose errors become status codes as in `answer`."""
+def unary_handler(call, request_class, response_class, method, plane):
+    """A unary RPC handler of `call(request, context)` over `plane` (a `DataPlane`) that counts the
+    message's bytes in flight with the HTTP bodies' (`max_inflight_bytes`, `max_client_inflight_bytes`)
+    until it is answered, and parses the request itself, so that bytes that are no `request_class`
+    message answer INVALID_ARGUMENT naming the decode error (gRPC's own parsing would answer UNKNOWN).
+    Errors become status codes as in `answer`."""
 
     async def handler(raw, context):
         async def parsed_call():
-            try:
-                request = request_class.FromString(raw)
-            except DecodeError as error:
-                raise ServingError(400, f"The request is not a valid {request_class.DESCRIPTOR.full_name} "
-                                        f"message ({error}). Received: {len(raw)} bytes") from None
-            return await call(request, context)
+            client = grpc_client(context, plane.client_header)
+            with plane.inflight.counter(f"a gRPC {method} message", client) as count:
+                count(len(raw))
+                try:
+                    request = request_class.FromString(raw)
+                except DecodeError as error:
+                    raise ServingError(400, f"The request is not a valid {request_class.DESCRIPTOR.full_name} "
+                                            f"message ({error}). Received: {len(raw)} bytes") from None
+                return await call(request, context)
 
         return await answer(context, parsed_call, method)
 

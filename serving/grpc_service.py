@@ -50,9 +50,10 @@ def add_to_server(server, plane):
     service = PredictionService(plane)
     handlers = {
         "Predict": unary_handler(service.predict, predict_pb2.PredictRequest, predict_pb2.PredictResponse,
-                                 "Predict"),
+                                 "Predict", plane),
         "GetModelMetadata": unary_handler(service.metadata, get_model_metadata_pb2.GetModelMetadataRequest,
-                                          get_model_metadata_pb2.GetModelMetadataResponse, "GetModelMetadata"),
+                                          get_model_metadata_pb2.GetModelMetadataResponse, "GetModelMetadata",
+                                          plane),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 

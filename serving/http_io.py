@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from keras_robust.serving.admission import InflightBytes
 from keras_robust.serving.errors import ServingError, bad_request, received
 from keras_robust.serving.inputs import parse_decimal
 
@@ -23,9 +22,9 @@ class Bodies:
     most `max_inflight_bytes` received and not yet answered at once, `max_client_inflight_bytes`
     of them one client's (503)."""
 
-    def __init__(self, limits):
+    def __init__(self, limits, inflight):
         self._limits = limits
-        self._inflight = InflightBytes(limits)
+        self._inflight = inflight
 
     @contextlib.asynccontextmanager
     async def read(self, request, client=None):

@@ -455,3 +455,34 @@ def test_a_v2_tensor_with_json_data_and_binary_bytes_is_refused(url):
     status, answer = call(f"{url}/v2/models/tiny/infer", header + raw,
                           headers={"Inference-Header-Content-Length": str(len(header))})
     assert status == 400 and "a tensor's values come once, as JSON data or binary_data_size" in answer["error"]
+
+
+def test_grpc_messages_count_toward_the_bytes_in_flight_with_http_bodies(tiny_export):
+    limits = Limits(max_request_bytes=400_000, max_inflight_bytes=800_000, body_start_timeout_s=5.0)
+    app = create_app(str(tiny_export[0]), limits=limits, grpc_port=0)
+    with running_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        # Two clients' uploads hold 399,000 bytes each of the 800,000 in flight.
+        for source in (FLOODER, "127.0.0.3"):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+            connection.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: "
+                               b"400000\r\n\r\n{" + b" " * 398_999)
+            stalled.append(connection)
+        try:
+            time.sleep(0.3)
+            with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.Predict(grpc_request(images=tf.make_tensor_proto(IMAGE)), timeout=30)
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "max_inflight_bytes=800000" in raised.value.details()
+                assert "a gRPC Predict message" in raised.value.details()
+                for connection in stalled:
+                    connection.close()
+                time.sleep(0.5)  # their bytes are released with their connections
+                response = stub.Predict(grpc_request(images=tf.make_tensor_proto(IMAGE)), timeout=30)
+                assert list(response.outputs) and "logits" in response.outputs
+        finally:
+            for connection in stalled:
+                connection.close()
