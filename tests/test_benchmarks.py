@@ -390,3 +390,12 @@ def test_the_backbone_stability_table_in_the_method_page_is_the_recorded_run():
     section = text.split("<!-- backbone_stability:begin -->\n", 1)[1].split("\n<!-- backbone_stability:end -->")[0]
     assert section == module.stability_markdown(record)
     assert len(record["runs"]) >= 2  # the bounded runs at both learning rates, at least
+
+
+def test_the_server_fairness_table_in_the_reliability_page_is_the_recorded_run():
+    module = _benchmark_module("server_fairness")
+    record = json.loads((REPO_ROOT / "docs" / "figures" / "server_fairness.json").read_text())
+    text = (REPO_ROOT / "docs" / "reliability.md").read_text()
+    section = text.split(module.BEGIN)[1].split(module.END)[0].strip()
+    assert section == module.report_markdown(record)
+    assert [row["attack"] for row in record["rows"]][0] == "none" and len(record["rows"]) == 6
