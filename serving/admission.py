@@ -366,11 +366,22 @@ def release_freed_memory():
         pass  # not glibc
 
 
+class Cancelled(Exception):
+    """Work stopped because its request is past its deadline (already answered 504)."""
+
+
 class Cancellation:
-    """Lets the event loop stop a worker's onnxruntime run (`RunOptions.terminate`)."""
+    """Lets the event loop stop a worker's work: an onnxruntime run (`RunOptions.terminate`), or
+    Python work that calls `stop_if_cancelled` as it goes (decoding images)."""
 
     def __init__(self):
         self.run_options = onnxruntime.RunOptions()
+        self.cancelled = False
 
     def cancel(self):
+        self.cancelled = True
         self.run_options.terminate = True
+
+    def stop_if_cancelled(self):
+        if self.cancelled:
+            raise Cancelled()

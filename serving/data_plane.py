@@ -122,7 +122,9 @@ class DataPlane:
         timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         card = backend.card
-        request, inputs = await self._gate.run(lambda _: self._check(card, decode()), deadline, client)
+        request, inputs = await self._gate.run(
+            lambda cancellation: self._check(card, decode(), cancellation), deadline, client
+        )
         if request.signature == "serving_default":
             outputs = await self._batcher.predict(backend, inputs["images"], deadline, client)
         else:
@@ -136,9 +138,10 @@ class DataPlane:
         )
         return await self._gate.run(lambda _: encode(response), deadline, client)
 
-    def _check(self, card, request):
-        """`(request, {input name: np.ndarray})`: the request's inputs, checked and converted."""
-        inputs = convert_columns(request.inputs, card, self.limits)
+    def _check(self, card, request, cancellation):
+        """`(request, {input name: np.ndarray})`: the request's inputs, checked and converted, stopping
+        between values once the request is past its deadline."""
+        inputs = convert_columns(request.inputs, card, self.limits, cancellation.stop_if_cancelled)
         if "steps" in inputs:
             check_work(inputs["steps"], self.limits)
         return request, inputs

@@ -41,9 +41,10 @@ MAX_TENSOR_RANK = 8
 MAX_DIGITS = 18
 
 
-def convert_columns(columns, card, limits):
+def convert_columns(columns, card, limits, stop_if_cancelled=None):
     """Validates each column, `{name: [(where, value), ...]}`, into the array the
-    backends take, `{name: np.ndarray}` in the columns' order."""
+    backends take, `{name: np.ndarray}` in the columns' order. `stop_if_cancelled()`
+    runs before each value, so that decoding images stops at the request's deadline."""
     shape = tuple(card["input"]["shape"][1:])
     names = {name: i for i, name in enumerate(card["class_names"])}
     cap = min(limits.max_steps, card["explain_defaults"]["max_steps"])
@@ -53,10 +54,13 @@ def convert_columns(columns, card, limits):
         "rho": _rho,
         "steps": lambda where, value: _steps(where, value, cap),
     }
-    return {
-        name: np.stack([converters[name](where, value) for where, value in column])
-        for name, column in columns.items()
-    }
+    def convert(name, where, value):
+        if stop_if_cancelled is not None:
+            stop_if_cancelled()
+        return converters[name](where, value)
+
+    return {name: np.stack([convert(name, where, value) for where, value in column])
+            for name, column in columns.items()}
 
 
 def parse_decimal(text):

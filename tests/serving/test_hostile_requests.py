@@ -486,3 +486,29 @@ def test_grpc_messages_count_toward_the_bytes_in_flight_with_http_bodies(tiny_ex
         finally:
             for connection in stalled:
                 connection.close()
+
+
+def _flat_png(size=4096, depth=16):
+    """A flat 16-bit grey PNG of `size`² pixels: a few kilobytes that take a while to decode and resize."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(np.full((size, size), 30000, np.uint16)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_decoding_stops_at_the_deadline_and_frees_its_worker(tiny_export):
+    limits = Limits(timeout_s=1.0, max_concurrent=1)
+    with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
+        images = [{"b64": _flat_png()}] * 24
+        decode_one = time.monotonic()
+        status, _ = call(f"{url}/v1/models/tiny:predict", {"instances": [{"b64": _flat_png()}]})
+        decode_one = time.monotonic() - decode_one
+        assert status == 200
+        status, answer = call(f"{url}/v1/models/tiny:predict", {"instances": images})
+        assert status == 504, answer
+        answered = time.monotonic()
+        # The one worker is free within about one image's decoding, not after all 24 of them.
+        status, _ = call(f"{url}/v1/models/tiny:predict", {"instances": IMAGE.tolist()})
+        assert status == 200
+        assert time.monotonic() - answered < 2 * decode_one + 1.0, (time.monotonic() - answered, decode_one)
+        # Without stopping, the other 22 or so images would keep it longer than that bound.
+        assert 22 * decode_one > 2 * decode_one + 1.0, decode_one
