@@ -399,3 +399,19 @@ def test_the_server_fairness_table_in_the_reliability_page_is_the_recorded_run()
     section = text.split(module.BEGIN)[1].split(module.END)[0].strip()
     assert section == module.report_markdown(record)
     assert [row["attack"] for row in record["rows"]][0] == "none" and len(record["rows"]) == 6
+
+
+def test_the_readme_says_which_backbones_train_at_which_rate_as_the_stability_run_found():
+    module = _benchmark_module("backbone_stability")
+    runs = json.loads((REPO_ROOT / "docs" / "figures" / "backbone_stability.json").read_text())["runs"]
+    readme = (REPO_ROOT / "README.md").read_text()
+    backbones = [run for run in runs.values() if run["variant"] == "default" and run["network"] not in module.RESNETS]
+
+    def names(lr, test):
+        return sorted(run["network"] for run in backbones if run["learning_rate"] == lr and test(run))
+
+    assert len(names(0.01, lambda run: True)) == 14 and names(0.01, lambda run: run["failure"]) == []
+    assert names(0.1, lambda run: run["failure"]) == ["ConvNeXtTiny"]
+    assert names(0.1, lambda run: not run["failure"] and run["ce_last"] > module.BROKEN_CE) == ["InceptionV3"]
+    sentence = " ".join(readme.split("all fourteen train finitely at lr 0.01; at lr 0.1 all but ")[1].split()[:1])
+    assert sentence == "ConvNeXtTiny," and "and InceptionV3 ends far above chance there" in " ".join(readme.split())
