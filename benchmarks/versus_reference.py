@@ -183,7 +183,8 @@ def _pair(name, ours_command, reference_command, repeats):
     sides = [("ours", ours_command)] + ([("reference", reference_command)] if reference_command else [])
     for _ in range(repeats):
         for side, command in sides:
-            images_per_s, others = _images_per_s(command, f"{name}, {side}")
+            # Without the reference there is no ratio for a busy machine to skew.
+            images_per_s, others = _images_per_s(command, f"{name}, {side}", quiet=reference_command is not None)
             row[f"{side}_runs"].append(images_per_s)
             row["others_cores"] = max(row["others_cores"], others or 0.0)
     row["ours"] = statistics.median(row["ours_runs"])
@@ -195,12 +196,12 @@ def _pair(name, ours_command, reference_command, repeats):
     return row
 
 
-def _images_per_s(command, name):
-    """The command's images/s and the cores other processes kept busy meanwhile; a run during which they
-    kept more than `QUIET_LIMIT_CORES` busy is run again, up to `ATTEMPTS` times in all."""
+def _images_per_s(command, name, quiet=True):
+    """The command's images/s and the cores other processes kept busy meanwhile; with `quiet`, a run during
+    which they kept more than `QUIET_LIMIT_CORES` busy is run again, up to `ATTEMPTS` times in all."""
     for _ in range(ATTEMPTS):
         images_per_s, others = run_once(command)
-        if others is None or others <= QUIET_LIMIT_CORES:
+        if not quiet or others is None or others <= QUIET_LIMIT_CORES:
             return images_per_s, others
         print(f"{name}: other processes kept {others:.2f} cores busy meanwhile; running it again", flush=True)
     raise RuntimeError(f"the machine is not quiet: other processes kept {others:.2f} cores busy while {name} "

@@ -125,6 +125,15 @@ def call_announcing(url, length):
         connection.close()
 
 
+def read_answer(connection):
+    """`(status, JSON body)` a server wrote on a raw socket before closing it, read to the end."""
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 def run_onnx(session, **feeds):
     """`{output name: array}` of one onnxruntime run."""
     names = [output.name for output in session.get_outputs()]

@@ -1,6 +1,5 @@
 """Connection limits: silent, trickling and surplus connections are closed, not piled up."""
 
-import json
 import os
 import resource
 import socket
@@ -12,7 +11,7 @@ import pytest
 
 from keras_robust.serving import Limits, create_app
 from keras_robust.serving.connections import check_descriptor_limit
-from tests.helpers import TEST_LIMITS, call, free_port, running_server
+from tests.helpers import TEST_LIMITS, call, free_port, read_answer, running_server
 from tests.serving.fairness_clients import FLOODER, VICTIM, post, predict_body
 
 HEAD_TIMEOUT_S = 0.5
@@ -32,20 +31,12 @@ def connect(port, source=FLOODER):
     return client
 
 
-def answer_of(client):
-    """`(status, JSON error)` the server wrote before closing, reading to the end."""
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)["error"]
-
-
 def test_a_silent_connection_is_answered_408_and_closed(server):
     _, port = server
     with connect(port) as client:
         started = time.monotonic()
-        status, error = answer_of(client)
+        status, answer = read_answer(client)
+        error = answer["error"]
     assert status == 408 and f"header_timeout_s={HEAD_TIMEOUT_S:g}" in error
     assert HEAD_TIMEOUT_S * 0.8 <= time.monotonic() - started < HEAD_TIMEOUT_S + 5
 
@@ -61,7 +52,7 @@ def test_a_trickling_request_head_is_closed_at_the_timeout_too(server):
                 client.sendall(bytes([byte]))
             except OSError:
                 break  # closed under us: the point
-        status, _ = answer_of(client)
+        status, _ = read_answer(client)
     assert status == 408 and time.monotonic() - started < HEAD_TIMEOUT_S + 5
 
 
@@ -83,7 +74,8 @@ def test_a_clients_surplus_connections_are_refused_and_another_client_is_served(
     try:
         time.sleep(0.1)
         with connect(port) as surplus:
-            status, error = answer_of(surplus)
+            status, answer = read_answer(surplus)
+        error = answer["error"]
         assert status == 503 and "max_client_connections=8" in error and FLOODER in error
         status, _, _ = post(port, "/v1/models/tiny:predict", predict_body(tuple(tiny_export[2].input_shape[1:])),
                             VICTIM)

@@ -28,7 +28,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from keras_robust.serving import Limits, create_app
-from tests.helpers import TEST_LIMITS, call, run_onnx, running_server
+from tests.helpers import TEST_LIMITS, call, read_answer, run_onnx, running_server
 from tests.serving.fairness_clients import FLOODER, VICTIM, post
 
 IMAGE = np.full((1, 32, 32, 3), 0.5, np.float32)
@@ -99,12 +99,13 @@ def announce(url, length):
     return connection
 
 
-def read_answer(connection):
-    answer = b""
-    while chunk := connection.recv(65536):
-        answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+def stalled_upload(port, source, length, sent):
+    """A connection from `source` announcing a `length`-byte predict body, sending `sent` bytes of it, then
+    nothing."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    connection.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n{"
+                       % length + b" " * (sent - 1))
+    return connection
 
 
 def assert_predicts(url, stub, sessions):
@@ -146,12 +147,7 @@ def test_one_clients_stalled_uploads_hold_only_its_share_and_only_until_they_sta
     limits = Limits(max_request_bytes=100_000, max_inflight_bytes=200_000, body_start_timeout_s=1.0)
     with running_server(create_app(str(tiny_export[0]), limits=limits)) as url:
         port = int(url.rsplit(":", 1)[1])
-        stalled = []
-        for _ in range(2):
-            connection = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(FLOODER, 0))
-            connection.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: "
-                               b"100000\r\n\r\n{" + b" " * 98_999)
-            stalled.append(connection)
+        stalled = [stalled_upload(port, FLOODER, 100_000, 99_000) for _ in range(2)]
         try:
             time.sleep(0.3)
             status, _, _ = post(port, "/v1/models/tiny:predict", json.dumps({"instances": IMAGE.tolist()}).encode(),
@@ -462,13 +458,8 @@ def test_grpc_messages_count_toward_the_bytes_in_flight_with_http_bodies(tiny_ex
     app = create_app(str(tiny_export[0]), limits=limits, grpc_port=0)
     with running_server(app) as url:
         port = int(url.rsplit(":", 1)[1])
-        stalled = []
         # Two clients' uploads hold 399,000 bytes each of the 800,000 in flight.
-        for source in (FLOODER, "127.0.0.3"):
-            connection = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-            connection.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: test\r\nContent-Length: "
-                               b"400000\r\n\r\n{" + b" " * 398_999)
-            stalled.append(connection)
+        stalled = [stalled_upload(port, source, 400_000, 399_000) for source in (FLOODER, "127.0.0.3")]
         try:
             time.sleep(0.3)
             with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
