@@ -1,13 +1,13 @@
 """The gRPC server: every gRPC protocol's service on one port, in the app's event loop.
 
-Each service is a translator module with `add_to_server(server, plane)`,
-listed in `SERVICES` and imported only when a gRPC port is asked for (TF
-Serving's service imports TensorFlow). A service answers through `answer`, so
+Each service (`grpc_service`: TF Serving's; `grpc_inference`: V2's) is a
+translator module with `add_to_server(server, plane)`, imported only when a
+gRPC port is asked for (TF Serving's service imports TensorFlow). Its RPCs are
+`unary_handler`s, which parse their requests and answer through `answer`, so
 a `ServingError` becomes the status code TF Serving would send
 (`serving.errors.GRPC_STATUS`) and a bug a logged INTERNAL.
 """
 
-import importlib
 import logging
 
 import grpc
@@ -19,11 +19,10 @@ from keras_robust.serving.ports import port_in_use
 
 logger = logging.getLogger("keras_robust.serving")
 
-SERVICES = ("keras_robust.serving.grpc_service", "keras_robust.serving.grpc_inference")
 
 
 async def start_grpc_server(port, host, plane):
-    """Starts every service in `SERVICES` on `host:port` (0: any free port) in this event loop.
+    """Starts TF Serving's and V2's services on `host:port` (0: any free port) in this event loop.
 
     Args:
         port: The port (TF Serving's gRPC port is 8500).
@@ -41,8 +40,12 @@ async def start_grpc_server(port, host, plane):
     # read, so a burst of large messages cannot pile up in gRPC's buffers.
     capacity = plane.limits.max_concurrent + plane.limits.max_queue
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=capacity)
-    for service in SERVICES:
-        importlib.import_module(service).add_to_server(server, plane)
+    # Imported here, not with this module: TF Serving's service imports TensorFlow, which a server
+    # without gRPC never loads, and both services import this module's handlers.
+    from keras_robust.serving import grpc_inference, grpc_service
+
+    for service in (grpc_service, grpc_inference):
+        service.add_to_server(server, plane)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
