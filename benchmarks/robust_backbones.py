@@ -46,7 +46,10 @@ RUNS = ("standard", "robust", "finetune")
 # points below it; a more accurate network meets the second part).
 GOALS = {"robust": (3.0, 10.0), "finetune": (2.0, 5.0)}
 MOMENTUM = 0.9
-ARA_FILE = "ara.npz"
+ARA_FILE = "ara-{steps}.npz"
+# An ARA whose attack fails docs/method.md §4's sanity check (some image not misclassified by step N/2) is
+# run again with twice the steps, up to this many times the --ara-steps asked for.
+ARA_STEP_GROWTH = 4
 # The paper's CIFAR ResNets (`keras_robust.resnet`), depth 6n + 2.
 RESNET = re.compile(r"resnet(\d+)")
 
@@ -305,20 +308,35 @@ def epoch_timer():
 
 
 def evaluate(model, run, test, ara_images, ara_labels, ara_steps):
-    """Clean accuracy on the test split, and attack and BTR ARA, resumable through the run's ARA checkpoint."""
+    """Clean accuracy on the test split, and attack and BTR ARA, resumable through the run's ARA checkpoint;
+    an ARA that fails its sanity check runs again with twice the steps (`ARA_STEP_GROWTH`)."""
     from keras_robust.evaluation.accuracy_robustness import ara
     from keras_robust.method.attacks import AttackSanityError
 
     accuracy = model.evaluate(test.dataset, verbose=0, return_dict=True)["accuracy"]
-    try:
-        scores = ara(model.classifier, ara_images, ara_labels, steps=ara_steps, progress=False,
-                     checkpoint=os.path.join(run.path, ARA_FILE))
-    except AttackSanityError as error:
-        # The trained weights are kept; the ARA's own checkpoint was written for these steps.
-        raise SystemExit(f"robust_backbones: the ARA of {run.path} failed its sanity check ({error}); rerun with "
-                         f"more --ara-steps and another --json, after deleting {os.path.join(run.path, ARA_FILE)}")
+    steps = ara_steps
+    while True:
+        try:
+            scores = ara(model.classifier, ara_images, ara_labels, steps=steps, progress=False,
+                         checkpoint=os.path.join(run.path, ARA_FILE.format(steps=steps)))
+            break
+        except AttackSanityError as error:
+            if steps * 2 > ara_steps * ARA_STEP_GROWTH:
+                # The trained weights are kept, and each ARA's own checkpoint for its steps.
+                raise SystemExit(f"robust_backbones: the ARA of {run.path} failed its sanity check with up to "
+                                 f"{steps} steps ({error}); rerun with more --ara-steps and another --json")
+            print(f"{run.path}: the ARA with {steps} steps failed its sanity check ({error}); "
+                  f"{2 * steps} steps next", flush=True)
+            steps *= 2
     return {"clean_accuracy": float(accuracy), "test_images": test.num_examples, "attack_ara": scores.attack_ara,
-            "btr_ara": scores.btr_ara, "ara_images": len(ara_labels), "ara_clean_accuracy": scores.clean_accuracy}
+            "btr_ara": scores.btr_ara, "ara_images": len(ara_labels), "ara_clean_accuracy": scores.clean_accuracy,
+            "ara_steps_used": steps}
+
+
+def _more_steps(record):
+    """A note on an ARA that took more steps than asked to pass its sanity check."""
+    used = record.get("ara_steps_used")
+    return f" ({used} steps)" if used and used != record["settings"]["ara_steps"] else ""
 
 
 def _ratio(value, standard):
@@ -364,7 +382,8 @@ def report_markdown(results):
                 f"{_times(attack)} / {_times(btr)}", "n/a" if points is None else f"{points:+.1f} points")
             lines.append(f"| {network} | {run_name} | {record['epochs_done']} of {record['epochs']} | "
                          f"{_number(None if accuracy is None else 100 * accuracy, '.2f')} % | "
-                         f"{_number(record.get('attack_ara'), '.5f')} | {_number(record.get('btr_ara'), '.5f')} | "
+                         f"{_number(record.get('attack_ara'), '.5f')}{_more_steps(record)} | "
+                         f"{_number(record.get('btr_ara'), '.5f')} | "
                          f"{relative[0]} | {relative[1]} |")
         sentences.append(goal_sentence(network, runs))
     first = next(iter(runs.values()))

@@ -415,3 +415,28 @@ def test_the_readme_says_which_backbones_train_at_which_rate_as_the_stability_ru
     assert names(0.1, lambda run: not run["failure"] and run["ce_last"] > module.BROKEN_CE) == ["InceptionV3"]
     sentence = " ".join(readme.split("all fourteen train finitely at lr 0.01; at lr 0.1 all but ")[1].split()[:1])
     assert sentence == "ConvNeXtTiny," and "and InceptionV3 ends far above chance there" in " ".join(readme.split())
+
+
+def test_robust_backbones_doubles_the_ara_steps_until_the_sanity_check_passes(monkeypatch, tmp_path):
+    module = _benchmark_module("robust_backbones")
+    from keras_robust.evaluation import accuracy_robustness
+    from keras_robust.method.attacks import AttackSanityError
+
+    tried = []
+
+    def ara(classifier, images, labels, steps, progress, checkpoint):
+        tried.append((steps, os.path.basename(checkpoint)))
+        if steps < 1800:
+            raise AttackSanityError(f"1 of 100 images did not meet the l2min criterion by step {steps // 2}")
+        return types.SimpleNamespace(attack_ara=0.1, btr_ara=0.2, clean_accuracy=0.9)
+
+    monkeypatch.setattr(accuracy_robustness, "ara", ara)
+    model = types.SimpleNamespace(classifier=None, evaluate=lambda *_, **__: {"accuracy": 0.5})
+    test = types.SimpleNamespace(dataset=None, num_examples=10)
+    run = types.SimpleNamespace(path=str(tmp_path))
+    scores = module.evaluate(model, run, test, [0], [0], 450)
+    assert tried == [(450, "ara-450.npz"), (900, "ara-900.npz"), (1800, "ara-1800.npz")]
+    assert scores["ara_steps_used"] == 1800 and scores["attack_ara"] == 0.1
+    tried.clear()
+    with pytest.raises(SystemExit, match="failed its sanity check with up to 1600 steps"):
+        module.evaluate(model, run, test, [0], [0], 400)
