@@ -115,6 +115,8 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
     """Serves `export_dir` with uvicorn until interrupted (TF Serving's REST port, 8501).
 
     `grpc_port` adds TF Serving's gRPC API on that port (TF Serving's is 8500).
+    `client_header` names the header a trusted proxy sets to the client, for
+    fair admission (`create_app`).
     `limits` are `Limits` fields, e.g. `max_steps=500, timeout_s=120`.
     A port in use raises `OSError`, and one port for both `ValueError`, before any model loads.
     """
