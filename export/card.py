@@ -27,7 +27,6 @@ OUTPUT_MEANINGS = {
     "target_is_top": "bool [B]: the target is the top class on x + delta (the network now gives the explained "
                      "answer)",
 }
-MAX_STEPS = MAX_EXPLAIN_STEPS
 
 
 def build_card(name, version, image_shape, class_names, defaults, files, training=None, ara=None, source=None):
@@ -59,7 +58,7 @@ def build_card(name, version, image_shape, class_names, defaults, files, trainin
             "rho": float(defaults["rho"]),
             "steps": int(defaults["steps"]),
             "overshoot": float(defaults["overshoot"]),
-            "max_steps": MAX_STEPS,
+            "max_steps": MAX_EXPLAIN_STEPS,
             "method": "adversarial explanation (docs/method.md §5): bounded targeted attack, "
                       "RMSE(delta) = rho, overshoot fixed at export",
         },

@@ -6,8 +6,7 @@ The SavedModel signatures are traced from these functions; the ONNX graphs
 
 import tensorflow as tf
 
-from keras_robust.common.defaults import MAX_RHO
-from keras_robust.export.card import MAX_STEPS
+from keras_robust.common.defaults import MAX_EXPLAIN_STEPS, MAX_RHO
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_loop
 
@@ -95,7 +94,8 @@ def _assertions(images, targets, rho, steps, num_classes):
         tf.debugging.assert_positive(rho, message="rho must be > 0"),
         tf.debugging.assert_less_equal(rho, MAX_RHO, message=f"rho must be <= {MAX_RHO:g}"),
         tf.debugging.assert_positive(steps, message="steps must be >= 1"),
-        tf.debugging.assert_less_equal(steps, MAX_STEPS, message=f"steps must be <= {MAX_STEPS}"),
+        tf.debugging.assert_less_equal(steps, MAX_EXPLAIN_STEPS,
+                                       message=f"steps must be <= {MAX_EXPLAIN_STEPS}"),
     ]
 
 

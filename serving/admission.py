@@ -275,13 +275,15 @@ class Gate:
             ticket.set_result(None)
 
     def _forget(self, client, ticket):
-        queue = self._waiting.get(client)
-        entries = [entry for entry in queue or () if entry[0] is not ticket]
-        if queue is not None and len(entries) != len(queue):
-            if entries:
-                self._waiting[client] = collections.deque(entries)
-            else:
-                del self._waiting[client]
+        """Takes a ticket that will never run out of its client's queue (`_dispatch` skips it, but a
+        cancelled explanation at the head would hold up its client's next work)."""
+        queue = self._waiting.get(client, ())
+        for entry in queue:
+            if entry[0] is ticket:
+                queue.remove(entry)
+                break
+        if client in self._waiting and not queue:
+            del self._waiting[client]
 
     def _release(self, heavy):
         self._free += 1
@@ -360,10 +362,19 @@ TRIM_AFTER_BYTES = 16 * 2**20
 
 def release_freed_memory():
     """Returns the C heap's free memory to the system (glibc's `malloc_trim`); nothing elsewhere."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, looked up once (`find_library` runs ldconfig: not on every burst, in the event
+    loop), or None off glibc."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass  # not glibc
+        return None
 
 
 class Cancelled(Exception):

@@ -115,12 +115,16 @@ class DataPlane:
         """A context holding one of `client`'s `max_per_client` places, waiting up to `timeout_s` (or the
         shorter `timeout`) for one (503 after). `infer` takes one; an HTTP route takes it before reading the
         body as well, so a waiting request's body is not read yet. Nested, the places are one."""
+        return self._gate.client_admission(client, self._deadline(timeout))
+
+    def _deadline(self, timeout):
+        """The event loop's time by which a request is answered: `timeout_s` from now, or the client's
+        shorter `timeout`."""
         timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
-        return self._gate.client_admission(client, asyncio.get_running_loop().time() + timeout)
+        return asyncio.get_running_loop().time() + timeout
 
     async def _infer(self, backend, decode, encode, timeout, client):
-        timeout = self.limits.timeout_s if timeout is None else min(self.limits.timeout_s, timeout)
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = self._deadline(timeout)
         card = backend.card
         request, inputs = await self._gate.run(
             lambda cancellation: self._check(card, decode(), cancellation), deadline, client

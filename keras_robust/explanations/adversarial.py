@@ -200,9 +200,9 @@ class AdversarialExplainer:
 
     def _check(self, explanation):
         """Raises on any explanation that fell short with the sanity check on; warns of vanishing gradients."""
-        names = np.vectorize(lambda target: self.class_names[target] if self.class_names else str(target),
-                             otypes=[object])(explanation.targets)
         if self.sanity_check and np.any(explanation.outcome != "reached"):
+            names = np.array([[explanation.target_name(i, j) for j in range(explanation.targets.shape[1])]
+                              for i in range(len(explanation.targets))], dtype=object)
             raise ExplanationSanityError(explanation.outcome, names, self.steps)
         for kind in ("held", "vanishing"):
             count = int(np.sum(explanation.outcome == kind))
