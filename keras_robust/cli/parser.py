@@ -138,6 +138,9 @@ def _evaluate_parser(commands):
                           help=f"images attacked at once (default {ARA_BATCH_SIZE})")
     evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
                           help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
+    evaluate.add_argument("--no-sanity-check", action="store_true",
+                          help="count images broken only after half the steps (a possibly loose bound) "
+                               "instead of stopping")
     _add_dataclass_flags(evaluate, TrainingConfig, names=("strategy",))
     _output_options(evaluate, "evaluation")
 

@@ -12,6 +12,7 @@ from keras_robust.common.defaults import ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMEN
 from keras_robust.common.atomic import save_npz_atomically
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.model_calls import predict_logits
+from keras_robust.method.attacks import AttackSanityError, late_examples
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.strategies import agree_on_progress, is_chief
 from keras_robust.data.image_files import check_images
@@ -75,6 +76,10 @@ class AraResult:
         btr_min_rmse: Per-image smallest RMSE that brings p_y to 1/K.
         num_classes: K.
         clean_accuracy: Accuracy on the unperturbed images.
+        attack_late_images: Images whose class first changed after step
+            ⌊N/2⌋ (only with `sanity_check=False`): their m_j, and so the
+            area, may be loose upper bounds.
+        btr_late_images: The same for the BTR criterion.
     """
 
     attack_ara: float
@@ -83,6 +88,8 @@ class AraResult:
     btr_min_rmse: np.ndarray
     num_classes: int
     clean_accuracy: float
+    attack_late_images: int = 0
+    btr_late_images: int = 0
 
     def robust_accuracy(self, eps, mode="attack"):
         """Fraction of images still correct under every perturbation of RMSE ≤ eps.
@@ -108,11 +115,13 @@ class AraResult:
             "clean_accuracy": self.clean_accuracy,
             "num_images": int(self.attack_min_rmse.size),
             "num_classes": self.num_classes,
+            "attack_late_images": self.attack_late_images,
+            "btr_late_images": self.btr_late_images,
         }
 
 
 def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, momentum=ATTACK_MOMENTUM,
-        batch_size=ARA_BATCH_SIZE, progress=True, checkpoint=None, strategy=None):
+        batch_size=ARA_BATCH_SIZE, progress=True, checkpoint=None, strategy=None, sanity_check=True):
     """Attack ARA and BTR ARA of `model` on `images` (docs/method.md §6).
 
     Runs Algorithm 1 (docs/method.md §4) in L2,min and in BTR mode, in inference mode,
@@ -140,6 +149,11 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
             (`keras_robust.method.replicated_attack`); defaults to the active one,
             so `with strategy.scope(): ara(...)` spreads the work. Every
             worker passes the same images and gets the same result.
+        sanity_check: Raise `AttackSanityError` when an image's criterion is
+            first met after step ⌊N/2⌋ (docs/method.md §4). With False such
+            images are counted in `attack_late_images`/`btr_late_images`
+            instead; an image never broken within ρ still raises, since it
+            has no m_j at all.
 
     Returns:
         An `AraResult`.
@@ -157,7 +171,7 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     check_labels(labels, num_classes)
     strategy = strategy or tf.distribute.get_strategy()
     fingerprint = _fingerprint(images, labels, steps, rho, momentum, batch_size)
-    found, correct = _read_checkpoint(checkpoint, fingerprint)
+    found, correct, late = _read_checkpoint(checkpoint, fingerprint)
     done = agree_on_progress(strategy, len(found["l2min"]), checkpoint)
     if not is_chief(strategy):
         checkpoint = None
@@ -166,11 +180,12 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     for start in range(done, len(images), chunk):
         x, y = images[start : start + chunk], labels[start : start + chunk]
         for mode in found:
-            result = attack_on_replicas(model, x, y, settings[mode], strategy=strategy)
+            result = attack_on_replicas(model, x, y, settings[mode], strategy=strategy, sanity_check=sanity_check)
+            late[mode] += _count_late(result, settings[mode])
             found[mode] = np.concatenate([found[mode], result.rmse.astype("float64")])
             if mode == "l2min":
                 correct += int(np.sum(result.first_met_step != 0))
-        _write_checkpoint(checkpoint, fingerprint, found, correct)
+        _write_checkpoint(checkpoint, fingerprint, found, correct, late)
         bar.update(len(x))
     bar.close()
     return AraResult(
@@ -180,7 +195,22 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
         btr_min_rmse=found["btr"],
         num_classes=num_classes,
         clean_accuracy=correct / len(images),
+        attack_late_images=late["l2min"],
+        btr_late_images=late["btr"],
     )
+
+
+def _count_late(result, settings):
+    """Images broken after step ⌊N/2⌋; raises for one never broken, whose m_j is unknown."""
+    first_met = np.asarray(result.first_met_step)
+    never = int(np.sum(first_met < 0))
+    if never:
+        raise AttackSanityError(
+            f"{never} of {first_met.size} images did not meet the {settings.mode} criterion within "
+            f"{settings.steps} steps of rho={settings.rho:g}, so they have no minimal perturbation. "
+            "Increase rho or steps."
+        )
+    return int(np.sum(np.asarray(late_examples(first_met, np.asarray(result.attacked), settings.steps))))
 
 
 def _fingerprint(images, labels, *settings):
@@ -191,15 +221,17 @@ def _fingerprint(images, labels, *settings):
 
 
 def _read_checkpoint(path, fingerprint):
-    """The finished batches' minimal perturbations and correct count, or none."""
+    """The finished batches' minimal perturbations, correct count and late counts, or none."""
     empty = {"l2min": np.zeros(0), "btr": np.zeros(0)}
     if path is None or not os.path.exists(path):
-        return empty, 0
+        return empty, 0, {mode: 0 for mode in empty}
     try:
         with np.load(path) as state:
             saved = str(state["fingerprint"])
             found = {mode: state[mode] for mode in empty}
             correct = int(state["correct"])
+            # A checkpoint from before late counts held only batches that passed the sanity check.
+            late = {mode: int(state[f"late_{mode}"]) if f"late_{mode}" in state.files else 0 for mode in empty}
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"The ARA checkpoint {path} cannot be read ({error}); delete it to start over"
@@ -209,10 +241,11 @@ def _read_checkpoint(path, fingerprint):
             f"The ARA checkpoint {path} was written for other images or settings; "
             "delete it or pass another path"
         )
-    return found, correct
+    return found, correct, late
 
 
-def _write_checkpoint(path, fingerprint, found, correct):
+def _write_checkpoint(path, fingerprint, found, correct, late):
     if path is None:
         return
-    save_npz_atomically(path, fingerprint=fingerprint, correct=correct, **found)
+    save_npz_atomically(path, fingerprint=fingerprint, correct=correct, **found,
+                        **{f"late_{mode}": count for mode, count in late.items()})

@@ -300,13 +300,18 @@ def _compiled(model, settings, report_steps=False):
     return cache[key]
 
 
+def late_examples(first_met_step, attacked, steps):
+    """True for each attacked example whose criterion was first met after step ⌊N/2⌋, or never."""
+    return ((first_met_step < 0) | (first_met_step > steps // 2)) & (attacked > 0)
+
+
 def check_sanity(first_met_step, attacked, steps, mode):
     """Raises unless every attacked example met the criterion by step ⌊N/2⌋ (docs/method.md §4).
 
     In graph mode a failure surfaces as `tf.errors.InvalidArgumentError`.
     """
     limit = steps // 2
-    late = ((first_met_step < 0) | (first_met_step > limit)) & (attacked > 0)
+    late = late_examples(first_met_step, attacked, steps)
     if not tf.executing_eagerly():
         tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(late)),

@@ -108,6 +108,28 @@ def test_evaluate_prints_aras_and_writes_curve(workspace, capsys, tmp_path):
     assert (tmp_path / "ara_curve.png").exists() and (tmp_path / "report.html").exists()
 
 
+def test_evaluate_names_the_sanity_switch_and_reports_late_images(workspace, capsys, tmp_path, monkeypatch):
+    from keras_robust.evaluation import accuracy_robustness
+
+    argv = ("evaluate", workspace / "model.keras", "--data", workspace / "data", "--n-images", "12",
+            "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    code, _, err = run(capsys, *argv, "--rho", "1e-6", "--steps", "4")
+    assert code == 1 and "Increase rho or steps" in err and "rerun with --no-sanity-check" in err
+    real_ara, asked = accuracy_robustness.ara, []
+
+    def late_ara(model, images, labels, **options):
+        asked.append(options["sanity_check"])
+        found = real_ara(model, images, labels, **{**options, "steps": 8})
+        return accuracy_robustness.AraResult(**{**vars(found), "attack_late_images": 2, "btr_late_images": 1})
+
+    monkeypatch.setattr(accuracy_robustness, "ara", late_ara)
+    code, out, err = run(capsys, *argv, "--no-sanity-check")
+    assert code == 0, err
+    assert asked == [False]
+    assert "loose bound: 2 images changed class and 1 fell to 1/K only after step 225" in out
+    assert json.loads((tmp_path / "evaluation.json").read_text())["attack_late_images"] == 2
+
+
 @pytest.mark.slow
 def test_compare_explanations_runs(workspace, capsys, tmp_path):
     code, out, err = run(capsys, "compare-explanations", workspace / "model.keras", "--data",

@@ -184,3 +184,45 @@ def test_ara_refuses_labels_outside_the_classes_before_attacking():
     images = np.full((4, 2, 2, 1), 0.5, "float32")
     with pytest.raises(ValueError, match=r"\[0, 3\) for this 3-class model. Received: labels entry 7"):
         ara(model, images, [0, 1, 7, 2], steps=3, progress=False)
+
+
+def images_at_boundary_distances(rng, distances):
+    """A two-class linear model and images at the given RMSE distances from its boundary (class 0 side)."""
+    direction = rng.normal(size=12)
+    direction -= direction.mean()  # the grey image 0.5 lies on the boundary
+    direction /= np.linalg.norm(direction)
+    model = linear_model(np.stack([direction, -direction], axis=1), np.zeros(2))
+    # An L2 step of a along the unit normal is an RMSE of a / sqrt(12).
+    images = 0.5 + np.sqrt(12) * np.asarray(distances)[:, None] * direction
+    return model, images.reshape(-1, 2, 2, 3).astype("float32"), np.zeros(len(distances), "int32")
+
+
+def test_late_images_are_counted_without_the_sanity_check_and_refused_with_it(rng, tmp_path):
+    # With μ = 0 the attack walks straight along the normal: after k of N steps it has covered
+    # ρ (1 − (N − k)(N − k + 1) / (N (N + 1))), 0.744 ρ at k = N/2 = 20 of 40.
+    rho, steps = 0.1, 40
+    covered_at_half = 1 - (steps - 20) * (steps - 19) / (steps * (steps + 1))
+    distances = rho * np.array([0.3, 0.6, 0.85, 0.95])
+    model, images, labels = images_at_boundary_distances(rng, distances)
+    settings = dict(steps=steps, rho=rho, momentum=0.0, progress=False)
+    with pytest.raises(AttackSanityError, match="2 of 4 images did not meet the l2min criterion by step 20"):
+        ara(model, images, labels, **settings)
+    checkpoint = tmp_path / "ara.npz"
+    result = ara(model, images, labels, sanity_check=False, checkpoint=checkpoint, **settings)
+    late = int(np.sum(distances > covered_at_half * rho))
+    assert late == 2
+    assert result.attack_late_images == late and result.btr_late_images == late
+    assert result.to_dict()["attack_late_images"] == late
+    # Every m_j bounds the true distance from above; the late ones overshoot it by less than one final step.
+    np.testing.assert_array_less(distances * (1 - 1e-4), result.attack_min_rmse)
+    np.testing.assert_allclose(result.attack_min_rmse, distances, rtol=0.05)
+    # A resumed run reads the counts back from the checkpoint without attacking again.
+    resumed = ara(model, images, labels, sanity_check=False, checkpoint=checkpoint, **settings)
+    assert (resumed.attack_late_images, resumed.btr_late_images) == (late, late)
+
+
+def test_an_image_never_broken_has_no_minimal_perturbation_even_without_the_sanity_check(rng):
+    model, images, labels = images_at_boundary_distances(rng, np.array([0.01, 0.2]))
+    with pytest.raises(AttackSanityError, match="1 of 2 images did not meet the l2min criterion within 40 steps "
+                                                "of rho=0.1, so they have no minimal perturbation"):
+        ara(model, images, labels, steps=40, rho=0.1, momentum=0.0, progress=False, sanity_check=False)
