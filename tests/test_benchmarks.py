@@ -426,15 +426,15 @@ def test_robust_backbones_counts_late_images_instead_of_stopping(monkeypatch, tm
     def ara(classifier, images, labels, steps, progress, checkpoint, sanity_check):
         asked.append((steps, os.path.basename(checkpoint), sanity_check))
         return types.SimpleNamespace(attack_ara=0.1, btr_ara=0.2, clean_accuracy=0.9, attack_late_images=1,
-                                     btr_late_images=0)
+                                     btr_late_images=0, attack_unbroken_images=0, btr_unbroken_images=3)
 
     monkeypatch.setattr(accuracy_robustness, "ara", ara)
     model = types.SimpleNamespace(classifier=None, evaluate=lambda *_, **__: {"accuracy": 0.5})
     test = types.SimpleNamespace(dataset=None, num_examples=10)
     scores = module.evaluate(model, types.SimpleNamespace(path=str(tmp_path)), test, [0], [0], 450)
     assert asked == [(450, "ara.npz", False)]
-    assert (scores["attack_late_images"], scores["btr_late_images"]) == (1, 0)
+    assert (scores["attack_late_images"], scores["btr_late_images"], scores["btr_unbroken_images"]) == (1, 0, 3)
     record = {"network": "N", "run": "standard", "epochs": 1, "epochs_done": 1, "settings": {"ara_steps": 450},
               "data": "JPEG", "machine": "m", "test_images": 10, **scores}
     table = module.report_markdown({"runs": {"N standard": record}})
-    assert "| 0.10000 (1 late) | 0.20000 |" in table and "loose upper bound" in table
+    assert "| 0.10000 (1 late) | 0.20000 (3 unbroken) |" in table and "loose upper bound" in table

@@ -265,6 +265,10 @@ def _evaluate(args):
     if result.attack_late_images or result.btr_late_images:
         print(f"loose bound: {result.attack_late_images} images changed class and {result.btr_late_images} fell "
               f"to 1/K only after step {args.steps // 2}; their minimal perturbations may be overestimated")
+    if result.attack_unbroken_images or result.btr_unbroken_images:
+        print(f"unbroken: {result.attack_unbroken_images} images never changed class and "
+              f"{result.btr_unbroken_images} never fell to 1/K within rho={args.rho:g}; they count as correct "
+              "up to the largest perturbation that broke another image")
     return 0
 
 
@@ -345,7 +349,7 @@ def _export_onnx(args):
 def _serve(args):
 
     from keras_robust.serving import serve
-    from keras_robust.serving.admission import Limits
+    from keras_robust.serving.plane.limits import Limits
 
     limits = {field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)}
     serve(args.export_dir, host=args.host, port=args.port, backend=args.backend, device=args.device,

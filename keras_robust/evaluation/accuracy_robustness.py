@@ -12,7 +12,7 @@ from keras_robust.common.defaults import ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMEN
 from keras_robust.common.atomic import save_npz_atomically
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.model_calls import predict_logits
-from keras_robust.method.attacks import AttackSanityError, late_examples
+from keras_robust.method.attacks import late_examples
 from keras_robust.method.replicated_attack import attack_on_replicas
 from keras_robust.common.strategies import agree_on_progress, is_chief
 from keras_robust.data.image_files import check_images
@@ -30,7 +30,8 @@ def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
 
     Args:
         min_rmse: Per-image minimal perturbation sizes m_j (RMSE), 0 for
-            images that fail from the start.
+            images that fail from the start, inf for images the attack never
+            broke (they count as correct at every ε up to the largest finite m_j).
         num_classes: K, so that a random guesser scores 0.
         bins: Number of histogram bins.
 
@@ -38,12 +39,13 @@ def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
         The area, a float.
     """
     min_rmse = np.asarray(min_rmse, dtype="float64")
-    if min_rmse.ndim != 1 or min_rmse.size == 0 or np.any(min_rmse < 0) or not np.all(np.isfinite(min_rmse)):
+    if (min_rmse.ndim != 1 or min_rmse.size == 0 or np.any(np.isnan(min_rmse)) or np.any(min_rmse < 0)
+            or np.all(np.isinf(min_rmse))):
         raise ValueError(
-            "`min_rmse` must be a non-empty 1-D array of finite values >= 0. "
-            f"Received: min_rmse with shape {min_rmse.shape}"
+            "`min_rmse` must be a non-empty 1-D array of values >= 0 (inf for an image never broken), "
+            f"not all inf. Received: min_rmse with shape {min_rmse.shape}"
         )
-    top = min_rmse.max()
+    top = _largest_finite(min_rmse)
     if top == 0:
         return 0.0
     _, accuracy = accuracy_curve(min_rmse, bins)
@@ -53,9 +55,14 @@ def accuracy_robustness_area(min_rmse, num_classes, bins=HISTOGRAM_BINS):
 def accuracy_curve(min_rmse, bins=HISTOGRAM_BINS):
     """acc(ε) = fraction of images with m_j > ε at each bin's upper edge (docs/method.md §6)."""
     min_rmse = np.asarray(min_rmse, dtype="float64")
-    edges = np.linspace(0.0, min_rmse.max(), bins + 1)[1:]
+    edges = np.linspace(0.0, _largest_finite(min_rmse), bins + 1)[1:]
     accuracy = 1.0 - np.searchsorted(np.sort(min_rmse), edges, side="right") / min_rmse.size
     return edges, accuracy
+
+
+def _largest_finite(min_rmse):
+    finite = min_rmse[np.isfinite(min_rmse)]
+    return finite.max() if finite.size else 0.0
 
 
 def evaluation_indices(num_examples, n, seed=ARA_SEED):
@@ -80,6 +87,9 @@ class AraResult:
             ⌊N/2⌋ (only with `sanity_check=False`): their m_j, and so the
             area, may be loose upper bounds.
         btr_late_images: The same for the BTR criterion.
+        attack_unbroken_images, btr_unbroken_images: Images the attack never
+            broke within ρ (only with `sanity_check=False`): their m_j is
+            inf, and they count as correct up to the largest finite m_j.
     """
 
     attack_ara: float
@@ -90,6 +100,14 @@ class AraResult:
     clean_accuracy: float
     attack_late_images: int = 0
     btr_late_images: int = 0
+
+    @property
+    def attack_unbroken_images(self):
+        return int(np.sum(np.isinf(self.attack_min_rmse)))
+
+    @property
+    def btr_unbroken_images(self):
+        return int(np.sum(np.isinf(self.btr_min_rmse)))
 
     def robust_accuracy(self, eps, mode="attack"):
         """Fraction of images still correct under every perturbation of RMSE ≤ eps.
@@ -117,6 +135,8 @@ class AraResult:
             "num_classes": self.num_classes,
             "attack_late_images": self.attack_late_images,
             "btr_late_images": self.btr_late_images,
+            "attack_unbroken_images": self.attack_unbroken_images,
+            "btr_unbroken_images": self.btr_unbroken_images,
         }
 
 
@@ -150,10 +170,9 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
             so `with strategy.scope(): ara(...)` spreads the work. Every
             worker passes the same images and gets the same result.
         sanity_check: Raise `AttackSanityError` when an image's criterion is
-            first met after step ⌊N/2⌋ (docs/method.md §4). With False such
-            images are counted in `attack_late_images`/`btr_late_images`
-            instead; an image never broken within ρ still raises, since it
-            has no m_j at all.
+            first met after step ⌊N/2⌋, or never (docs/method.md §4). With
+            False such images are counted instead: in `attack_late_images`/
+            `btr_late_images`, and, never broken, with m_j = inf.
 
     Returns:
         An `AraResult`.
@@ -181,8 +200,9 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
         x, y = images[start : start + chunk], labels[start : start + chunk]
         for mode in found:
             result = attack_on_replicas(model, x, y, settings[mode], strategy=strategy, sanity_check=sanity_check)
-            late[mode] += _count_late(result, settings[mode])
-            found[mode] = np.concatenate([found[mode], result.rmse.astype("float64")])
+            min_rmse, late_images = _minimal_perturbations(result, settings[mode])
+            late[mode] += late_images
+            found[mode] = np.concatenate([found[mode], min_rmse])
             if mode == "l2min":
                 correct += int(np.sum(result.first_met_step != 0))
         _write_checkpoint(checkpoint, fingerprint, found, correct, late)
@@ -200,17 +220,12 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     )
 
 
-def _count_late(result, settings):
-    """Images broken after step ⌊N/2⌋; raises for one never broken, whose m_j is unknown."""
+def _minimal_perturbations(result, settings):
+    """Each image's m_j, inf for one never broken (its δ would be 0), and how many broke after step ⌊N/2⌋."""
     first_met = np.asarray(result.first_met_step)
-    never = int(np.sum(first_met < 0))
-    if never:
-        raise AttackSanityError(
-            f"{never} of {first_met.size} images did not meet the {settings.mode} criterion within "
-            f"{settings.steps} steps of rho={settings.rho:g}, so they have no minimal perturbation. "
-            "Increase rho or steps."
-        )
-    return int(np.sum(np.asarray(late_examples(first_met, np.asarray(result.attacked), settings.steps))))
+    min_rmse = np.where(first_met < 0, np.inf, np.asarray(result.rmse, dtype="float64"))
+    late = np.asarray(late_examples(first_met, np.asarray(result.attacked), settings.steps)) & (first_met >= 0)
+    return min_rmse, int(np.sum(late))
 
 
 def _fingerprint(images, labels, *settings):

@@ -120,13 +120,17 @@ def test_evaluate_names_the_sanity_switch_and_reports_late_images(workspace, cap
     def late_ara(model, images, labels, **options):
         asked.append(options["sanity_check"])
         found = real_ara(model, images, labels, **{**options, "steps": 8})
-        return accuracy_robustness.AraResult(**{**vars(found), "attack_late_images": 2, "btr_late_images": 1})
+        btr = found.btr_min_rmse.copy()
+        btr[0] = np.inf
+        return accuracy_robustness.AraResult(**{**vars(found), "attack_late_images": 2, "btr_late_images": 1,
+                                                "btr_min_rmse": btr})
 
     monkeypatch.setattr(accuracy_robustness, "ara", late_ara)
     code, out, err = run(capsys, *argv, "--no-sanity-check")
     assert code == 0, err
     assert asked == [False]
     assert "loose bound: 2 images changed class and 1 fell to 1/K only after step 225" in out
+    assert "unbroken: 0 images never changed class and 1 never fell to 1/K within rho=20" in out
     assert json.loads((tmp_path / "evaluation.json").read_text())["attack_late_images"] == 2
 
 

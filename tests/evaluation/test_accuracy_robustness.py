@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_robust import AttackSanityError
 from keras_robust.evaluation.accuracy_robustness import (
+    accuracy_curve,
     accuracy_robustness_area,
     ara,
     evaluation_indices,
@@ -40,7 +41,15 @@ def test_area_hand_worked_case():
     assert accuracy_robustness_area([0.0, 0.0], 10) == 0.0
 
 
-@pytest.mark.parametrize("bad", [[], [-0.1, 0.2], [np.nan], [[0.1]]])
+def test_area_counts_an_unbroken_image_as_correct_up_to_the_largest_finite_m():
+    # K = 4, m = {0, 1, 1, inf}: acc = 3/4 on [0, 1) and 1/4 = 1/K at ε = 1, so the
+    # right-endpoint sum is 999 bins of width 1/1000 at 3/4 − 1/4.
+    assert accuracy_robustness_area([0.0, 1.0, 1.0, np.inf], 4) == pytest.approx(0.4995)
+    edges, accuracy = accuracy_curve([0.0, 1.0, 1.0, np.inf])
+    assert edges[-1] == 1.0 and accuracy[-1] == 0.25
+
+
+@pytest.mark.parametrize("bad", [[], [-0.1, 0.2], [np.nan], [[0.1]], [np.inf], [-np.inf, 0.1]])
 def test_area_rejects_bad_input(bad):
     with pytest.raises(ValueError, match="Received:"):
         accuracy_robustness_area(bad, 10)
@@ -221,8 +230,15 @@ def test_late_images_are_counted_without_the_sanity_check_and_refused_with_it(rn
     assert (resumed.attack_late_images, resumed.btr_late_images) == (late, late)
 
 
-def test_an_image_never_broken_has_no_minimal_perturbation_even_without_the_sanity_check(rng):
-    model, images, labels = images_at_boundary_distances(rng, np.array([0.01, 0.2]))
-    with pytest.raises(AttackSanityError, match="1 of 2 images did not meet the l2min criterion within 40 steps "
-                                                "of rho=0.1, so they have no minimal perturbation"):
-        ara(model, images, labels, steps=40, rho=0.1, momentum=0.0, progress=False, sanity_check=False)
+def test_an_image_never_broken_is_refused_or_counted_with_an_infinite_minimal_perturbation(rng):
+    distances = np.array([0.01, 0.02, 0.2])  # the last one lies beyond ρ = 0.1
+    model, images, labels = images_at_boundary_distances(rng, distances)
+    settings = dict(steps=40, rho=0.1, momentum=0.0, progress=False)
+    with pytest.raises(AttackSanityError, match="1 of 3 images did not meet the l2min criterion by step 20"):
+        ara(model, images, labels, **settings)
+    result = ara(model, images, labels, sanity_check=False, **settings)
+    assert np.isinf(result.attack_min_rmse[2]) and np.all(np.isfinite(result.attack_min_rmse[:2]))
+    assert (result.attack_unbroken_images, result.btr_unbroken_images) == (1, 1)
+    assert result.attack_late_images == 0 and result.to_dict()["attack_unbroken_images"] == 1
+    assert result.attack_ara == pytest.approx(accuracy_robustness_area(result.attack_min_rmse, 2))
+    assert result.robust_accuracy(1e6) == pytest.approx(1 / 3)
