@@ -15,11 +15,12 @@ setup(
     # export/ and serving/ sit beside keras_robust/ (the design card) but install
     # inside it, so nothing named plainly `export` lands in site-packages.
     packages=find_packages(include=["keras_robust", "keras_robust.*"])
-    + ["keras_robust.export", "keras_robust.export.autodiff", "keras_robust.export.autodiff.rules",
-       "keras_robust.serving"],
+    + [f"keras_robust.{folder}" for folder in ("export", "serving")]
+    + [f"keras_robust.{folder}.{package}" for folder in ("export", "serving") for package in find_packages(folder)],
     package_dir={"keras_robust.export": "export", "keras_robust.serving": "serving"},
     package_data={
-        "keras_robust.serving": ["static/*", "protos/*"],
+        "keras_robust.serving": ["static/*"],
+        "keras_robust.serving.open_inference": ["protos/*"],
         "keras_robust.models.zoo": ["files/*"],
         "keras_robust.reporting": ["sample_images/*"],
     },

@@ -10,8 +10,8 @@ browser page at `/`.
 `serve(export_dir)` runs it with uvicorn.
 """
 
-from keras_robust.serving.admission import Limits
 from keras_robust.serving.app import create_app, serve
-from keras_robust.serving.backends import load_backend
+from keras_robust.serving.plane.backends import load_backend
+from keras_robust.serving.plane.limits import Limits
 
 __all__ = ["Limits", "create_app", "load_backend", "serve"]

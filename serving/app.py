@@ -1,17 +1,17 @@
 """The service put together: the models, the data plane, every protocol's routes, a page.
 
-- TF Serving's REST API and KServe V1's `:explain` (`serving.rest_routes`).
-- The Open Inference Protocol, V2 (`serving.v2_routes`), with Triton's model
-  configuration and statistics (`serving.triton_extensions`).
+- TF Serving's REST API and KServe V1's `:explain` (`serving.tf_serving.rest_routes`).
+- The Open Inference Protocol, V2 (`serving.open_inference.rest_routes`), with Triton's model
+  configuration and statistics (`serving.open_inference.triton`).
 - With `grpc_port`, TF Serving's gRPC `PredictionService` and V2's
-  `GRPCInferenceService` (`serving.grpc_server`).
+  `GRPCInferenceService` (`serving.transport.grpc_server`).
 - `GET /openapi.json`: the OpenAPI document of every route (`serving.openapi`).
 - `GET /`: the page (upload an image, see the prediction and explanations) for
   a browser; KServe V1's liveness answer, `{"status": "alive"}`, for a client
   that does not ask for HTML.
 
 Every protocol's inference requests go through one `DataPlane`
-(`serving.data_plane`): the same checks, inference slots, batching and
+(`serving.plane.data_plane`): the same checks, inference slots, batching and
 deadline.
 """
 
@@ -24,21 +24,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from keras_robust.serving.admission import Limits
-from keras_robust.serving.connections import (
+from keras_robust.serving.plane.limits import Limits
+from keras_robust.serving.transport.connections import (
     ACCEPT_BACKLOG,
     check_descriptor_limit,
     protocol_for,
     quiet_accept_errors,
 )
-from keras_robust.serving.data_plane import DataPlane
-from keras_robust.serving.http_io import Bodies, add_error_handlers
+from keras_robust.serving.open_inference.rest_routes import add_v2_routes
+from keras_robust.serving.open_inference.triton import add_triton_routes
 from keras_robust.serving.openapi import openapi_document
-from keras_robust.serving.ports import check_ports
-from keras_robust.serving.registry import load_models
-from keras_robust.serving.rest_routes import add_rest_routes
-from keras_robust.serving.triton_extensions import add_triton_routes
-from keras_robust.serving.v2_routes import add_v2_routes
+from keras_robust.serving.plane.data_plane import DataPlane
+from keras_robust.serving.plane.registry import load_models
+from keras_robust.serving.tf_serving.rest_routes import add_rest_routes
+from keras_robust.serving.transport.http_io import Bodies, add_error_handlers
+from keras_robust.serving.transport.ports import check_ports
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -60,7 +60,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
         grpc_host: The gRPC interface.
         client_header: The header (gRPC: metadata key) a trusted proxy sets
             to name each client, for fair admission; None: each
-            connection's peer address (`serving.clients`).
+            connection's peer address (`serving.plane.clients`).
 
     Returns:
         A `fastapi.FastAPI` app; every version is loaded before it returns.
@@ -74,7 +74,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
         quiet_accept_errors(asyncio.get_running_loop())
         grpc_server = None
         if grpc_port is not None:
-            from keras_robust.serving.grpc_server import start_grpc_server
+            from keras_robust.serving.transport.grpc_server import start_grpc_server
 
             grpc_server, app_.state.grpc_port = await start_grpc_server(grpc_port, grpc_host, plane)
         yield
@@ -88,7 +88,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
     app.add_api_route("/openapi.json", lambda: JSONResponse(document), methods=["GET"])
     bodies = Bodies(limits, plane.inflight)
     add_rest_routes(app, plane, bodies)
-    add_triton_routes(app, plane)  # first: /v2/models/stats is not the metadata of a model "stats"
+    add_triton_routes(app, plane, bodies)  # first: /v2/models/stats is not the metadata of a model "stats"
     add_v2_routes(app, plane, bodies)
     app.add_api_route("/", _page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -127,7 +127,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
 
 
 def server_config(app, **options):
-    """uvicorn's configuration for `app`: its connection limits (`serving.connections`), and errors
+    """uvicorn's configuration for `app`: its connection limits (`serving.transport.connections`), and errors
     below the app answered in JSON too.
 
     The event loop is asyncio's own, which the gRPC server shares (grpc.aio

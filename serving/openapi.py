@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of every HTTP route, served at `GET /openapi.json`.
 
-The routes take the raw request (see `serving.v2_routes`), so FastAPI cannot
+The routes take the raw request (see `serving.open_inference.rest_routes`), so FastAPI cannot
 derive their bodies; the document is written here. Its V2 schemas are the
 Open Inference Protocol's REST specification (`inference_request`,
 `inference_response`, `metadata_*`, ...), with the fields KServe's client
@@ -9,7 +9,7 @@ server's explain endpoint and Triton's model configuration and statistics.
 TF Serving's REST API has no published schema; its schemas here are the
 request and response formats of TF Serving's REST documentation.
 
-Every error, at any route, is `{"error": message}` (`serving.http_io`).
+Every error, at any route, is `{"error": message}` (`serving.transport.http_io`).
 """
 
 import base64
@@ -20,8 +20,8 @@ from PIL import Image
 from keras_robust import __version__
 from keras_robust.common.defaults import EXPLAINER_SUFFIX
 from keras_robust.export.card import EXPLAIN_OUTPUTS, OUTPUT_MEANINGS
-from keras_robust.serving.inputs import MAX_DIGITS
-from keras_robust.serving.open_inference import HEADER_LENGTH
+from keras_robust.serving.open_inference.wire import HEADER_LENGTH
+from keras_robust.serving.plane.inputs import MAX_DIGITS
 
 DATATYPE = {"enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                       "FP16", "FP32", "FP64", "BYTES"]}

@@ -74,10 +74,14 @@ def test_pretrained_networks_load_from_an_installed_wheel_without_network(tmp_pa
         "print(keras_robust.pretrained_card('resnet44-cifar10-all')['paper_name'])\n"
         "from keras_robust.export.autodiff import RULES\n"  # the export subpackages are in the wheel
         "print(len(RULES))\n"
+        # Every serving folder, and V2's gRPC service, which reads its compiled protos at import.
+        "from keras_robust.serving import app, plane, transport, tf_serving\n"
+        "from keras_robust.serving.open_inference import grpc_service\n"
+        "print(grpc_service.SERVICE)\n"
     )
-    cli_beside, location, paper_name, rules = run_python(script, tmp_path, PYTHONPATH=str(site))[-4:]
+    cli_beside, location, paper_name, rules, service = run_python(script, tmp_path, PYTHONPATH=str(site))[-5:]
     assert location.startswith(str(site)) and paper_name == "N3" and cli_beside == "True"
-    assert int(rules) >= 50
+    assert int(rules) >= 50 and service == "inference.GRPCInferenceService"
     reference = np.load(pretrained_dir / "reference_logits_all.npy")[:20]
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference, rtol=0, atol=5e-5)
 

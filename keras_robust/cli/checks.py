@@ -115,7 +115,7 @@ def _check_export(args):
 
 
 def _check_serve(args):
-    from keras_robust.serving.admission import Limits
+    from keras_robust.serving.plane.limits import Limits
 
     Limits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Limits)})
     if not os.path.isdir(args.export_dir):

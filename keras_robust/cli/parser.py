@@ -227,7 +227,7 @@ def _serve_parser(commands, with_limits):
                             "connection's peer address)")
     if not with_limits:
         return
-    from keras_robust.serving.admission import Limits
+    from keras_robust.serving.plane.limits import Limits
 
     _add_dataclass_flags(serve.add_argument_group("limits (over a limit: 413, 400, 503 or 504 with a JSON error)"),
                          Limits)

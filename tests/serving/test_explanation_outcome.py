@@ -137,7 +137,7 @@ def test_kserve_sdk_reads_the_outcome(dead, images, tmp_path):
     app = create_app(str(dead[0]), limits=Limits(**TEST_LIMITS), grpc_port=0)
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "targets.npy", TARGETS.astype(np.int64))
-    script = os.path.join(os.path.dirname(__file__), "kserve_sdk_calls.py")
+    script = os.path.join(os.path.dirname(__file__), "open_inference", "kserve_sdk_calls.py")
     with running_server(app) as url:
         run = subprocess.run([sys.executable, script, url, f"127.0.0.1:{app.state.grpc_port}",
                               str(tmp_path / "images.npy"), str(tmp_path / "targets.npy"), "dead"],

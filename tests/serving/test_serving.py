@@ -29,10 +29,10 @@ import pytest
 import keras_robust
 from keras_robust.export import read_card
 from keras_robust.serving import Limits, create_app, load_backend
-from keras_robust.serving import backends as serving_backends
-from keras_robust.serving.data_plane import DataPlane, InferenceRequest
-from keras_robust.serving.errors import ServingError
-from keras_robust.serving.registry import load_models
+from keras_robust.serving.plane import backends as serving_backends
+from keras_robust.serving.plane.data_plane import DataPlane, InferenceRequest
+from keras_robust.serving.plane.errors import ServingError
+from keras_robust.serving.plane.registry import load_models
 from tests.helpers import REPO_ROOT, call, call_announcing, run_onnx
 
 RHO, STEPS = 0.1, 35  # the card's explain defaults (export_model's)

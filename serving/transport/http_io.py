@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from keras_robust.serving.errors import ServingError, bad_request, received
-from keras_robust.serving.inputs import parse_decimal
+from keras_robust.serving.plane.errors import ServingError, bad_request, received
+from keras_robust.serving.plane.inputs import parse_decimal
 
 logger = logging.getLogger("keras_robust.serving")
 

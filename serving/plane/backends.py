@@ -90,7 +90,7 @@ class OnnxBackend(_Backend):
 
     onnxruntime's `InferenceSession.run` is thread-safe, so concurrent
     requests share these sessions. The ONNX graphs do not check their inputs:
-    callers validate first (`serving.inputs`).
+    callers validate first (`serving.plane.inputs`).
     """
 
     kind = "onnx"

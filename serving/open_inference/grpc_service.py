@@ -1,11 +1,11 @@
 """The Open Inference Protocol (V2) over gRPC: KServe's and Triton's `inference.GRPCInferenceService`.
 
 Served beside TF Serving's `PredictionService` on the same port, it
-answers what V2 over HTTP answers (`serving.v2_routes`), so V2 gRPC clients
+answers what V2 over HTTP answers (`serving.open_inference.rest_routes`), so V2 gRPC clients
 (`tritonclient.grpc`, KServe's SDK, perf_analyzer) work unchanged:
 `ServerLive`, `ServerReady`, `ModelReady`, `ServerMetadata`,
 `ModelMetadata`, `ModelInfer`, and Triton's `ModelConfig`,
-`ModelStatistics` and `RepositoryIndex` (`serving.triton_extensions`).
+`ModelStatistics` and `RepositoryIndex` (`serving.open_inference.triton`).
 Streaming, loading and unloading models, shared memory, tracing and logging
 answer UNIMPLEMENTED.
 
@@ -15,7 +15,7 @@ as Triton does. Explanations are the model `<name>-explainer`, with
 `targets` and optional `rho` and `steps` as tensors or request parameters.
 Requests go through the data plane every protocol shares (the same checks,
 gate, batching and deadline: `timeout_s` or the client's shorter one), and
-errors carry the status codes of `serving.errors.GRPC_STATUS`.
+errors carry the status codes of `serving.plane.errors.GRPC_STATUS`.
 
 The messages are built at import from `protos/inference.pb`, Triton's
 `.proto` files compiled, in a descriptor pool of this module's own
@@ -29,27 +29,25 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
 from keras_robust import __version__
-from keras_robust.serving import triton_extensions
-from keras_robust.serving.clients import grpc_client
-from keras_robust.serving.data_plane import InferenceRequest
-from keras_robust.serving.errors import ServingError, bad_request, show
-from keras_robust.serving.grpc_server import unary_handler
-from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
-from keras_robust.serving.open_inference import (
-    EXPLAIN_PARAMETERS,
+from keras_robust.serving.open_inference import triton
+from keras_robust.serving.open_inference.formats import check_parameter_names, model_metadata
+from keras_robust.serving.open_inference.names import v2_model
+from keras_robust.serving.open_inference.wire import (
+    CONTENTS,
+    GRPC_PARAMETERS,
     INPUT_DATATYPES,
     NUMPY_DATATYPES,
-    PROTOCOL_PARAMETERS,
-    model_metadata,
+    PLATFORMS,
+    V2_EXTENSIONS,
 )
-from keras_robust.serving.v2_routes import PLATFORMS, V2_EXTENSIONS, v2_model
+from keras_robust.serving.plane.clients import grpc_client
+from keras_robust.serving.plane.data_plane import InferenceRequest
+from keras_robust.serving.plane.errors import ServingError, bad_request, show
+from keras_robust.serving.plane.inputs import REQUIRED, check_tensor_size, tensor_columns
+from keras_robust.serving.transport.grpc_server import unary_handler
 
 SERVICE = "inference.GRPCInferenceService"
 DESCRIPTORS = os.path.join(os.path.dirname(__file__), "protos", "inference.pb")
-# perf_analyzer always sends it; it matters only to streaming, which is not served.
-GRPC_PARAMETERS = ("triton_enable_empty_final_response",)
-# The typed `contents` field of each input datatype.
-CONTENTS = {"FP32": "fp32_contents", "INT32": "int_contents", "INT64": "int64_contents"}
 
 
 def _service_descriptor():
@@ -114,12 +112,12 @@ class InferenceService:
         return json_format.ParseDict(metadata, message("ModelMetadataResponse")())
 
     async def ModelConfig(self, request, context):  # noqa: N802
-        config = triton_extensions.model_config(self._plane, request.name, request.version or None,
+        config = triton.model_config(self._plane, request.name, request.version or None,
                                                 _received(request.name))
         return json_format.ParseDict({"config": config}, message("ModelConfigResponse")())
 
     async def ModelStatistics(self, request, context):  # noqa: N802
-        statistics = triton_extensions.model_statistics(self._plane, request.name, request.version or None,
+        statistics = triton.model_statistics(self._plane, request.name, request.version or None,
                                                         _received(request.name))
         return json_format.ParseDict(statistics, message("ModelStatisticsResponse")())
 
@@ -127,7 +125,7 @@ class InferenceService:
         if request.repository_name:
             raise bad_request("This server has one repository, named ''. "
                               f"Received: repository_name={show(request.repository_name)}")
-        index = triton_extensions.repository_index(self._plane, request.ready)
+        index = triton.repository_index(self._plane, request.ready)
         return json_format.ParseDict({"models": index}, message("RepositoryIndexResponse")())
 
     async def ModelInfer(self, request, context):  # noqa: N802
@@ -167,13 +165,7 @@ def _received(name, field="name"):
 
 def _parameters(parameters, signature):
     """The request's parameters as Python values, refusing any this model does not take."""
-    known = PROTOCOL_PARAMETERS + GRPC_PARAMETERS + (EXPLAIN_PARAMETERS if signature == "explain" else ())
-    unknown = sorted(set(parameters) - set(known))
-    if unknown:
-        raise bad_request(
-            f"This model takes the request parameters {', '.join(known)}. Received: unknown {show(unknown)}"
-            + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
-        )
+    check_parameter_names(parameters, signature, GRPC_PARAMETERS)
     values = {name: value.WhichOneof("parameter_choice") for name, value in parameters.items()}
     empty = sorted(name for name, choice in values.items() if choice is None)
     if empty:

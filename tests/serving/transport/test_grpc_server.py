@@ -8,7 +8,7 @@ import pytest
 
 from keras_robust.cli import main
 from keras_robust.serving import Limits, serve
-from keras_robust.serving.grpc_server import start_grpc_server
+from keras_robust.serving.transport.grpc_server import start_grpc_server
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from keras_robust import __version__
-from keras_robust.serving import Limits, create_app, grpc_inference
+from keras_robust.serving import Limits, create_app
+from keras_robust.serving.open_inference import grpc_service as v2_grpc
 from tests.helpers import TEST_LIMITS, run_onnx, running_server
 
 
@@ -158,7 +159,7 @@ def test_perf_analyzers_request_is_answered(served, images):
 def test_messages_live_in_a_pool_of_their_own():
     """tritonclient.grpc (imported here) and KServe's SDK register the same message
     names in protobuf's default pool; the server's must not clash with them."""
-    request = grpc_inference.message("ModelInferRequest")
+    request = v2_grpc.message("ModelInferRequest")
     assert request.DESCRIPTOR.file.pool is not descriptor_pool.Default()
     assert request.DESCRIPTOR.full_name == service_pb2.ModelInferRequest.DESCRIPTOR.full_name
 

@@ -20,12 +20,12 @@ from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-from keras_robust.serving.clients import grpc_client
-from keras_robust.serving.data_plane import InferenceRequest
-from keras_robust.serving.errors import bad_request, show, unknown_signature
-from keras_robust.serving.grpc_server import unary_handler
-from keras_robust.serving.inputs import REQUIRED, check_tensor_size, tensor_columns
-from keras_robust.serving.registry import METHOD_NAME
+from keras_robust.serving.plane.clients import grpc_client
+from keras_robust.serving.plane.data_plane import InferenceRequest
+from keras_robust.serving.plane.errors import bad_request, show, unknown_signature
+from keras_robust.serving.plane.inputs import REQUIRED, check_tensor_size, tensor_columns
+from keras_robust.serving.plane.registry import METHOD_NAME
+from keras_robust.serving.transport.grpc_server import unary_handler
 
 INPUT_DTYPES = {
     "images": (types_pb2.DT_FLOAT,),

@@ -4,14 +4,14 @@ A request is `{"signature_name": ..., "instances": [...]}` (row format) or
 `{"signature_name": ..., "inputs": ...}` (columnar format), as in TF Serving's
 REST API. Both become an `InferenceRequest` whose inputs are one column of
 `(where, value)` pairs per signature input, so each value is checked once,
-by `serving.inputs`, with an error naming the instance it came from. The
+by `serving.plane.inputs`, with an error naming the instance it came from. The
 answer comes back in the request's format.
 """
 
-from keras_robust.serving.data_plane import InferenceRequest
-from keras_robust.serving.errors import bad_request, show, unknown_signature
-from keras_robust.serving.http_io import parse_json
-from keras_robust.serving.inputs import REQUIRED, check_batch_size, nested_shape
+from keras_robust.serving.plane.data_plane import InferenceRequest
+from keras_robust.serving.plane.errors import bad_request, show, unknown_signature
+from keras_robust.serving.plane.inputs import REQUIRED, check_batch_size, nested_shape
+from keras_robust.serving.transport.http_io import parse_json
 
 REQUEST_KEYS = ("signature_name", "instances", "inputs")
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from keras_robust.serving import Limits, create_app
-from keras_robust.serving.admission import Gate
-from keras_robust.serving.errors import ServingError
+from keras_robust.serving.plane.admission import Gate
+from keras_robust.serving.plane.errors import ServingError
 from tests.helpers import TEST_LIMITS, running_server
 from tests.serving.fairness_clients import Flood, explain_body, predict_body, victim_predictions
 

@@ -18,7 +18,7 @@ import time
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from keras_robust.serving.errors import PATH_ECHO_CHARS
+from keras_robust.serving.plane.errors import PATH_ECHO_CHARS
 
 logger = logging.getLogger("keras_robust.serving")
 

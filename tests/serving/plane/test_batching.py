@@ -1,4 +1,4 @@
-"""Dynamic batching of predict requests (`serving.batching`)."""
+"""Dynamic batching of predict requests (`serving.plane.batching`)."""
 
 import asyncio
 import concurrent.futures
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from keras_robust.serving import Limits, create_app
-from keras_robust.serving import backends as serving_backends
-from keras_robust.serving.admission import Gate
-from keras_robust.serving.batching import PredictBatcher
-from keras_robust.serving.errors import ServingError
+from keras_robust.serving.plane import backends as serving_backends
+from keras_robust.serving.plane.admission import Gate
+from keras_robust.serving.plane.batching import PredictBatcher
+from keras_robust.serving.plane.errors import ServingError
 from tests.helpers import call, running_server
 
 

@@ -10,9 +10,9 @@ import os
 
 from keras_robust.export import read_card
 from keras_robust.export.card import CARD_FILE
-from keras_robust.serving.backends import load_backend
-from keras_robust.serving.errors import ServingError, unknown_version
-from keras_robust.serving.inputs import parse_decimal
+from keras_robust.serving.plane.backends import load_backend
+from keras_robust.serving.plane.errors import ServingError, unknown_version
+from keras_robust.serving.plane.inputs import parse_decimal
 
 logger = logging.getLogger("keras_robust.serving")
 

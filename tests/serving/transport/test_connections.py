@@ -10,7 +10,7 @@ import time
 import pytest
 
 from keras_robust.serving import Limits, create_app
-from keras_robust.serving.connections import check_descriptor_limit
+from keras_robust.serving.transport.connections import check_descriptor_limit
 from tests.helpers import TEST_LIMITS, call, free_port, read_answer, running_server
 from tests.serving.fairness_clients import FLOODER, VICTIM, post, predict_body
 

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's routes (the formats are `serving.open_inference`).
+"""The Open Inference Protocol's routes (the formats are `serving.open_inference.formats`).
 
 - `GET  /v2/health/live`, `/v2/health/ready`; `GET /v2`: server metadata.
 - `GET  /v2/models/<name>[/versions/<v>]`: model metadata; `.../ready`.
@@ -11,18 +11,17 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from keras_robust import __version__
-from keras_robust.common.defaults import EXPLAINER_SUFFIX
-from keras_robust.serving import open_inference
-from keras_robust.serving.clients import http_client
-from keras_robust.serving.errors import received
+from keras_robust.serving.open_inference import formats
+from keras_robust.serving.open_inference.names import check_explainer_names, v2_model
+from keras_robust.serving.open_inference.wire import HEADER_LENGTH, PLATFORMS, V2_EXTENSIONS
+from keras_robust.serving.plane.clients import http_client
+from keras_robust.serving.plane.errors import received
 
-V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain", "model_configuration", "statistics")
-PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}
 
 
 def add_v2_routes(app, plane, bodies):
     """Adds the Open Inference Protocol's routes over `plane` (a `DataPlane`), reading
-    bodies with `bodies` (`serving.http_io.Bodies`)."""
+    bodies with `bodies` (`serving.transport.http_io.Bodies`)."""
     check_explainer_names(plane.models)
 
     def endpoint(request, verb=None):
@@ -44,7 +43,7 @@ def add_v2_routes(app, plane, bodies):
     async def model_metadata(request: Request):
         served, signature, name = endpoint(request)
         backend = served.backend(request.path_params.get("version"))
-        return JSONResponse(open_inference.model_metadata(
+        return JSONResponse(formats.model_metadata(
             name, sorted(served.backends), PLATFORMS[backend.kind], backend.signature_defs()[signature],
             backend.card["signatures"][signature],
         ))
@@ -57,16 +56,16 @@ def add_v2_routes(app, plane, bodies):
     async def answer(request, verb):
         served, signature, name = endpoint(request, verb)
         backend = served.backend(request.path_params.get("version"))
-        header_length = request.headers.get(open_inference.HEADER_LENGTH)
+        header_length = request.headers.get(HEADER_LENGTH)
         client = http_client(request, plane.client_header)
         async with plane.admission(client):
             async with bodies.read(request, client) as body:
                 return await plane.infer(
                     backend,
-                    lambda: open_inference.parse_infer_request(
+                    lambda: formats.parse_infer_request(
                         body, header_length, backend.card, plane.limits, signature, name
                     ),
-                    lambda response: _answer(*open_inference.encode_infer_response(name, response)),
+                    lambda response: _answer(*formats.encode_infer_response(name, response)),
                     client=client,
                 )
 
@@ -93,24 +92,5 @@ def _answer(body, header_length):
     if header_length is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream",
-                    headers={open_inference.HEADER_LENGTH: str(header_length)})
+                    headers={HEADER_LENGTH: str(header_length)})
 
-
-def v2_model(plane, name, received):
-    """`(served model, signature)` of the V2 model `name`; `<name>-explainer` is explain.
-
-    `received` says where the name came from, for the 404 of an unknown one.
-    """
-    if name not in plane.models and name.endswith(EXPLAINER_SUFFIX):
-        return plane.model(name[:-len(EXPLAINER_SUFFIX)], received), "explain"
-    return plane.model(name, received), "serving_default"
-
-
-def check_explainer_names(models):
-    """`<name>-explainer` is the explain endpoint of `<name>`; no model may take that name."""
-    for name in models:
-        if name.endswith(EXPLAINER_SUFFIX) and name[:-len(EXPLAINER_SUFFIX)] in models:
-            raise ValueError(
-                f"Model {name!r} would hide the explain endpoint of model {name[:-len(EXPLAINER_SUFFIX)]!r} "
-                f"over the Open Inference Protocol; export it under another name. Received: {name!r}"
-            )

@@ -1,4 +1,4 @@
-"""TF Serving's REST routes and KServe V1's `:explain` verb (formats in `serving.rest_requests`).
+"""TF Serving's REST routes and KServe V1's `:explain` verb (formats in `serving.tf_serving.rest_formats`).
 
 Routes (`[/versions/<v>]` optional; without it, the latest loaded version):
 - `GET  /v1/models/<name>[/versions/<v>]`: TF Serving's model status.
@@ -14,17 +14,17 @@ import dataclasses
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from keras_robust.serving.clients import http_client
-from keras_robust.serving.errors import ServingError, received
-from keras_robust.serving.http_io import encode_json
-from keras_robust.serving.rest_requests import format_response, parse_request
+from keras_robust.serving.plane.clients import http_client
+from keras_robust.serving.plane.errors import ServingError, received
+from keras_robust.serving.tf_serving.rest_formats import format_response, parse_request
+from keras_robust.serving.transport.http_io import encode_json
 
 VERBS = ("predict", "explain")
 
 
 def add_rest_routes(app, plane, bodies):
     """Adds TF Serving's REST routes over `plane` (a `DataPlane`), reading bodies
-    with `bodies` (`serving.http_io.Bodies`)."""
+    with `bodies` (`serving.transport.http_io.Bodies`)."""
 
     def model(request):
         last = request.path_params.get("version", request.path_params["name"])

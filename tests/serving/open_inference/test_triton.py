@@ -21,9 +21,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 from tritonclient.utils import InferenceServerException
 
 from keras_robust.serving import Limits, create_app
-from keras_robust.serving.data_plane import DataPlane
-from keras_robust.serving.registry import load_models
-from keras_robust.serving.triton_extensions import model_config
+from keras_robust.serving.open_inference.triton import model_config
+from keras_robust.serving.plane.data_plane import DataPlane
+from keras_robust.serving.plane.registry import load_models
 from tests.helpers import TEST_LIMITS, call, running_server
 
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")

@@ -1,7 +1,7 @@
 """KServe's Python SDK: its V1 and V2 REST and V2 gRPC clients, and its requests pinned down.
 
 `test_kserve_sdk_clients_unchanged` runs KServe's own clients
-(`tests/serving/kserve_sdk_calls.py`, in a process of its own: kserve and
+(`tests/serving/open_inference/kserve_sdk_calls.py`, in a process of its own: kserve and
 tritonclient cannot share one). The other tests send what KServe 0.21's
 `InferenceRESTClient` sends: JSON with `Content-Type: application/json` and
 httpx's `Accept: */*`; it reads fields other V2 servers answer:

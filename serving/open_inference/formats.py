@@ -7,7 +7,7 @@ with `data` in row-major order (flat or nested), or, with the binary tensor
 data extension, `"parameters": {"binary_data_size": n}` and its bytes after
 the JSON header, whose length the `Inference-Header-Content-Length` header
 gives. Tensors become the same `(where, value)` columns as TF Serving's
-formats (`serving.inputs.tensor_columns`), so every value passes the same
+formats (`serving.plane.inputs.tensor_columns`), so every value passes the same
 checks with the same messages.
 
 Explanations take `images` and `targets`, and `rho` and `steps` either as
@@ -17,27 +17,21 @@ value for all); whatever is left out comes from the model card.
 
 import numpy as np
 
-from keras_robust.serving.data_plane import InferenceRequest
-from keras_robust.serving.errors import bad_request, show
-from keras_robust.serving.http_io import encode_json, parse_json
-from keras_robust.serving.inputs import REQUIRED, check_tensor_size, parse_decimal, tensor_columns
+from keras_robust.serving.open_inference.wire import (
+    EXPLAIN_PARAMETERS,
+    HEADER_LENGTH,
+    INPUT_DATATYPES,
+    NUMPY_DATATYPES,
+    PROTOCOL_PARAMETERS,
+    REQUEST_KEYS,
+    SIGNATURE_DATATYPES,
+    TENSOR_KEYS,
+)
+from keras_robust.serving.plane.data_plane import InferenceRequest
+from keras_robust.serving.plane.errors import bad_request, show
+from keras_robust.serving.plane.inputs import REQUIRED, check_tensor_size, parse_decimal, tensor_columns
+from keras_robust.serving.transport.http_io import encode_json, parse_json
 
-REQUEST_KEYS = ("id", "model_name", "model_version", "inputs", "outputs", "parameters")
-TENSOR_KEYS = ("name", "shape", "datatype", "data", "parameters")
-# The datatypes each input takes; outputs keep their own numpy type.
-INPUT_DATATYPES = {
-    "images": {"FP32": np.float32},
-    "targets": {"INT32": np.int32, "INT64": np.int64},
-    "rho": {"FP32": np.float32},
-    "steps": {"INT32": np.int32, "INT64": np.int64},
-}
-NUMPY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
-                   np.dtype(np.bool_): "BOOL"}
-SIGNATURE_DATATYPES = {"DT_FLOAT": "FP32", "DT_INT32": "INT32", "DT_INT64": "INT64", "DT_BOOL": "BOOL"}
-# Request parameters a V2 client may send that change nothing here.
-PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
-EXPLAIN_PARAMETERS = ("rho", "steps")
-HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def parse_infer_request(body, header_length, card, limits, signature, model_name):
@@ -150,16 +144,21 @@ def _check_model(payload, model_name, version):
             )
 
 
-def _parameters(parameters, signature):
-    if not isinstance(parameters, dict):
-        raise bad_request(f"A request's parameters are an object. Received: parameters={show(parameters)}")
-    known = PROTOCOL_PARAMETERS + (EXPLAIN_PARAMETERS if signature == "explain" else ())
-    unknown = sorted(set(parameters) - set(known))
+def check_parameter_names(names, signature, transport_parameters=()):
+    """Refuses request parameters that `signature`'s endpoint does not take (REST and gRPC alike)."""
+    known = PROTOCOL_PARAMETERS + tuple(transport_parameters) + (EXPLAIN_PARAMETERS if signature == "explain" else ())
+    unknown = sorted(set(names) - set(known))
     if unknown:
         raise bad_request(
             f"This endpoint takes the request parameters {', '.join(known)}. Received: unknown {show(unknown)}"
             + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
         )
+
+
+def _parameters(parameters, signature):
+    if not isinstance(parameters, dict):
+        raise bad_request(f"A request's parameters are an object. Received: parameters={show(parameters)}")
+    check_parameter_names(parameters, signature)
     if not isinstance(parameters.get("binary_data_output", False), bool):
         raise bad_request(
             "binary_data_output is true or false. "

@@ -11,33 +11,31 @@ measurement window; both are listed in the server metadata's `extensions`.
   whole), and `dynamic_batching` while predictions are batched.
 - `GET /v2/models/<name>[/versions/<v>]/stats`, `GET /v2/models/stats`
   (every model): Triton's `{"model_stats": [...]}`, one entry per loaded
-  version, counted by the data plane (`serving.statistics`).
+  version, counted by the data plane (`serving.plane.statistics`).
 
 As everywhere in V2, `<name>-explainer` is the model's explain endpoint, a
 model of its own with its own configuration and statistics. gRPC's
-`ModelConfig` and `ModelStatistics` (`serving.grpc_inference`) answer the
+`ModelConfig` and `ModelStatistics` (`serving.open_inference.grpc_service`) answer the
 same, as protos.
 """
-
-import asyncio
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from keras_robust.common.defaults import EXPLAINER_SUFFIX
-from keras_robust.serving.errors import ServingError, bad_request, received, show
-from keras_robust.serving.http_io import parse_json
-from keras_robust.serving.inputs import REQUIRED
-from keras_robust.serving.open_inference import SIGNATURE_DATATYPES
-from keras_robust.serving.v2_routes import PLATFORMS, v2_model
+from keras_robust.serving.open_inference.names import v2_model
+from keras_robust.serving.open_inference.wire import PLATFORMS, SIGNATURE_DATATYPES
+from keras_robust.serving.plane.clients import http_client
+from keras_robust.serving.plane.errors import bad_request, received, show
+from keras_robust.serving.plane.inputs import REQUIRED
+from keras_robust.serving.transport.http_io import parse_json
 
 SIGNATURES = ("serving_default", "explain")
-# The largest body of a repository index request, `{"ready": true}` with room to spare.
-INDEX_REQUEST_BYTES = 1024
 
 
-def add_triton_routes(app, plane):
-    """Adds the configuration and statistics routes over `plane` (a `DataPlane`).
+def add_triton_routes(app, plane, bodies):
+    """Adds the configuration, statistics and repository index routes over `plane` (a `DataPlane`),
+    reading bodies with `bodies` (`serving.transport.http_io.Bodies`).
 
     Called before `add_v2_routes`, whose model metadata route would take
     `/v2/models/stats` for the metadata of a model named `stats`.
@@ -54,7 +52,8 @@ def add_triton_routes(app, plane):
         ))
 
     async def index(request: Request):
-        return JSONResponse(repository_index(plane, await _ready_only(request, plane.limits)))
+        async with bodies.read(request, http_client(request, plane.client_header)) as body:
+            return JSONResponse(repository_index(plane, _ready_only(body)))
 
     app.add_api_route("/v2/repository/index", index, methods=["POST"])
     app.add_api_route("/v2/models/stats", statistics, methods=["GET"])
@@ -76,14 +75,8 @@ def repository_index(plane, ready_only=False):
     return entries
 
 
-async def _ready_only(request, limits):
-    """The index request's `{"ready": bool}` (tritonclient sends no body), read within
-    `body_start_timeout_s` and `INDEX_REQUEST_BYTES`."""
-    try:
-        body = await asyncio.wait_for(_small_body(request), limits.body_start_timeout_s)
-    except asyncio.TimeoutError:
-        raise ServingError(408, "A repository index request's body did not arrive within body_start_timeout_s="
-                                f"{limits.body_start_timeout_s:g} s. Received: {received(request)}") from None
+def _ready_only(body):
+    """The index request's `{"ready": bool}`; tritonclient sends no body."""
     if not body.strip():
         return False
     payload = parse_json(body)
@@ -91,16 +84,6 @@ async def _ready_only(request, limits):
     if not isinstance(ready, bool) or set(payload) - {"ready"}:
         raise bad_request(f"A repository index request is {{\"ready\": true|false}} or empty. Received: {show(payload)}")
     return ready
-
-
-async def _small_body(request):
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > INDEX_REQUEST_BYTES:
-            raise bad_request(f"A repository index request's body is {{\"ready\": ...}}, at most "
-                              f"{INDEX_REQUEST_BYTES} bytes. Received: more")
-    return body
 
 
 def model_config(plane, name, version, received):

@@ -1,11 +1,11 @@
 """The gRPC server: every gRPC protocol's service on one port, in the app's event loop.
 
-Each service (`grpc_service`: TF Serving's; `grpc_inference`: V2's) is a
+Each service (`tf_serving.grpc_service`: TF Serving's; `open_inference.grpc_service`: V2's) is a
 translator module with `add_to_server(server, plane)`, imported only when a
 gRPC port is asked for (TF Serving's service imports TensorFlow). Its RPCs are
 `unary_handler`s, which parse their requests and answer through `answer`, so
 a `ServingError` becomes the status code TF Serving would send
-(`serving.errors.GRPC_STATUS`) and a bug a logged INTERNAL.
+(`serving.plane.errors.GRPC_STATUS`) and a bug a logged INTERNAL.
 """
 
 import logging
@@ -13,9 +13,9 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
-from keras_robust.serving.clients import grpc_client
-from keras_robust.serving.errors import ServingError
-from keras_robust.serving.ports import port_in_use
+from keras_robust.serving.plane.clients import grpc_client
+from keras_robust.serving.plane.errors import ServingError
+from keras_robust.serving.transport.ports import port_in_use
 
 logger = logging.getLogger("keras_robust.serving")
 
@@ -42,9 +42,10 @@ async def start_grpc_server(port, host, plane):
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=capacity)
     # Imported here, not with this module: TF Serving's service imports TensorFlow, which a server
     # without gRPC never loads, and both services import this module's handlers.
-    from keras_robust.serving import grpc_inference, grpc_service
+    from keras_robust.serving.open_inference import grpc_service as open_inference_grpc
+    from keras_robust.serving.tf_serving import grpc_service as tf_serving_grpc
 
-    for service in (grpc_service, grpc_inference):
+    for service in (tf_serving_grpc, open_inference_grpc):
         service.add_to_server(server, plane)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

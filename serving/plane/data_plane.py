@@ -5,7 +5,7 @@ A protocol's module only translates: its wire format into an
 outputs wanted) and an `InferenceResponse` (named numpy outputs) back into
 its wire format. `DataPlane.infer` does the rest by one deadline per request:
 it admits the request to the `Gate` (503 when full), decodes it and checks
-its inputs (`serving.inputs`: the same checks and messages for every
+its inputs (`serving.plane.inputs`: the same checks and messages for every
 protocol), runs it (predictions in dynamic batches), and encodes the answer.
 Past the deadline a request answers 504 wherever it is, and its run is
 cancelled.
@@ -18,11 +18,12 @@ and every other request with it.
 import asyncio
 import dataclasses
 
-from keras_robust.serving.admission import Gate, InflightBytes
-from keras_robust.serving.batching import PredictBatcher
-from keras_robust.serving.errors import unknown_model
-from keras_robust.serving.inputs import check_work, convert_columns
-from keras_robust.serving.statistics import Statistics
+from keras_robust.serving.plane.admission import Gate
+from keras_robust.serving.plane.batching import PredictBatcher
+from keras_robust.serving.plane.errors import unknown_model
+from keras_robust.serving.plane.inflight import InflightBytes
+from keras_robust.serving.plane.inputs import check_work, convert_columns
+from keras_robust.serving.plane.statistics import Statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ class InferenceRequest:
             model has (the translator checks, as only it knows where the
             name came from).
         inputs: `{input name: [(where, value), ...]}`, one pair per example,
-            as `serving.inputs.convert_columns` takes them.
+            as `serving.plane.inputs.convert_columns` takes them.
         outputs: The output names to answer, in this order; None for all of
             the signature's, in its order.
         wire: What the translator needs back to encode the answer (the
@@ -63,11 +64,11 @@ class DataPlane:
     """Checks, admits, batches, runs and encodes the requests of every protocol.
 
     Args:
-        models: `{name: ServedModel}` (`serving.registry.load_models`).
+        models: `{name: ServedModel}` (`serving.plane.registry.load_models`).
         limits: The server's `Limits`.
         client_header: The header (HTTP) or metadata key (gRPC) naming the
             client, set by a trusted proxy; None: the peer's address
-            (`serving.clients`).
+            (`serving.plane.clients`).
     """
 
     def __init__(self, models, limits, client_header=None):
@@ -99,7 +100,7 @@ class DataPlane:
             timeout: The client's own time limit in seconds (gRPC's
                 deadline), or None; the request gets the shorter of it and
                 `timeout_s`.
-            client: Who sent it (`serving.clients`): each client has at
+            client: Who sent it (`serving.plane.clients`): each client has at
                 most `max_per_client` requests in the server, and waiting
                 work is served round robin across clients.
 

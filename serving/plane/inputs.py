@@ -3,7 +3,7 @@
 Each protocol gathers its request's values into one column of `(where,
 value)` pairs per signature input (`where` names the example in error
 messages: `instance 2`, `inputs.targets[2]`, `images[0]`), TF Serving's JSON
-formats in `serving.rest_requests`, tensors (V2's and gRPC's) in
+formats in `serving.tf_serving.rest_formats`, tensors (V2's and gRPC's) in
 `tensor_columns` here. `convert_columns` then checks every value, by one
 function per input, so every protocol answers a bad value with the same
 message.
@@ -24,7 +24,7 @@ import PIL.Image
 
 from keras_robust.common.defaults import MAX_RHO
 from keras_robust.common.validation import check_pixels
-from keras_robust.serving.errors import ServingError, bad_request, show
+from keras_robust.serving.plane.errors import ServingError, bad_request, show
 
 # The inputs a request must give; the explain signature's rho and steps default to the card's.
 REQUIRED = ("images", "targets")
