@@ -35,6 +35,7 @@ from keras_robust.serving.open_inference.rest_routes import add_v2_routes
 from keras_robust.serving.open_inference.triton import add_triton_routes
 from keras_robust.serving.openapi import openapi_document
 from keras_robust.serving.plane.data_plane import DataPlane
+from keras_robust.serving.plane.inflight import keep_memory_returnable
 from keras_robust.serving.plane.registry import load_models
 from keras_robust.serving.tf_serving.rest_routes import add_rest_routes
 from keras_robust.serving.transport.http_io import Bodies, add_error_handlers
@@ -77,6 +78,7 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
             from keras_robust.serving.transport.grpc_server import start_grpc_server
 
             grpc_server, app_.state.grpc_port = await start_grpc_server(grpc_port, grpc_host, plane)
+        keep_memory_returnable()
         yield
         if grpc_server is not None:
             await grpc_server.stop(grace=1)

@@ -398,7 +398,25 @@ def test_the_server_fairness_table_in_the_reliability_page_is_the_recorded_run()
     text = (REPO_ROOT / "docs" / "reliability.md").read_text()
     section = text.split(module.BEGIN)[1].split(module.END)[0].strip()
     assert section == module.report_markdown(record)
-    assert [row["attack"] for row in record["rows"]][0] == "none" and len(record["rows"]) == 6
+    assert [row["attack"] for row in record["rows"]] == list(module.SCENARIOS)
+
+
+def test_the_server_fairness_memory_sentence_says_whether_a_repeat_grew_the_server():
+    module = _benchmark_module("server_fairness")
+
+    def rows(**growth):
+        return [{"attack": name.replace("_", " "), "rss_before_mb": 100.0, "rss_after_mb": 100.0 + grown}
+                for name, grown in growth.items()]
+
+    assert module.memory_sentence(rows(a=10, b=-5)) == "3 s after every attack the server was within 50 MB of its size before it."
+    first, again = "32 concurrent 30.5 MiB gRPC requests", "the same gRPC burst again"
+    settled = module.memory_sentence([*rows(a=10), {"attack": first, "rss_before_mb": 0, "rss_after_mb": 90},
+                                      {"attack": again, "rss_before_mb": 90, "rss_after_mb": 120}])
+    assert settled == (f"3 s after some attacks the server was larger than before them ({first} +90 MB); "
+                       f"repeating them did not grow it further ({again} +30 MB).")
+    grew = module.memory_sentence([{"attack": first, "rss_before_mb": 0, "rss_after_mb": 90},
+                                   {"attack": again, "rss_before_mb": 90, "rss_after_mb": 180}])
+    assert grew.endswith(f"repeating them grew it again ({again} +90 MB).")
 
 
 def test_the_readme_says_which_backbones_train_at_which_rate_as_the_stability_run_found():

@@ -1,10 +1,12 @@
 """Request bytes in flight, counted on every protocol as they arrive, and freed memory given back after a burst."""
 
+import asyncio
 import collections
 import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 
 from keras_robust.serving.plane.errors import ServingError, received
 
@@ -12,6 +14,13 @@ from keras_robust.serving.plane.errors import ServingError, received
 # system: glibc keeps large freed blocks in its arenas, so a burst of large requests left the
 # process gigabytes larger for good.
 TRIM_AFTER_BYTES = 16 * 2**20
+# The trim waits this long after the burst, so that the handlers that held its bytes have returned.
+TRIM_DELAY_S = 0.5
+# glibc's M_MMAP_THRESHOLD: blocks this large or larger are mapped apart and unmapped when freed.
+# Left dynamic, the threshold rises to 32 MiB after the first large free, and a burst of large
+# requests then lands in the heap arenas, of which a trim gives back only part.
+MMAP_THRESHOLD_BYTES = 2**20
+_M_MMAP_THRESHOLD = -3
 
 
 class InflightBytes:
@@ -65,21 +74,36 @@ class InflightBytes:
                 del self._by_client[client]
             if not self._bytes and self._peak >= TRIM_AFTER_BYTES:
                 self._peak = 0
-                release_freed_memory()
+                asyncio.get_running_loop().call_later(TRIM_DELAY_S, release_freed_memory)
+
+
+def keep_memory_returnable():
+    """Called once the server has loaded: fixes glibc's mmap threshold, and freezes what is loaded
+    (it lives as long as the server), so the collections after a burst scan only what requests
+    made and take microseconds."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    gc.collect()
+    gc.freeze()
 
 
 def release_freed_memory():
-    """Returns the C heap's free memory to the system (glibc's `malloc_trim`); nothing elsewhere."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    """Frees request bytes that only reference cycles still hold (an error's traceback holds its
+    request's frames until the cycle collector runs), then returns the C heap's free memory to the
+    system (glibc's `malloc_trim`; nothing elsewhere)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 @functools.cache
-def _malloc_trim():
-    """glibc's `malloc_trim`, looked up once (`find_library` runs ldconfig: not on every burst, in the event
-    loop), or None off glibc."""
+def _libc():
+    """glibc, looked up once (`find_library` runs ldconfig: not on every burst, in the event loop), or
+    None off glibc."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
         return None

@@ -593,6 +593,30 @@ def test_backends_agree(tiny_export, images, targets):
     assert onnx.signature_defs() == saved.signature_defs()
 
 
+def test_explain_runs_give_their_arena_back_and_predict_runs_keep_it(tiny_export, images, targets):
+    backend = load_backend(str(tiny_export[0] / tiny_export[1]))
+    seen = {}
+
+    class Recording:
+        def __init__(self, session, signature):
+            self._session, self._signature = session, signature
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+        def run(self, names, feeds, run_options=None):
+            seen[self._signature] = run_options
+            return self._session.run(names, feeds, run_options)
+
+    backend._sessions = {signature: Recording(session, signature) for signature, session in backend._sessions.items()}
+    backend.predict(images)
+    cancellation = onnxruntime.RunOptions()
+    backend.explain(images, targets, [0.1] * len(images), [3] * len(images), run_options=cancellation)
+    assert seen["serving_default"] is None
+    assert seen["explain"] is cancellation  # the request's own options, which its cancellation stops
+    assert cancellation.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
 def test_configuration_errors(tiny_export, tmp_path):
     model_dir = str(tiny_export[0] / tiny_export[1])
     with pytest.raises(ValueError, match="kind"):
