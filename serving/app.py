@@ -78,7 +78,9 @@ def create_app(export_dir, backend="onnx", limits=None, device="cpu", grpc_port=
             from keras_robust.serving.transport.grpc_server import start_grpc_server
 
             grpc_server, app_.state.grpc_port = await start_grpc_server(grpc_port, grpc_host, plane)
-        keep_memory_returnable()
+        if getattr(app_.state, "owns_process", False):
+            # Not for an app inside another program (tests, a notebook): it sets process-wide policy.
+            keep_memory_returnable()
         yield
         if grpc_server is not None:
             await grpc_server.stop(grace=1)
@@ -125,6 +127,7 @@ def serve(export_dir, host="127.0.0.1", port=8501, backend="onnx", device="cpu",
     check_ports(host, port, grpc_port)
     app = create_app(export_dir, backend=backend, limits=Limits(**limits), device=device,
                      grpc_port=grpc_port, grpc_host=host, client_header=client_header)
+    app.state.owns_process = True
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level)).run()
 
 

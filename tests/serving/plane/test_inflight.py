@@ -107,3 +107,19 @@ def test_the_server_fixes_the_mmap_threshold_and_freezes_what_it_loaded(libc):
 def test_glibc_is_found_here():
     # The machines this serves on run glibc; elsewhere `_libc` is None and nothing is trimmed.
     assert inflight._libc() is not None
+
+
+@pytest.mark.parametrize("owns_process", [True, False])
+def test_only_a_server_that_owns_its_process_sets_the_memory_policy(tiny_export, monkeypatch, owns_process):
+    from fastapi.testclient import TestClient
+
+    from keras_robust.serving import app as serving_app
+
+    calls = []
+    monkeypatch.setattr(serving_app, "keep_memory_returnable", lambda: calls.append(True))
+    app = serving_app.create_app(str(tiny_export[0]))
+    if owns_process:
+        app.state.owns_process = True  # as `serve` marks it
+    with TestClient(app) as client:
+        assert client.get("/v2/health/live").status_code == 200
+    assert calls == ([True] if owns_process else [])
