@@ -37,6 +37,8 @@ _PUBLIC = {
     "NonFiniteTrainingError": "keras_robust.method.non_finite_guard",
     "AraResult": "keras_robust.evaluation.accuracy_robustness",
     "ara": "keras_robust.evaluation.accuracy_robustness",
+    "AutoAttackResult": "keras_robust.evaluation.autoattack.ensemble",
+    "autoattack": "keras_robust.evaluation.autoattack.ensemble",
     "pretrained": "keras_robust.models.zoo",
     "pretrained_card": "keras_robust.models.zoo",
     "pretrained_names": "keras_robust.models.zoo",

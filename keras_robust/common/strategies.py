@@ -96,3 +96,12 @@ def agree_on_progress(strategy, done, path):
             "read what the chief writes: give them one shared folder (a network file system or "
             "a bucket)"
         ) from None
+
+
+def gathered(strategy, value):
+    """Every replica's rows of the per-replica `value`, in replica order, inside `strategy.run`'s caller."""
+    if is_multi_worker(strategy):
+        return strategy.gather(value, axis=0)
+    # One machine: its replicas' results are all here, and concatenating them
+    # needs no collective (whose keys a second strategy in the process would reuse).
+    return tf.concat(strategy.experimental_local_results(value), axis=0)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.common.strategies import is_multi_worker
+from keras_robust.common.strategies import gathered
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import AttackResult, attack_details, check_sanity
 
@@ -72,18 +72,10 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
                                                report_steps=report_steps),
             args=(batch,),
         )
-        return AttackResult(*(_gathered(strategy, field) for field in result))
+        return AttackResult(*(gathered(strategy, field) for field in result))
 
     result = AttackResult(*(np.asarray(field)[:count] for field in run(shards)))
     if sanity_check:
         check_sanity(result.first_met_step, result.attacked, settings.steps, settings.mode)
     return result
 
-
-def _gathered(strategy, value):
-    """Every replica's rows of `value`, in replica order."""
-    if is_multi_worker(strategy):
-        return strategy.gather(value, axis=0)
-    # One machine: its replicas' results are all here, and concatenating them
-    # needs no collective (whose keys a second strategy in the process would reuse).
-    return tf.concat(strategy.experimental_local_results(value), axis=0)
