@@ -26,7 +26,7 @@ from keras_robust.evaluation.autoattack.apgd import apgd
 from keras_robust.evaluation.autoattack.fab import fab_targeted
 from keras_robust.evaluation.autoattack.norms import NORMS, norm_of
 from keras_robust.evaluation.autoattack.oracle import Oracle
-from keras_robust.evaluation.autoattack.square import square
+from keras_robust.evaluation.autoattack.square import TILES, square
 from keras_robust.method.model_calls import check_image_shape, check_logits
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -154,6 +154,9 @@ def _checked(model, images, labels, norm, eps, version, batch_size):
         raise ValueError("`images` and `labels` must be non-empty and of equal length. "
                          f"Received: {len(images)} images, {len(labels)} labels")
     check_image_shape(model, images)
+    if norm == "L2" and min(images.shape[1:3]) < TILES:
+        raise ValueError(f"Square's L2 attack tiles the image with squares of a fifth of its side, so images "
+                         f"need at least {TILES}×{TILES} pixels. Received: images.shape={images.shape}")
     return images, labels.astype("int64")
 
 
