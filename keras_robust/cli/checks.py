@@ -80,8 +80,11 @@ def _check_evaluate(args):
     check_steps(args.steps)
     check_range("rho", args.rho, low=0, strict=True)
     check_momentum(args.momentum)
-    for eps in args.eps:
+    for eps in args.eps or ():
         check_range("eps", eps, low=0, strict=True)
+    if args.norm != "L2" and not args.autoattack:
+        raise ValueError("--norm Linf needs --autoattack: the paper's attack measures L2 perturbations only. "
+                         f"Received: --norm {args.norm}")
     check_strategy_environment(TrainingConfig(strategy=args.strategy).strategy)
 
 

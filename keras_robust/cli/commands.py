@@ -224,9 +224,11 @@ def _evaluate(args):
     from keras_robust.method.model_calls import num_classes_of
     from keras_robust.common.atomic import save_npz_atomically, write_atomically
     from keras_robust.common.strategies import is_chief, make_strategy
+    from keras_robust.common.defaults import ROBUST_ACCURACY_EPS
     from keras_robust.evaluation.accuracy_robustness import ara
+    from keras_robust.evaluation.autoattack.ensemble import autoattack
     from keras_robust.method.attacks import AttackSanityError
-    from keras_robust.reporting import plots, report
+    from keras_robust.reporting import findings, plots, report
 
     # First: a multi-worker strategy must exist before other TensorFlow work.
     strategy = make_strategy(args.strategy)
@@ -244,19 +246,27 @@ def _evaluate(args):
         advice = "" if args.no_sanity_check else "; or rerun with --no-sanity-check to count those images instead"
         raise ValueError(f"{error}{advice}") from None
     dims = float(np.prod(images.shape[1:]))
+    eps_values = args.eps or ROBUST_ACCURACY_EPS[args.norm]
     robust = {f"robust_accuracy_l2_{eps:g}": float(result.robust_accuracy(eps / np.sqrt(dims)))
-              for eps in args.eps}
+              for eps in eps_values if args.norm == "L2"}
+    found = [autoattack(model, images, labels, norm=args.norm, eps=eps, batch_size=args.batch_size,
+                        strategy=strategy, progress=chief,
+                        checkpoint=os.path.join(out, f"autoattack-{args.norm}-{eps:g}.npz"))
+             for eps in eps_values] if args.autoattack else []
+    robust.update({f"autoattack_{args.norm.lower()}_{attacked.eps:g}": attacked.robust_accuracy
+                   for attacked in found})
     summary = {**result.to_dict(), **robust}
     if not chief:
         print(f"accuracy {result.clean_accuracy:.4f}; attack ARA {result.attack_ara:.4f}; "
               f"BTR ARA {result.btr_ara:.4f} (written by the chief)")
         return 0
-    curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"))
+    curve = plots.ara_curve(result, os.path.join(out, "ara_curve.png"), autoattack=found)
     save_npz_atomically(os.path.join(out, "min_rmse.npz"), attack=result.attack_min_rmse, btr=result.btr_min_rmse)
     write_atomically(os.path.join(out, "evaluation.json"), json.dumps(summary, indent=2))
     report.write_report(os.path.join(out, "report.html"), "Accuracy-Robustness Area", [
         {"heading": "Summary", "table": [summary], "figures": [curve],
-         "text": f"{len(images)} test images, {args.steps} steps, rho={args.rho}, momentum={args.momentum}"},
+         "text": " ".join([f"{len(images)} test images, {args.steps} steps, rho={args.rho}, momentum={args.momentum}.",
+                           *findings.autoattack_findings(robust, args.norm)])},
     ])
     print(f"accuracy {result.clean_accuracy:.4f} on {len(images)} images; "
           f"attack ARA {result.attack_ara:.4f}; BTR ARA {result.btr_ara:.4f}")

@@ -18,6 +18,7 @@ from keras_robust.common.defaults import (
     SMALLEST_CHANGE_RHO,
     SMALLEST_CHANGE_STEPS,
 )
+from keras_robust.evaluation.autoattack.norms import NORMS
 from keras_robust.models.zoo import pretrained_names
 from keras_robust.models.zoo.catalog import CATALOG, DEMO_MODEL
 from keras_robust.training.config import TrainingConfig
@@ -136,8 +137,14 @@ def _evaluate_parser(commands):
                           help=f"attack momentum mu in [0, 1) (default {ATTACK_MOMENTUM})")
     evaluate.add_argument("--batch-size", type=int, default=ARA_BATCH_SIZE,
                           help=f"images attacked at once (default {ARA_BATCH_SIZE})")
-    evaluate.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
-                          help="L2 norms for robust accuracy (default 0.25 0.5 1.0)")
+    evaluate.add_argument("--eps", type=float, nargs="+",
+                          help="norms for robust accuracy (default: L2 0.25 0.5 1.0; Linf 8/255)")
+    evaluate.add_argument("--autoattack", action="store_true",
+                          help="also AutoAttack's robust accuracy at each --eps (its standard version, as "
+                               "RobustBench runs it; resumable, and slow: every attack on every image)")
+    evaluate.add_argument("--norm", choices=NORMS, default="L2",
+                          help="the norm of --eps (default L2; Linf needs --autoattack, the paper's attack "
+                               "measures L2 only)")
     evaluate.add_argument("--no-sanity-check", action="store_true",
                           help="count images broken only after half the steps (a possibly loose bound) "
                                "instead of stopping")

@@ -66,3 +66,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 # Algorithm 1 divides each step's direction by 1e-8 + RMSE(direction)
 # (docs/method.md §4): the TensorFlow attack and the ONNX explain graph alike.
 RMSE_EPSILON = 1e-8
+
+# The norms robust accuracy is reported at, per threat model: RobustBench's CIFAR-10 L2 0.5 with a
+# smaller and a larger one, and its L∞ 8/255.
+ROBUST_ACCURACY_EPS = {"L2": (0.25, 0.5, 1.0), "Linf": (8 / 255,)}

@@ -139,6 +139,32 @@ def smoothness_findings(variations, confidences, what):
     return "\n\n".join(sentences)
 
 
+# AutoAttack this many points or more below the paper's attack at one ε is called out: the paper's
+# attack then overstates the network's robustness.
+OVERSTATED_POINTS = 5.0
+
+
+def autoattack_findings(robust, norm):
+    """Sentences comparing AutoAttack's robust accuracy with the L2,min attack's at each ε of `robust`
+    (the `evaluate` summary's `autoattack_<norm>_<ε>` and `robust_accuracy_l2_<ε>` entries)."""
+    sentences = []
+    prefix = f"autoattack_{norm.lower()}_"
+    for key, value in robust.items():
+        if not key.startswith(prefix):
+            continue
+        eps = key[len(prefix):]
+        paper = robust.get(f"robust_accuracy_l2_{eps}") if norm == "L2" else None
+        sentence = f"AutoAttack ({norm}, ε = {eps}): robust accuracy {_percent(value)}"
+        if paper is None:
+            sentences.append(sentence + ".")
+            continue
+        gap = 100 * (paper - value)
+        sentences.append(sentence + f", against {_percent(paper)} under the paper's L2,min attack" + (
+            f": AutoAttack finds {gap:.1f} points less, so the paper's attack overstates this network's "
+            "robustness at this ε." if gap >= OVERSTATED_POINTS else "."))
+    return sentences
+
+
 def _rank_correlations(summary):
     return {key[len(RANK_PREFIX):]: value for key, value in summary.items() if key.startswith(RANK_PREFIX)}
 

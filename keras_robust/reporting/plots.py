@@ -105,7 +105,7 @@ def comparison_panel(comparison, path=None, max_images=6, class_names=None):
     return figure
 
 
-def ara_curve(result, path=None):
+def ara_curve(result, path=None, autoattack=()):
     """Plots accuracy against perturbation size for Attack and BTR ARA.
 
     Each curve is the fraction of images that still pass its test under
@@ -118,6 +118,8 @@ def ara_curve(result, path=None):
     Args:
         result: A `keras_robust.evaluation.accuracy_robustness.AraResult`.
         path: Optional path of a PNG file to write.
+        autoattack: `AutoAttackResult`s in L2 on the same images, drawn as
+            points at their ε as an RMSE (ε / sqrt(values per image)).
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -144,6 +146,11 @@ def ara_curve(result, path=None):
         ax.fill_between(
             eps, accuracy, chance, where=accuracy > chance, interpolate=True, color=line.get_color(), alpha=0.25
         )
+    l2 = [found for found in autoattack if found.norm == "L2"]
+    if l2:
+        values = np.prod(l2[0].adversarial_images.shape[1:])
+        ax.plot([found.eps / np.sqrt(values) for found in l2], [found.robust_accuracy for found in l2], "kx",
+                markersize=8, label="AutoAttack (L2), robust accuracy")
     ax.axhline(chance, color="gray", linestyle="--", label=f"random guess (1/K = {chance:.3g})")
     ax.set_xlabel("perturbation RMSE ε (pixel units, [0, 1] scale)")
     ax.set_ylabel("fraction of images passing")

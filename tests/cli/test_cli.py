@@ -1,6 +1,8 @@
 """End-to-end runs of the command line (explain, evaluate, compare-explanations, export, serve) on tiny models."""
 
+import html
 import json
+import os
 import subprocess
 import sys
 import time
@@ -132,6 +134,39 @@ def test_evaluate_names_the_sanity_switch_and_reports_late_images(workspace, cap
     assert "loose bound: 2 images changed class and 1 fell to 1/K only after step 225" in out
     assert "unbroken: 0 images never changed class and 1 never fell to 1/K within rho=20" in out
     assert json.loads((tmp_path / "evaluation.json").read_text())["attack_late_images"] == 2
+
+
+def test_evaluate_autoattack_reports_beside_the_papers_attack(workspace, capsys, tmp_path, monkeypatch):
+    from keras_robust.evaluation.autoattack import ensemble
+
+    asked = []
+
+    def fake_autoattack(model, images, labels, norm, eps, batch_size, strategy, progress, checkpoint):
+        asked.append((norm, round(eps, 6), os.path.basename(checkpoint)))
+        robust = np.arange(len(images)) < len(images) // 4
+        return ensemble.AutoAttackResult(robust, images, np.where(robust, "", "apgd-ce"), 1.0, float(robust.mean()),
+                                         norm, eps)
+
+    monkeypatch.setattr(ensemble, "autoattack", fake_autoattack)
+    argv = ("evaluate", workspace / "model.keras", "--data", workspace / "data", "--n-images", "8", "--steps", "6",
+            "--no-sanity-check", "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    code, out, err = run(capsys, *argv, "--autoattack", "--eps", "0.5")
+    assert code == 0, err
+    assert asked == [("L2", 0.5, "autoattack-L2-0.5.npz")]
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert summary["autoattack_l2_0.5"] == 0.25 and "robust_accuracy_l2_0.5" in summary
+    assert "autoattack_l2_0.5: 0.2500" in out
+    paper = summary["robust_accuracy_l2_0.5"]
+    sentence = f"AutoAttack (L2, ε = 0.5): robust accuracy 25%, against {100 * paper:.0f}% under the paper's L2,min attack"
+    assert sentence in html.unescape((tmp_path / "report.html").read_text())
+    asked.clear()
+    code, out, err = run(capsys, *argv, "--autoattack", "--norm", "Linf")
+    assert code == 0, err
+    assert asked == [("Linf", round(8 / 255, 6), "autoattack-Linf-0.0313725.npz")]
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert "autoattack_linf_0.0313725" in summary and not any(k.startswith("robust_accuracy_l2") for k in summary)
+    code, _, err = run(capsys, *argv, "--norm", "Linf")
+    assert code == 1 and "--norm Linf needs --autoattack" in err
 
 
 @pytest.mark.slow

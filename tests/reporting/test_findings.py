@@ -93,3 +93,15 @@ def test_comparison_findings_say_how_many_explanations_reached_their_budget():
             "weaker than asked") in text
     text = findings.comparison_findings("N3", summary(0.004, 0.9, 0.9, within=1.0))
     assert "100% of its explanations toward the new class reached their budget ρ by half their steps." in text
+
+
+def test_autoattack_findings_say_when_the_papers_attack_overstates_robustness():
+    robust = {"robust_accuracy_l2_0.5": 0.60, "autoattack_l2_0.5": 0.52, "robust_accuracy_l2_1": 0.30,
+              "autoattack_l2_1": 0.28, "clean_accuracy": 0.9}
+    assert findings.autoattack_findings(robust, "L2") == [
+        "AutoAttack (L2, ε = 0.5): robust accuracy 52%, against 60% under the paper's L2,min attack: AutoAttack "
+        "finds 8.0 points less, so the paper's attack overstates this network's robustness at this ε.",
+        "AutoAttack (L2, ε = 1): robust accuracy 28%, against 30% under the paper's L2,min attack.",
+    ]
+    assert findings.autoattack_findings({"autoattack_linf_0.0313725": 0.4}, "Linf") == [
+        "AutoAttack (Linf, ε = 0.0313725): robust accuracy 40%."]

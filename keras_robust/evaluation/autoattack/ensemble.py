@@ -17,9 +17,11 @@ import hashlib
 import os
 
 import numpy as np
+import tensorflow as tf
 import tqdm
 
 from keras_robust.common.atomic import save_npz_atomically
+from keras_robust.common.strategies import agree_on_progress, is_chief
 from keras_robust.common.validation import check_labels, check_positive_int
 from keras_robust.data.image_files import check_images
 from keras_robust.evaluation.autoattack.apgd import apgd
@@ -107,6 +109,7 @@ def autoattack(model, images, labels, norm="L2", eps=0.5, version="standard", se
         An `AutoAttackResult`.
     """
     images, labels = _checked(model, images, labels, norm, eps, version, batch_size)
+    strategy = strategy or tf.distribute.get_strategy()
     oracle = Oracle(model, strategy)
     num_classes = check_logits(oracle.logits(images[:1])).shape[1]
     if num_classes < FEWEST_CLASSES:
@@ -115,6 +118,9 @@ def autoattack(model, images, labels, norm="L2", eps=0.5, version="standard", se
     check_labels(labels, num_classes)
     fingerprint = _fingerprint(images, labels, norm, eps, version, seed, batch_size)
     state = _read_checkpoint(checkpoint, fingerprint) or _fresh_state(oracle, images, labels, batch_size)
+    agree_on_progress(strategy, state["attack"] * (len(images) + 1) + state["batch"], checkpoint)
+    if not is_chief(strategy):
+        checkpoint = None  # every worker reads what the chief writes
     targets = min(TARGET_CLASSES, num_classes - 1)
     bar = tqdm.tqdm(total=len(ATTACKS), desc="AutoAttack", unit="attack", disable=not progress)
     bar.update(state["attack"])
