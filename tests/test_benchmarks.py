@@ -447,9 +447,14 @@ def test_robust_backbones_counts_late_images_instead_of_stopping(monkeypatch, tm
                                      btr_late_images=0, attack_unbroken_images=0, btr_unbroken_images=3)
 
     monkeypatch.setattr(accuracy_robustness, "ara", ara)
-    model = types.SimpleNamespace(classifier=None, evaluate=lambda *_, **__: {"accuracy": 0.5})
+    import keras
+
+    model = types.SimpleNamespace(classifier=keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]),
+                                  evaluate=lambda *_, **__: {"accuracy": 0.5})
     test = types.SimpleNamespace(dataset=None, num_examples=10)
-    scores = module.evaluate(model, types.SimpleNamespace(path=str(tmp_path)), test, [0], [0], 450)
+    args = types.SimpleNamespace(ara_steps=450)
+    scores = module.evaluate(model, types.SimpleNamespace(path=str(tmp_path)), test, [0], [0], args)
+    assert scores["batch_norm_layers_recalibrated"] == 0  # no batch normalization, nothing to recalibrate
     assert asked == [(450, "ara.npz", False)]
     assert (scores["attack_late_images"], scores["btr_late_images"], scores["btr_unbroken_images"]) == (1, 0, 3)
     record = {"network": "N", "run": "standard", "epochs": 1, "epochs_done": 1, "settings": {"ara_steps": 450},
