@@ -461,3 +461,16 @@ def test_robust_backbones_counts_late_images_instead_of_stopping(monkeypatch, tm
               "data": "JPEG", "machine": "m", "test_images": 10, **scores}
     table = module.report_markdown({"runs": {"N standard": record}})
     assert "| 0.10000 (1 late) | 0.20000 (3 unbroken) |" in table and "loose upper bound" in table
+
+
+def test_autoattack_reference_table_judges_each_network_by_the_issues_goal():
+    module = _benchmark_module("autoattack_reference")
+    run = {"network": "all", "paper_name": "N3", "norm": "L2", "eps": 0.5, "images": 100,
+           "robust_accuracy_ours": 0.52, "robust_accuracy_reference": 0.515, "verdicts_agree": 0.98,
+           "seconds_per_image_ours": 4.0, "seconds_per_image_reference": 5.0}
+    table = module.report_markdown({"machine": "m", "runs": {"a": run, "b": {**run, "paper_name": "N1",
+                                                                           "verdicts_agree": 0.9}}})
+    assert "| N3 (all) | L2 0.5 | 100 | 52.0 % | 51.5 % | 98.0 % | 4.00 / 5.00 |" in table
+    assert "N3: +0.5 points, 98.0 % of verdicts equal: within the goal (1 point, 97 %)." in table
+    assert "N1: +0.5 points, 90.0 % of verdicts equal: outside the goal" in table
+    compile((REPO_ROOT / "benchmarks" / "autoattack_reference_torch.py").read_text(), "torch side", "exec")

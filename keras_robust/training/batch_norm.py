@@ -29,7 +29,8 @@ def recalibrate_batch_norm(model, data, batches=RECALIBRATION_BATCHES):
 
     Example:
 
-    >>> keras_robust.recalibrate_batch_norm(classifier, train_dataset, batches=100)
+    >>> mobilenet = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=10)
+    >>> keras_robust.recalibrate_batch_norm(mobilenet, train_dataset, batches=100)  # its layers recalibrated
     52
 
     Args:
