@@ -78,4 +78,3 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
     if sanity_check:
         check_sanity(result.first_met_step, result.attacked, settings.steps, settings.mode)
     return result
-

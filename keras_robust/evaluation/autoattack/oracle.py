@@ -120,4 +120,3 @@ class Oracle:
 
             self._compiled[key] = run
         return self._compiled[key]
-
