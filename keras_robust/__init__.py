@@ -41,6 +41,7 @@ _PUBLIC = {
     "autoattack": "keras_robust.evaluation.autoattack.ensemble",
     "pretrained": "keras_robust.models.zoo",
     "recalibrate_batch_norm": "keras_robust.training.batch_norm",
+    "RecalibrateBatchNorm": "keras_robust.training.batch_norm",
     "pretrained_card": "keras_robust.models.zoo",
     "pretrained_names": "keras_robust.models.zoo",
     "resnet": "keras_robust.models.cifar_resnet",

@@ -63,6 +63,32 @@ def recalibrate_batch_norm(model, data, batches=RECALIBRATION_BATCHES):
     return len(layers)
 
 
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Recomputes the batch-normalization statistics when `fit` ends (`recalibrate_batch_norm`).
+
+    Example:
+
+    >>> model = keras_robust.RobustModel(keras.applications.MobileNetV2(
+    ...     input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None))
+    >>> model.compile(optimizer="sgd")
+    >>> model.fit(train_dataset, epochs=15, callbacks=[keras_robust.RecalibrateBatchNorm(train_dataset)])
+
+    Args:
+        data: What `recalibrate_batch_norm` averages over: a `tf.data.Dataset` or an array of images.
+        batches: How many batches (100).
+    """
+
+    def __init__(self, data, batches=RECALIBRATION_BATCHES):
+        super().__init__()
+        check_positive_int("batches", batches)
+        self.data = data
+        self.batches = batches
+
+    def on_train_end(self, logs=None):
+        # A RobustModel's statistics live in its classifier, which inference calls alone.
+        recalibrate_batch_norm(getattr(self.model, "classifier", self.model), self.data, self.batches)
+
+
 def _image_batches(data, batches):
     if isinstance(data, tf.data.Dataset):
         for element in data.take(batches):

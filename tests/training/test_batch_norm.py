@@ -50,3 +50,18 @@ def test_bad_input_is_refused(rng):
         keras_robust.recalibrate_batch_norm(small_network(), np.zeros((4, 4, 4, 2)), batches=0)
     with pytest.raises(ValueError, match="gave no batch"):
         keras_robust.recalibrate_batch_norm(small_network(), np.zeros((0, 4, 4, 2)))
+
+
+def test_the_callback_recalibrates_a_robust_models_classifier_when_fit_ends(rng):
+    classifier = small_network()
+    model = keras_robust.RobustModel(classifier, robust=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    images = rng.uniform(0.2, 0.9, size=(64, 4, 4, 2)).astype("float32")
+    labels = rng.integers(0, 3, 64)
+    model.fit(images, labels, batch_size=32, epochs=1, verbose=0,
+              callbacks=[keras_robust.RecalibrateBatchNorm(images, batches=1)])
+    # After the fit, the statistics are those of the first 128 images (here all 64), not a slow average.
+    np.testing.assert_allclose(classifier.layers[1].moving_mean, images.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(classifier.layers[1].moving_variance, images.var(axis=(0, 1, 2)), rtol=1e-3)
+    with pytest.raises(ValueError, match="batches"):
+        keras_robust.RecalibrateBatchNorm(images, batches=0)
