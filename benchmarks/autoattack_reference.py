@@ -132,6 +132,10 @@ def report_markdown(record):
                          f"{100 * AGREEMENT:.0f} %).")
     caption = (f"`python benchmarks/autoattack_reference.py` on {record.get('machine')}, JPEG CIFAR-10 test images "
                "(the seed-1776 permutation's first), both sides run in turn on one machine.")
+    measured = {run["network"] for run in record["runs"].values()}
+    missing = [paper for network, (_, paper) in NETWORKS.items() if network not in measured]
+    if missing:
+        sentences.append(f"Not measured yet: {', '.join(missing)}.")
     return "\n".join([caption, "", *lines, "", *sentences])
 
 

@@ -473,4 +473,12 @@ def test_autoattack_reference_table_judges_each_network_by_the_issues_goal():
     assert "| N3 (all) | L2 0.5 | 100 | 52.0 % | 51.5 % | 98.0 % | 4.00 / 5.00 |" in table
     assert "N3: +0.5 points, 98.0 % of verdicts equal: within the goal (1 point, 97 %)." in table
     assert "N1: +0.5 points, 90.0 % of verdicts equal: outside the goal" in table
+    assert "Not measured yet: N1, N2, N4." in table  # runs a and b both name the network "all"
+
+
+def test_the_autoattack_reference_table_in_the_results_page_is_the_recorded_run():
+    module = _benchmark_module("autoattack_reference")
+    record = json.loads((REPO_ROOT / "docs" / "figures" / "autoattack_reference.json").read_text())
+    text = (REPO_ROOT / "docs" / "results.md").read_text()
+    assert text.split(module.BEGIN)[1].split(module.END)[0].strip() == module.report_markdown(record)
     compile((REPO_ROOT / "benchmarks" / "autoattack_reference_torch.py").read_text(), "torch side", "exec")
