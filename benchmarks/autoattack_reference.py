@@ -47,6 +47,9 @@ def parse_arguments(argv=None):
     parser.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
     parser.add_argument("--torch-python", help="the Python of the torch virtual environment")
     parser.add_argument("--autoattack", help="a checkout of fra31/auto-attack, when not installed there")
+    parser.add_argument("--out", default="runs/autoattack_reference",
+                        help="each side's checkpoint, so a stopped run continues (ours per batch, the original's "
+                             "per attack)")
     parser.add_argument("--json", default=JSON)
     parser.add_argument("--report", action="store_true", help="write the table of --json into docs/results.md")
     return parser.parse_args(argv)
@@ -77,12 +80,16 @@ def main(argv=None):
             if key_of(network) in record["runs"]:
                 print(f"{key_of(network)}: done, in {args.json}", flush=True)
                 continue
+            os.makedirs(args.out, exist_ok=True)
+            stem = os.path.join(args.out, key_of(network).replace(" ", "-"))
+            # A resumed run's clock misses what ran before: its times are not recorded.
+            resumed = os.path.exists(stem + "-ours.npz") or os.path.exists(stem + "-original.json")
             start = time.perf_counter()
             ours = keras_robust.autoattack(keras_robust.pretrained(NETWORKS[network][0]), images, labels,
-                                           norm=args.norm, eps=args.eps, seed=0)
+                                           norm=args.norm, eps=args.eps, seed=0, checkpoint=stem + "-ours.npz")
             our_seconds = time.perf_counter() - start
-            theirs = _reference(args, network, saved, work)
-            record["runs"][key_of(network)] = _comparison(network, ours, our_seconds, theirs, args)
+            theirs = _reference(args, network, saved, work, stem + "-original.json")
+            record["runs"][key_of(network)] = _comparison(network, ours, None if resumed else our_seconds, theirs, args)
             record.update(machine=cpu_summary(), data=args.data)
             write_atomically(args.json, json.dumps(record, indent=2))
             print(json.dumps(record["runs"][key_of(network)]), flush=True)
@@ -95,11 +102,11 @@ def _read(path):
     return {"runs": {}}
 
 
-def _reference(args, network, saved, work):
+def _reference(args, network, saved, work, state):
     out = os.path.join(work, f"{network}.json")
     environment = {**os.environ, **({"AUTOATTACK": args.autoattack} if args.autoattack else {})}
-    subprocess.run([args.torch_python, TORCH_SIDE, network, saved, out, args.norm, str(args.eps)], check=True,
-                   env=environment)
+    subprocess.run([args.torch_python, TORCH_SIDE, network, saved, out, args.norm, str(args.eps), state],
+                   check=True, env=environment)
     return json.load(open(out, encoding="utf-8"))
 
 
@@ -111,8 +118,9 @@ def _comparison(network, ours, our_seconds, theirs, args):
         "clean_accuracy_reference": float(np.mean(theirs["clean_correct"])),
         "robust_accuracy_ours": ours.robust_accuracy, "robust_accuracy_reference": float(reference_robust.mean()),
         "verdicts_agree": float(np.mean(ours.robust == reference_robust)),
-        "seconds_per_image_ours": our_seconds / ours.robust.size,
-        "seconds_per_image_reference": theirs["seconds"] / ours.robust.size, "torch": theirs["torch"],
+        "seconds_per_image_ours": None if our_seconds is None else our_seconds / ours.robust.size,
+        "seconds_per_image_reference": None if our_seconds is None else theirs["seconds"] / ours.robust.size,
+        "torch": theirs["torch"],
     }
 
 
@@ -124,8 +132,7 @@ def report_markdown(record):
         gap = 100 * (run["robust_accuracy_ours"] - run["robust_accuracy_reference"])
         lines.append(f"| {run['paper_name']} ({run['network']}) | {run['norm']} {run['eps']:g} | {run['images']} | "
                      f"{100 * run['robust_accuracy_ours']:.1f} % | {100 * run['robust_accuracy_reference']:.1f} % | "
-                     f"{100 * run['verdicts_agree']:.1f} % | {run['seconds_per_image_ours']:.2f} / "
-                     f"{run['seconds_per_image_reference']:.2f} |")
+                     f"{100 * run['verdicts_agree']:.1f} % | {_times(run)} |")
         met = abs(gap) <= POINTS and run["verdicts_agree"] >= AGREEMENT
         sentences.append(f"{run['paper_name']}: {gap:+.1f} points, {100 * run['verdicts_agree']:.1f} % of verdicts "
                          f"equal: {'within' if met else 'outside'} the goal ({POINTS:g} point, "
@@ -137,6 +144,12 @@ def report_markdown(record):
     if missing:
         sentences.append(f"Not measured yet: {', '.join(missing)}.")
     return "\n".join([caption, "", *lines, "", *sentences])
+
+
+def _times(run):
+    if run["seconds_per_image_ours"] is None:
+        return "not timed (resumed)"
+    return f"{run['seconds_per_image_ours']:.2f} / {run['seconds_per_image_reference']:.2f}"
 
 
 def write_report(record, doc=DOC):

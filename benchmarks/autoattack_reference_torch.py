@@ -5,14 +5,16 @@
 Runs only in the torch virtual environment of ../shared/anchors/README.md, with the original on the
 path (`pip install git+https://github.com/fra31/auto-attack`, or a checkout in AUTOATTACK):
 
-    AUTOATTACK=<checkout> $TORCH_VENV/bin/python autoattack_reference_torch.py NETWORK IMAGES.npz OUT.json NORM EPS
+    AUTOATTACK=<checkout> $TORCH_VENV/bin/python autoattack_reference_torch.py NETWORK IMAGES.npz OUT.json NORM EPS STATE
 
 NETWORK is a reference name (standard, adv-train, robust, all); IMAGES.npz holds `images` (n, 32, 32,
-3) in [0, 1] and `labels`. Writes `robust` (per image), `clean_correct` and `seconds` as JSON.
+3) in [0, 1] and `labels`. Writes `robust` (per image), `clean_correct` and `seconds` as JSON. STATE is the
+original's own evaluation state (a JSON file): a rerun continues after the last attack it finished.
 """
 
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -29,6 +31,7 @@ import torch  # noqa: E402
 import main as reference  # noqa: E402
 import model as reference_model  # noqa: E402
 from autoattack import AutoAttack  # noqa: E402
+from autoattack.state import EvaluationState  # noqa: E402
 
 
 def load(network):
@@ -41,7 +44,7 @@ def load(network):
     return net.eval()
 
 
-def main(network, images_path, out_path, norm, eps):
+def main(network, images_path, out_path, norm, eps, state_path):
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     with np.load(images_path) as saved:
         x = torch.from_numpy(np.ascontiguousarray(saved["images"].transpose(0, 3, 1, 2)))
@@ -49,14 +52,16 @@ def main(network, images_path, out_path, norm, eps):
     net = load(network)
     attack = AutoAttack(net, norm=norm, eps=float(eps), version="standard", device="cpu", seed=0, verbose=False)
     start = time.perf_counter()
-    adversarial = attack.run_standard_evaluation(x, y, bs=250)
+    attack.run_standard_evaluation(x, y, bs=250, state_path=pathlib.Path(state_path))
     seconds = time.perf_counter() - start
+    # The state's flags, not a prediction of the returned images: after a resumed run those hold only
+    # the current run's adversarial examples.
+    robust = EvaluationState.from_disk(pathlib.Path(state_path)).robust_flags.tolist()
     with torch.no_grad():
-        robust = (net(adversarial).argmax(1) == y).tolist()
         clean = (net(x).argmax(1) == y).tolist()
     with open(out_path, "w") as file:
         json.dump({"robust": robust, "clean_correct": clean, "seconds": seconds, "torch": torch.__version__}, file)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

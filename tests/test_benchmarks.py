@@ -474,6 +474,8 @@ def test_autoattack_reference_table_judges_each_network_by_the_issues_goal():
     assert "N3: +0.5 points, 98.0 % of verdicts equal: within the goal (1 point, 97 %)." in table
     assert "N1: +0.5 points, 90.0 % of verdicts equal: outside the goal" in table
     assert "Not measured yet: N1, N2, N4." in table  # runs a and b both name the network "all"
+    resumed = {**run, "seconds_per_image_ours": None, "seconds_per_image_reference": None}
+    assert "| 98.0 % | not timed (resumed) |" in module.report_markdown({"machine": "m", "runs": {"a": resumed}})
 
 
 def test_the_autoattack_reference_table_in_the_results_page_is_the_recorded_run():
