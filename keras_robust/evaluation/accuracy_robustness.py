@@ -1,15 +1,13 @@
 """The Accuracy-Robustness Area and robust accuracy (docs/method.md §6)."""
 
 import dataclasses
-import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
 import tqdm
 
 from keras_robust.common.defaults import ARA_BATCH_SIZE, ARA_STEPS, ATTACK_MOMENTUM, SEED, SMALLEST_CHANGE_RHO
-from keras_robust.common.atomic import save_npz_atomically
+from keras_robust.common import evaluation_checkpoint
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.model_calls import predict_logits
 from keras_robust.method.attacks import late_examples
@@ -189,7 +187,9 @@ def ara(model, images, labels, *, steps=ARA_STEPS, rho=SMALLEST_CHANGE_RHO, mome
     num_classes = predict_logits(model, images[:1]).shape[1]
     check_labels(labels, num_classes)
     strategy = strategy or tf.distribute.get_strategy()
-    fingerprint = _fingerprint(images, labels, steps, rho, momentum, batch_size)
+    # As floats, so that steps=450 and steps=450.0 continue the same evaluation.
+    numbers = [float(value) for value in (steps, rho, momentum, batch_size)]
+    fingerprint = evaluation_checkpoint.fingerprint(images, labels, numbers)
     found, correct, late = _read_checkpoint(checkpoint, fingerprint)
     done = agree_on_progress(strategy, len(found["l2min"]), checkpoint)
     if not is_chief(strategy):
@@ -228,39 +228,22 @@ def _minimal_perturbations(result, settings):
     return min_rmse, int(np.sum(late))
 
 
-def _fingerprint(images, labels, *settings):
-    digest = hashlib.sha256(images.tobytes())
-    digest.update(np.asarray(labels, dtype="int64").tobytes())
-    digest.update(repr([float(v) for v in settings]).encode())
-    return digest.hexdigest()
-
-
 def _read_checkpoint(path, fingerprint):
     """The finished batches' minimal perturbations, correct count and late counts, or none."""
     empty = {"l2min": np.zeros(0), "btr": np.zeros(0)}
-    if path is None or not os.path.exists(path):
+    state = evaluation_checkpoint.read_checkpoint(path, fingerprint, "ARA")
+    if state is None:
         return empty, 0, {mode: 0 for mode in empty}
     try:
-        with np.load(path) as state:
-            saved = str(state["fingerprint"])
-            found = {mode: state[mode] for mode in empty}
-            correct = int(state["correct"])
-            # A checkpoint from before late counts held only batches that passed the sanity check.
-            late = {mode: int(state[f"late_{mode}"]) if f"late_{mode}" in state.files else 0 for mode in empty}
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(
-            f"The ARA checkpoint {path} cannot be read ({error}); delete it to start over"
-        ) from None
-    if saved != fingerprint:
-        raise ValueError(
-            f"The ARA checkpoint {path} was written for other images or settings; "
-            "delete it or pass another path"
-        )
+        found = {mode: state[mode] for mode in empty}
+        correct = int(state["correct"])
+    except KeyError as error:
+        raise ValueError(f"The ARA checkpoint {path} cannot be read ({error}); delete it to start over") from None
+    # A checkpoint from before late counts held only batches that passed the sanity check.
+    late = {mode: int(state.get(f"late_{mode}", 0)) for mode in empty}
     return found, correct, late
 
 
 def _write_checkpoint(path, fingerprint, found, correct, late):
-    if path is None:
-        return
-    save_npz_atomically(path, fingerprint=fingerprint, correct=correct, **found,
-                        **{f"late_{mode}": count for mode, count in late.items()})
+    evaluation_checkpoint.write_checkpoint(
+        path, fingerprint, {"correct": correct, **found, **{f"late_{mode}": count for mode, count in late.items()}})

@@ -13,14 +13,12 @@ gradients from one attack rarely hides them from the others.
 """
 
 import dataclasses
-import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
 import tqdm
 
-from keras_robust.common.atomic import save_npz_atomically
+from keras_robust.common import evaluation_checkpoint
 from keras_robust.common.strategies import agree_on_progress, is_chief
 from keras_robust.common.validation import check_labels, check_positive_int
 from keras_robust.data.image_files import check_images
@@ -118,7 +116,7 @@ def autoattack(model, images, labels, norm="L2", eps=0.5, version="standard", se
         raise ValueError(f"AutoAttack's targeted DLR loss needs at least {FEWEST_CLASSES} classes. "
                          f"Received: a model with {num_classes} classes")
     check_labels(labels, num_classes)
-    fingerprint = _fingerprint(images, labels, norm, eps, version, seed, batch_size)
+    fingerprint = evaluation_checkpoint.fingerprint(images, labels, (norm, eps, version, seed, batch_size))
     state = _read_checkpoint(checkpoint, fingerprint) or _fresh_state(oracle, images, labels, batch_size)
     agree_on_progress(strategy, state["attack"] * (len(images) + 1) + state["batch"], checkpoint)
     if not is_chief(strategy):
@@ -138,7 +136,7 @@ def autoattack(model, images, labels, norm="L2", eps=0.5, version="standard", se
             state["attack"], state["batch"] = state["attack"] + 1, 0
             state["pending"] = np.flatnonzero(state["robust"])
             bar.update(1)
-        _write_checkpoint(checkpoint, fingerprint, state)
+        evaluation_checkpoint.write_checkpoint(checkpoint, fingerprint, state)
     bar.close()
     return AutoAttackResult(
         robust=state["robust"], adversarial_images=state["adversarial"], broken_by=state["broken_by"],
@@ -213,30 +211,11 @@ def _record(state, name, chosen, found, oracle, images, labels, eps, norm):
     state["broken_by"][hit] = name
 
 
-def _fingerprint(images, labels, *settings):
-    digest = hashlib.sha256(images.tobytes())
-    digest.update(labels.tobytes())
-    digest.update(repr(settings).encode())
-    return digest.hexdigest()
-
-
 def _read_checkpoint(path, fingerprint):
-    if path is None or not os.path.exists(path):
+    state = evaluation_checkpoint.read_checkpoint(path, fingerprint, "AutoAttack")
+    if state is None:
         return None
-    try:
-        with np.load(path) as saved:
-            state = {key: saved[key] for key in saved.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"The AutoAttack checkpoint {path} cannot be read ({error}); delete it to start over") from None
-    if str(state.pop("fingerprint", "")) != fingerprint:
-        raise ValueError(f"The AutoAttack checkpoint {path} was written for other images or settings; "
-                         "delete it or pass another path")
     for key in ("attack", "batch"):
         state[key] = int(state[key])
     state["clean_accuracy"] = float(state["clean_accuracy"])
     return state
-
-
-def _write_checkpoint(path, fingerprint, state):
-    if path is not None:
-        save_npz_atomically(path, fingerprint=fingerprint, **state)
