@@ -6,6 +6,9 @@ logical CPUs); `"multiworker"` over the worker processes that `TF_CONFIG`
 describes (`docs/distributed.md`), each with its own devices.
 """
 
+import math
+
+import numpy as np
 import tensorflow as tf
 
 from keras_robust.common.defaults import STRATEGIES
@@ -105,3 +108,18 @@ def gathered(strategy, value):
     # One machine: its replicas' results are all here, and concatenating them
     # needs no collective (whose keys a second strategy in the process would reuse).
     return tf.concat(strategy.experimental_local_results(value), axis=0)
+
+
+def equal_shards(strategy, *arrays):
+    """The rows of NumPy `arrays` shared out over `strategy`'s replicas, one equal shard (a tuple of
+    tensors) each, as distributed values for `strategy.run`. The last row is repeated to even the
+    shards; the caller drops the results past the first `len(arrays[0])` rows after gathering."""
+    count, replicas = len(arrays[0]), strategy.num_replicas_in_sync
+    per_replica = math.ceil(count / replicas)
+    rows = np.concatenate([np.arange(count), np.full(per_replica * replicas - count, count - 1)])
+
+    def shard(context):
+        chosen = rows[context.replica_id_in_sync_group * per_replica:][:per_replica]
+        return tuple(tf.constant(array[chosen]) for array in arrays)
+
+    return strategy.experimental_distribute_values_from_function(shard)

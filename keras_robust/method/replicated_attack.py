@@ -6,12 +6,10 @@ workers of a cluster — and the results gathered back in the original order.
 Every worker must pass the same batch; each gets the whole result.
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.common.strategies import gathered
+from keras_robust.common.strategies import equal_shards, gathered
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import AttackResult, attack_details, check_sanity
 
@@ -55,15 +53,7 @@ def attack_on_replicas(model, images, labels, settings=None, *, strategy=None, s
         return AttackResult(*(np.asarray(field) for field in result))
     images, labels = np.asarray(images), np.asarray(labels)
     count = len(images)
-    per_replica = math.ceil(count / strategy.num_replicas_in_sync)
-    # Equal shards: the last images are repeated and their results dropped.
-    padded = np.concatenate([np.arange(count), np.full(per_replica * strategy.num_replicas_in_sync - count, count - 1)])
-
-    def shard(context):
-        rows = padded[context.replica_id_in_sync_group * per_replica:][:per_replica]
-        return tf.constant(images[rows]), tf.constant(labels[rows])
-
-    shards = strategy.experimental_distribute_values_from_function(shard)
+    shards = equal_shards(strategy, images, labels)
 
     @tf.function
     def run(batch):

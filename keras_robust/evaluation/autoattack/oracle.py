@@ -8,13 +8,11 @@ results gathered back in order), so every worker of a cluster gets the same
 answers and runs the same bookkeeping.
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_robust.common.strategies import gathered
+from keras_robust.common.strategies import equal_shards, gathered
 from keras_robust.method.model_calls import call_model
 
 LOSSES = ("ce", "dlr-targeted", "target-margin")
@@ -73,20 +71,10 @@ class Oracle:
         self.evaluations += len(arrays[0])
         function = self._function(kind)
         arrays = (np.asarray(arrays[0], "float32"), *arrays[1:])
-        replicas = self._strategy.num_replicas_in_sync
-        if replicas == 1:
+        if self._strategy.num_replicas_in_sync == 1:
             return tuple(np.array(value) for value in function(*arrays))
-        count = len(arrays[0])
-        per_replica = math.ceil(count / replicas)
-        # Equal shards: the last image is repeated and its copies' results dropped.
-        rows = np.concatenate([np.arange(count), np.full(per_replica * replicas - count, count - 1)])
-
-        def shard(context):
-            chosen = rows[context.replica_id_in_sync_group * per_replica:][:per_replica]
-            return tuple(tf.constant(array[chosen]) for array in arrays)
-
-        shards = self._strategy.experimental_distribute_values_from_function(shard)
-        return tuple(np.array(value)[:count] for value in self._distributed(kind)(shards))
+        shards = equal_shards(self._strategy, *arrays)
+        return tuple(np.array(value)[:len(arrays[0])] for value in self._distributed(kind)(shards))
 
     def _function(self, kind):
         if kind not in self._compiled:
