@@ -33,7 +33,6 @@ from keras_robust.serving.plane.inputs import REQUIRED, check_tensor_size, parse
 from keras_robust.serving.transport.http_io import encode_json, parse_json
 
 
-
 def parse_infer_request(body, header_length, card, limits, signature, model_name):
     """Parses and validates an `/infer` (or `/explain`) request body.
 

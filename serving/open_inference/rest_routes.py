@@ -18,7 +18,6 @@ from keras_robust.serving.plane.clients import http_client
 from keras_robust.serving.plane.errors import received
 
 
-
 def add_v2_routes(app, plane, bodies):
     """Adds the Open Inference Protocol's routes over `plane` (a `DataPlane`), reading
     bodies with `bodies` (`serving.transport.http_io.Bodies`)."""

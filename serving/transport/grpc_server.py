@@ -20,7 +20,6 @@ from keras_robust.serving.transport.ports import port_in_use
 logger = logging.getLogger("keras_robust.serving")
 
 
-
 async def start_grpc_server(port, host, plane):
     """Starts TF Serving's and V2's services on `host:port` (0: any free port) in this event loop.
 

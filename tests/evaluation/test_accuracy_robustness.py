@@ -187,7 +187,6 @@ def test_an_interrupted_ara_resumes_from_its_checkpoint(rng, tmp_path, monkeypat
         ara(model, images, labels, checkpoint=checkpoint, **settings)
 
 
-
 def test_ara_refuses_labels_outside_the_classes_before_attacking():
     model = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     images = np.full((4, 2, 2, 1), 0.5, "float32")

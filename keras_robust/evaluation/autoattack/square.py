@@ -115,7 +115,7 @@ def _l2_start(images, eps, rng):
     delta = np.zeros(images.shape, "float32")
     top = (height - side * TILES) // 2
     for _ in range(height // side):
-        left = (height - side * TILES) // 2
+        left = (height - side * TILES) // 2  # from the height, as the original (its images are square)
         for _ in range(width // side):
             delta[:, top:top + side, left:left + side] += (
                 pattern(side, rng)[None, :, :, None] * _signs(rng, (count, 1, 1, channels)))
