@@ -11,17 +11,24 @@ ONNX graph. The tests hold it equal to `AdversarialExplainer`.
 import os
 
 import numpy as np
-import onnx
 from onnx import helper
 
 from keras_robust.common.atomic import write_atomically
 from keras_robust.common.defaults import RMSE_EPSILON
 from keras_robust.export.autodiff.backprop import backpropagate
-from keras_robust.export.autodiff.classifier import IMAGES, renamed_nodes
+from keras_robust.export.autodiff.classifier import IMAGES
 from keras_robust.export.autodiff.emitter import Emitter
-
-FLOAT, INT32, INT64, BOOL = (onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
-                             onnx.TensorProto.BOOL)
+from keras_robust.export.graph_parts import (
+    BOOL,
+    FLOAT,
+    INT32,
+    INT64,
+    finished_model,
+    forward_copy,
+    images_input,
+    per_image,
+    value_info,
+)
 
 
 def endpoint_models(classifier, overshoot, defaults):
@@ -34,7 +41,7 @@ def endpoint_models(classifier, overshoot, defaults):
     input out. Built in memory, so an unsupported operator stops an export
     before it writes anything.
     """
-    return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
+    return {"predict": predict_model(classifier), "explain": explainfinished_model(classifier, overshoot, defaults)}
 
 
 def write_models(models, directory, prefix):
@@ -54,12 +61,12 @@ def predict_model(classifier):
         helper.make_node("ArgMax", ["logits"], ["classes"], axis=1, keepdims=0),
     ]
     k = classifier.num_classes
-    outputs = [_value("logits", FLOAT, ["batch", k]), _value("probabilities", FLOAT, ["batch", k]),
-               _value("classes", INT64, ["batch"])]
-    return _model(classifier, nodes, [_images(classifier)], outputs, classifier.initializers, "predict")
+    outputs = [value_info("logits", FLOAT, ["batch", k]), value_info("probabilities", FLOAT, ["batch", k]),
+               value_info("classes", INT64, ["batch"])]
+    return finished_model(classifier, nodes, [images_input(classifier)], outputs, classifier.initializers, "predict")
 
 
-def explain_model(classifier, overshoot, defaults):
+def explainfinished_model(classifier, overshoot, defaults):
     """`images, targets[, rho, steps] → explanations, delta, target_confidence, first_met_step, target_is_top`
     (that order).
 
@@ -78,7 +85,7 @@ def explain_model(classifier, overshoot, defaults):
     nodes = emit.nodes + [helper.make_node("Add", [IMAGES, delta], ["explanations"]),
                           helper.make_node("Identity", [delta], ["delta"]),
                           helper.make_node("Identity", [first_met], ["first_met_step"])]
-    final = _forward_copy(classifier, "final/", "explanations")
+    final = forward_copy(classifier, "final/", "explanations")
     nodes += final.nodes
     outcome = Emitter("explain/outcome")
     probabilities = outcome("Softmax", final.logits, axis=1)
@@ -88,15 +95,15 @@ def explain_model(classifier, overshoot, defaults):
     nodes += outcome.nodes + [helper.make_node("Squeeze", [picked, outcome.ints([1])], ["target_confidence"]),
                               helper.make_node("Equal", [top, setup["targets"]], ["target_is_top"])]
     shape = ["batch", *classifier.image_shape]
-    inputs = [_images(classifier), _value("targets", INT32, ["batch"]), _value("rho", FLOAT, ["entries"]),
-              _value("steps", INT32, ["entries"])]
-    outputs = [_value("explanations", FLOAT, shape), _value("delta", FLOAT, shape),
-               _value("target_confidence", FLOAT, ["batch"]), _value("first_met_step", INT32, ["batch"]),
-               _value("target_is_top", BOOL, ["batch"])]
+    inputs = [images_input(classifier), value_info("targets", INT32, ["batch"]), value_info("rho", FLOAT, ["entries"]),
+              value_info("steps", INT32, ["entries"])]
+    outputs = [value_info("explanations", FLOAT, shape), value_info("delta", FLOAT, shape),
+               value_info("target_confidence", FLOAT, ["batch"]), value_info("first_met_step", INT32, ["batch"]),
+               value_info("target_is_top", BOOL, ["batch"])]
     initializers = (list(classifier.initializers) + emit.initializers + body_constants + outcome.initializers
                     + [helper.make_tensor("rho", FLOAT, [1], [float(defaults["rho"])]),
                        helper.make_tensor("steps", INT32, [1], [int(defaults["steps"])])])
-    return _model(classifier, nodes, inputs, outputs, initializers, "explain")
+    return finished_model(classifier, nodes, inputs, outputs, initializers, "explain")
 
 
 def _loop_inputs(emit, classifier, overshoot):
@@ -120,23 +127,6 @@ def _loop_inputs(emit, classifier, overshoot):
     }
 
 
-class _Forward:
-    def __init__(self, nodes, logits, rename):
-        self.nodes, self.logits, self.rename = nodes, logits, rename
-
-
-def _forward_copy(classifier, prefix, source):
-    """The classifier's nodes with their values under `prefix`, reading `source` for the images."""
-    weights = {tensor.name for tensor in classifier.initializers}
-
-    def rename(name):
-        if not name or name in weights:
-            return name
-        return source if name == IMAGES else prefix + name
-
-    return _Forward(renamed_nodes(classifier.nodes, rename, prefix), rename(classifier.logits), rename)
-
-
 def _step_graph(classifier, setup):
     """One step of the explanation attack: the Loop's body, and the constants it reads.
 
@@ -144,7 +134,7 @@ def _step_graph(classifier, setup):
     each is stored once.
     """
     delta, first_met, x = "step/delta", "step/first_met", "step/images"
-    forward = _forward_copy(classifier, "step/", x)
+    forward = forward_copy(classifier, "step/", x)
     shapes = {forward.rename(name): value for name, value in classifier.shapes.items()}
     shapes[x] = shapes[delta] = classifier.shapes[IMAGES]
     emit = Emitter("step/grad", shapes=shapes, constants=classifier.constants())
@@ -158,20 +148,20 @@ def _step_graph(classifier, setup):
     first = emit("And", emit("Less", first_met, emit.constant(0, np.int32)), met)
     emit.nodes.append(helper.make_node("Where", [first, emit("Cast", "step/i", to=INT32), first_met],
                                        ["step/first_met_next"]))
-    direction = emit("Where", _per_image(emit, met), emit("Neg", delta), ascent)
+    direction = emit("Where", per_image(emit, met), emit("Neg", delta), ascent)
     norm = emit("Add", _rmse(emit, direction, classifier), emit.constant(RMSE_EPSILON))
-    direction = emit("Div", direction, _per_image(emit, norm))
+    direction = emit("Div", direction, per_image(emit, norm))
     remaining = emit("Max", emit("Sub", setup["steps"], emit("Cast", "step/i", to=FLOAT)), emit.constant(0.0))
     size = emit("Mul", setup["step_scale"], remaining)
-    emit.nodes.append(helper.make_node("Add", [delta, emit("Mul", _per_image(emit, size), direction)], ["step/next"]))
+    emit.nodes.append(helper.make_node("Add", [delta, emit("Mul", per_image(emit, size), direction)], ["step/next"]))
     emit.nodes.append(helper.make_node("Identity", ["step/go"], ["step/go_next"]))
     image_shape = ["batch", *classifier.image_shape]
     graph = helper.make_graph(
         [emit.nodes[0]] + forward.nodes + emit.nodes[1:], "explain_step",
-        [_value("step/i", INT64, []), _value("step/go", BOOL, []), _value(delta, FLOAT, image_shape),
-         _value(first_met, INT32, ["batch"])],
-        [_value("step/go_next", BOOL, []), _value("step/next", FLOAT, image_shape),
-         _value("step/first_met_next", INT32, ["batch"])],
+        [value_info("step/i", INT64, []), value_info("step/go", BOOL, []), value_info(delta, FLOAT, image_shape),
+         value_info(first_met, INT32, ["batch"])],
+        [value_info("step/go_next", BOOL, []), value_info("step/next", FLOAT, image_shape),
+         value_info("step/first_met_next", INT32, ["batch"])],
     )
     return graph, emit.initializers
 
@@ -181,26 +171,3 @@ def _rmse(emit, value, classifier):
     count = float(np.prod(classifier.image_shape))
     squares = emit.reduce_sum(emit("Mul", value, value), [1, 2, 3], keepdims=0)
     return emit("Sqrt", emit("Div", squares, emit.constant(count)))
-
-
-def _per_image(emit, value):
-    """A `(batch,)` value shaped to broadcast over `(batch, H, W, C)` images."""
-    return emit("Unsqueeze", value, emit.ints([1, 2, 3]))
-
-
-def _images(classifier):
-    return _value(IMAGES, FLOAT, ["batch", *classifier.image_shape])
-
-
-def _value(name, elem_type, shape):
-    return helper.make_tensor_value_info(name, elem_type, shape)
-
-
-def _model(classifier, nodes, inputs, outputs, initializers, endpoint):
-    graph = helper.make_graph(nodes, endpoint, inputs, outputs, initializers)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", classifier.opset)], producer_name="keras-robust",
-    )
-    model.ir_version = min(model.ir_version, 9)  # readable by onnxruntime releases of the last two years
-    onnx.checker.check_model(model, full_check=False)
-    return model

@@ -20,8 +20,13 @@ OPSET = 17
 _COMPILE_ATTRIBUTES = ("_XlaMustCompile", "_noinline")
 
 
-def keras_to_onnx(classifier, image_shape, opset=OPSET):
-    """The Keras classifier's `images → logits` graph in ONNX, prepared for differentiation."""
+def keras_to_onnx(classifier, image_shape, opset=OPSET, probe=None):
+    """The Keras classifier's `images → logits` graph in ONNX, prepared for differentiation.
+
+    With a `probe` (`attributions.grad_cam_probe`: images → feature maps,
+    logits), the same conversion also yields Grad-CAM's feature maps, as
+    the classifier's `features`.
+    """
     import tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from tf2onnx.tf_loader import tf_optimize_grappler
@@ -29,7 +34,10 @@ def keras_to_onnx(classifier, image_shape, opset=OPSET):
     spec = [tf.TensorSpec([None, *image_shape], tf.float32, name="images")]
 
     def logits(images):
-        return tf.cast(classifier(images, training=False), tf.float32)
+        if probe is None:
+            return tf.cast(classifier(images, training=False), tf.float32)
+        features, scores = probe(images, training=False)
+        return tf.cast(scores, tf.float32), tf.cast(features, tf.float32)
 
     concrete = tf.function(logits, input_signature=spec).get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
@@ -42,7 +50,8 @@ def keras_to_onnx(classifier, image_shape, opset=OPSET):
             graph_def, input_names=inputs, output_names=outputs, opset=opset,
             custom_op_handlers={"Erfc": (_erfc, [])},
         )
-    return prepare_classifier(model, layout="NHWC")
+    features = model.graph.output[1].name if probe is not None else None
+    return prepare_classifier(model, layout="NHWC", features=features)
 
 
 def _without_compile_attributes(graph_def):

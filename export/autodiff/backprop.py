@@ -17,16 +17,18 @@ def path_nodes(nodes, source, target, shapes):
     Returns:
         `(nodes on the path in forward order, set of values on the path)`.
     """
-    active = {source}
+    active, reading = {source}, []
     for node in nodes:
         if any(name in active for name in node.input):
+            reading.append(node)
             active.update(
                 name for name in node.output
                 if name and shapes.get(name, (None, onnx.TensorProto.FLOAT))[1] in FLOAT_TYPES
             )
     needed = {target}
     path = []
-    for node in reversed(nodes):
+    # Only nodes that read the source: a source inside the graph (Grad-CAM's feature maps) has a producer too.
+    for node in reversed(reading):
         if any(name in needed and name in active for name in node.output):
             path.append(node)
             needed.update(name for name in node.input if name in active)

@@ -13,6 +13,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from keras_robust.common.validation import check_choice
+from keras_robust.export.autodiff.emitter import Emitter
+from keras_robust.export.autodiff.feature_maps import find_feature_maps
 
 LAYOUTS = ("NHWC", "NCHW")
 MIN_OPSET = 13
@@ -20,6 +22,9 @@ OPSET = 17
 PREFIX = "model/"
 IMAGES = "images"
 IMAGES_SOURCE = PREFIX + "input"  # the model's own input, fed by the wrapper
+LAYOUT_CHANNEL = {"NCHW": 1, "NHWC": 3}
+# Nodes that copy a value or permute its axes: a named feature map may be one such copy of the real one.
+COPIES = ("Identity", "Transpose")
 
 
 @dataclasses.dataclass
@@ -35,6 +40,10 @@ class Classifier:
         num_classes: K.
         shapes: `{value name: (dims, elem_type)}` from shape inference.
         opset: The default domain's opset.
+        features: Grad-CAM's feature maps (a 4-D value), or None where the
+            classifier has none.
+        features_layout: `"NHWC"` or `"NCHW"`: where the feature maps'
+            channels are.
     """
 
     nodes: list
@@ -44,12 +53,14 @@ class Classifier:
     num_classes: int
     shapes: dict
     opset: int
+    features: str = None
+    features_layout: str = None
 
     def constants(self):
         return {tensor.name: numpy_helper.to_array(tensor) for tensor in self.initializers}
 
 
-def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=None):
+def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=None, features=None):
     """Checks an ONNX classifier and wraps it to take NHWC images in [0, 1].
 
     Args:
@@ -62,6 +73,10 @@ def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=
             images (it may normalise inside).
         image_size: `(height, width)` for a model whose spatial size is
             dynamic; the explain graph needs it fixed.
+        features: The name of the value Grad-CAM reads its feature maps from
+            (4-D, in the model's `layout`; it may also be a second output of
+            the model); None: the input of the last global pooling
+            (`feature_maps.find_feature_maps`).
 
     Returns:
         A `Classifier`.
@@ -79,7 +94,7 @@ def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=
     initializers = list(graph.initializer) + _hoist_constants(graph)
     weight_names = {tensor.name for tensor in initializers}
     inputs = [value for value in graph.input if value.name not in weight_names]
-    _check_signature(inputs, graph.output)
+    _check_signature(inputs, graph.output, features)
     _check_standard_and_inference(graph)
     image_shape = _image_shape(inputs[0], layout, image_size)
     nodes, initializers, logits = _renamed(graph, initializers, inputs[0].name)
@@ -87,7 +102,54 @@ def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=
     initializers += _normalisation_constants(mean, std, image_shape[2])
     shapes = _infer_shapes(nodes, initializers, image_shape, logits, opset)
     num_classes = _check_logits(shapes, logits)
-    return Classifier(nodes, initializers, logits, tuple(image_shape), num_classes, shapes, opset)
+    classifier = Classifier(needed_nodes(nodes, [logits]), initializers, logits, tuple(image_shape), num_classes,
+                            shapes, opset)
+    return _with_feature_maps(classifier, nodes, None if features is None else PREFIX + features, layout)
+
+
+def needed_nodes(nodes, outputs):
+    """The nodes that `outputs` need, in their order."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+            for attribute in node.attribute:  # a subgraph reads outer values by name
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    needed.update(name for inner in subgraph.node for name in inner.input)
+    return list(reversed(kept))
+
+
+def _with_feature_maps(classifier, nodes, features, layout):
+    """The classifier with Grad-CAM's feature maps: `features` in `layout`, or found; unchanged without any.
+
+    A named value that the logits do not read (a model's second output) is
+    followed back through `Identity` and `Transpose` nodes to the value on
+    the way to the logits it copies, its layout permuted alike.
+    """
+    if features is None:
+        emit = Emitter("features", shapes=classifier.shapes, constants=classifier.constants())
+        found = find_feature_maps(emit, classifier.nodes, IMAGES, classifier.logits)
+        if found is None:
+            return classifier
+        features, layout = found
+    named = features
+    producers = {output: node for node in nodes for output in node.output}
+    on_path = {name for node in classifier.nodes for name in node.output}
+    channel = LAYOUT_CHANNEL[layout]
+    while features not in on_path and producers.get(features) and producers[features].op_type in COPIES:
+        producer = producers[features]
+        if producer.op_type == "Transpose":
+            channel = list(helper.get_attribute_value(producer.attribute[0]))[channel]
+        features = producer.input[0]
+    dims = classifier.shapes.get(features, ((),))[0]
+    if features not in on_path or len(dims) != 4 or channel not in LAYOUT_CHANNEL.values():
+        raise ValueError(
+            "Grad-CAM's feature maps must be a 4-D value on the way from the images to the logits, channels "
+            f"on axis 1 or 3. Received: features={named[len(PREFIX):]!r} (dims {dims or 'unknown'})"
+        )
+    layout = next(name for name, axis in LAYOUT_CHANNEL.items() if axis == channel)
+    return dataclasses.replace(classifier, features=features, features_layout=layout)
 
 
 def _load(model):
@@ -137,8 +199,8 @@ def _constant_value(node):
     return np.asarray(value, dtypes[attribute.name])
 
 
-def _check_signature(inputs, outputs):
-    if len(inputs) != 1 or len(outputs) != 1:
+def _check_signature(inputs, outputs, features):
+    if len(inputs) != 1 or len(outputs) != 1 + (len(outputs) == 2 and outputs[1].name == features):
         raise ValueError(
             "The model must have one image input and one logits output. Received: inputs "
             f"{[value.name for value in inputs]}, outputs {[value.name for value in outputs]}"

@@ -70,3 +70,12 @@ RMSE_EPSILON = 1e-8
 # The norms robust accuracy is reported at, per threat model: RobustBench's CIFAR-10 L2 0.5 with a
 # smaller and a larger one, and its L∞ 8/255.
 ROBUST_ACCURACY_EPS = {"L2": (0.25, 0.5, 1.0), "Linf": (8 / 255,)}
+
+# The attribution methods (keras_robust.explanations.attributions): SmoothGrad's noisy copies, their noise as a
+# fraction of the image's value range (the 10-20 % of Smilkov et al.) and seed; Integrated Gradients' quadrature
+# intervals. The most copies or intervals a request may ask for, as MAX_EXPLAIN_STEPS bounds explanations.
+SMOOTHGRAD_SAMPLES = 32
+SMOOTHGRAD_NOISE = 0.15
+SMOOTHGRAD_SEED = 0
+INTEGRATED_GRADIENTS_STEPS = 64
+MAX_ATTRIBUTION_PASSES = 10_000

@@ -6,42 +6,53 @@ Each method takes a Keras model mapping [0, 1] images to logits, images
 into one non-negative map per image for display and comparison.
 """
 
+import numbers
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_robust.common.defaults import (
+    INTEGRATED_GRADIENTS_STEPS,
+    MAX_ATTRIBUTION_PASSES,
+    SMOOTHGRAD_NOISE,
+    SMOOTHGRAD_SAMPLES,
+    SMOOTHGRAD_SEED,
+)
+from keras_robust.common.validation import check_positive_int, check_range
 from keras_robust.data.image_files import check_images
+from keras_robust.explanations.noise import SEED_RANGE, standard_normal
 
 
 def saliency(model, images, targets):
     """Vanilla gradient saliency: ∂ logit_t / ∂x (Simonyan et al. 2014)."""
     images, targets = _inputs(images, targets)
-    return _logit_gradient(model, images, targets).numpy()
+    return saliency_tensor(model, images, targets).numpy()
 
 
-def smoothgrad(model, images, targets, samples=32, noise=0.15, seed=0):
+def smoothgrad(model, images, targets, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=SMOOTHGRAD_SEED):
     """SmoothGrad: the gradient averaged over noisy copies (Smilkov et al. 2017).
 
+    `(1/S) Σₛ ∇ logit_t(x + σ·(max x − min x)·zₛ)`, `zₛ` standard normal
+    draws that `seed` fixes (`keras_robust.explanations.noise`: the exported
+    SmoothGrad graphs draw the same ones).
+
     Args:
-        samples: Number of noisy copies per image.
-        noise: Noise standard deviation as a fraction of the image's value
+        samples: Number of noisy copies S per image.
+        noise: Noise standard deviation σ as a fraction of the image's value
             range (the paper's 10-20%).
-        seed: Seed of the noise.
+        seed: Seed of the noise, an integer in [0, 2³¹ − 1].
     """
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"`samples` must be an integer >= 1. Received: samples={samples!r}")
+    check_attribution_passes("samples", samples)
+    check_range("noise", noise, low=0.0)
+    check_seed(seed)
     images, targets = _inputs(images, targets)
-    spread = noise * (tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
-                      - tf.reduce_min(images, axis=[1, 2, 3], keepdims=True))
-    generator = tf.random.Generator.from_seed(seed)
-    total = tf.zeros_like(images)
-    for _ in range(samples):
-        noisy = images + spread * generator.normal(tf.shape(images))
-        total += _logit_gradient(model, noisy, targets)
-    return (total / samples).numpy()
+    per_image = _per_image(images)
+    return smoothgrad_tensor(model, images, targets, per_image(samples, tf.int32), per_image(noise, tf.float32),
+                             per_image(seed, tf.int32)).numpy()
 
 
-def integrated_gradients(model, images, targets, baseline=None, steps=64):
+def integrated_gradients(model, images, targets, baseline=None, steps=INTEGRATED_GRADIENTS_STEPS):
     """Integrated Gradients (Sundararajan et al. 2017), trapezoidal rule.
 
     `(x − x') ⊙ ∫₀¹ ∇ logit_t(x' + α (x − x')) dα`; the attributions sum to
@@ -52,18 +63,11 @@ def integrated_gradients(model, images, targets, baseline=None, steps=64):
             to `images`.
         steps: Number of quadrature intervals.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1. Received: steps={steps!r}")
+    check_attribution_passes("steps", steps)
     images, targets = _inputs(images, targets)
     baseline = tf.zeros_like(images) + (0.0 if baseline is None else tf.cast(baseline, images.dtype))
-    alphas = np.linspace(0.0, 1.0, steps + 1)
-    weights = np.full(steps + 1, 1.0 / steps)
-    weights[[0, -1]] /= 2.0
-    total = tf.zeros_like(images)
-    for alpha, weight in zip(alphas, weights):
-        point = baseline + float(alpha) * (images - baseline)
-        total += float(weight) * _logit_gradient(model, point, targets)
-    return ((images - baseline) * total).numpy()
+    steps = _per_image(images)(steps, tf.int32)
+    return integrated_gradients_tensor(model, images, targets, steps, baseline).numpy()
 
 
 def grad_cam(model, images, targets, layer=None, upsample=True):
@@ -79,18 +83,73 @@ def grad_cam(model, images, targets, layer=None, upsample=True):
         Maps of shape `(n, H, W)`, or `(n, h, w)` without upsampling.
     """
     images, targets = _inputs(images, targets)
+    return grad_cam_tensor(grad_cam_probe(model, layer), images, targets, upsample).numpy()
+
+
+def saliency_tensor(model, images, targets):
+    """`saliency` on tensors, in eager or graph mode."""
+    return _logit_gradient(model, images, targets)
+
+
+def smoothgrad_tensor(model, images, targets, samples, noise, seeds):
+    """`smoothgrad` on tensors, in eager or graph mode; `samples`, `noise` and `seeds` hold one entry per image.
+
+    An image takes its own number of copies, so images of several requests
+    share one batch.
+    """
+    spread = _broadcast(noise) * (tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+                                  - tf.reduce_min(images, axis=[1, 2, 3], keepdims=True))
+
+    def add_sample(sample, total):
+        noisy = images + spread * standard_normal(seeds, sample, images.shape[1:])
+        taken = _broadcast(tf.cast(sample < samples, images.dtype))
+        return sample + 1, total + taken * _logit_gradient(model, noisy, targets)
+
+    _, total = tf.while_loop(lambda sample, _: sample < tf.reduce_max(samples), add_sample,
+                             (tf.constant(0), tf.zeros_like(images)))
+    return total / _broadcast(tf.cast(samples, images.dtype))
+
+
+def integrated_gradients_tensor(model, images, targets, steps, baseline):
+    """`integrated_gradients` on tensors, in eager or graph mode; `steps` holds one entry per image.
+
+    Point j of image b is `x' + min(j / steps_b, 1)·(x − x')`, weighted
+    `1/steps_b` (halved at both ends, zero past the image's last point).
+    """
+    intervals = tf.cast(steps, images.dtype)
+
+    def add_point(point, total):
+        at = tf.cast(point, images.dtype)
+        fraction = tf.minimum(at / intervals, 1.0)
+        end = tf.logical_or(tf.equal(point, 0), tf.equal(point, steps))
+        weight = tf.where(point > steps, 0.0, tf.where(end, 0.5, 1.0)) / intervals
+        gradient = _logit_gradient(model, baseline + _broadcast(fraction) * (images - baseline), targets)
+        return point + 1, total + _broadcast(weight) * gradient
+
+    _, total = tf.while_loop(lambda point, _: point <= tf.reduce_max(steps), add_point,
+                             (tf.constant(0), tf.zeros_like(images)))
+    return (images - baseline) * total
+
+
+def grad_cam_probe(model, layer=None):
+    """A Keras model from images to `(feature maps A of `layer`, logits)`, the layer chosen as `grad_cam` does."""
     functional = _functional(model)
     chosen = functional.get_layer(layer) if layer else _last_spatial_layer(functional)
-    probe = keras.Model(functional.inputs, [chosen.output, functional.outputs[0]])
+    return keras.Model(functional.inputs, [chosen.output, functional.outputs[0]])
+
+
+def grad_cam_tensor(probe, images, targets, upsample=True):
+    """`grad_cam` on tensors through a `grad_cam_probe`, in eager or graph mode."""
     with tf.GradientTape() as tape:
         features, logits = probe(images, training=False)
-        score = tf.gather(logits, targets, batch_dims=1)
-    gradient = tape.gradient(score, features)
+        score = tf.gather(tf.cast(logits, tf.float32), targets, batch_dims=1)
+    features = tf.cast(features, tf.float32)
+    gradient = tf.cast(tape.gradient(score, features), tf.float32)
     weights = tf.reduce_mean(gradient, axis=[1, 2], keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
     if upsample:
         cam = tf.image.resize(cam[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
-    return cam.numpy()
+    return cam
 
 
 def heatmap(attributions):
@@ -110,9 +169,33 @@ METHODS = {
 def _logit_gradient(model, images, targets):
     with tf.GradientTape() as tape:
         tape.watch(images)
-        logits = model(images, training=False)
+        logits = tf.cast(model(images, training=False), tf.float32)
         score = tf.reduce_sum(tf.gather(logits, targets, batch_dims=1))
     return tape.gradient(score, images)
+
+
+def _broadcast(values):
+    """A `(batch,)` value shaped to broadcast over `(batch, H, W, C)` images."""
+    return tf.reshape(values, (-1, 1, 1, 1))
+
+
+def _per_image(images):
+    """A function from one setting value to a tensor holding it once per image."""
+    return lambda value, dtype: tf.fill(tf.shape(images)[:1], tf.constant(value, dtype))
+
+
+def check_attribution_passes(name, value):
+    """SmoothGrad's samples and Integrated Gradients' steps: an integer in [1, MAX_ATTRIBUTION_PASSES]."""
+    check_positive_int(name, value)
+    if value > MAX_ATTRIBUTION_PASSES:
+        raise ValueError(f"`{name}` must be at most {MAX_ATTRIBUTION_PASSES}. Received: {name}={value!r}")
+
+
+def check_seed(seed):
+    """A noise seed: an integer in `noise.SEED_RANGE`."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not low <= seed <= high:
+        raise ValueError(f"`seed` must be an integer in [{low}, {high}]. Received: seed={seed!r}")
 
 
 def _inputs(images, targets):
