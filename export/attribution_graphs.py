@@ -23,11 +23,11 @@ equal to its Python method.
 import numpy as np
 from onnx import helper
 
-from keras_robust.common.defaults import INTEGRATED_GRADIENTS_STEPS, SMOOTHGRAD_NOISE, SMOOTHGRAD_SAMPLES, SMOOTHGRAD_SEED
 from keras_robust.explanations import noise
 from keras_robust.export.autodiff.backprop import backpropagate
 from keras_robust.export.autodiff.classifier import IMAGES
 from keras_robust.export.autodiff.emitter import Emitter
+from keras_robust.export.card import ATTRIBUTION_DEFAULTS, ATTRIBUTION_OUTPUTS
 from keras_robust.export.graph_parts import (
     BOOL,
     FLOAT,
@@ -43,12 +43,8 @@ from keras_robust.export.graph_parts import (
 # The ONNX file of each method: `<name>-<version>-<suffix>.onnx`.
 FILE_SUFFIXES = {"saliency": "saliency", "smoothgrad": "smoothgrad",
                  "integrated_gradients": "integrated-gradients", "grad_cam": "grad-cam"}
-SETTING_DEFAULTS = {
-    "smoothgrad": {"samples": SMOOTHGRAD_SAMPLES, "noise": SMOOTHGRAD_NOISE, "seed": SMOOTHGRAD_SEED},
-    "integrated_gradients": {"steps": INTEGRATED_GRADIENTS_STEPS},
-}
 SETTING_TYPES = {"samples": INT32, "noise": FLOAT, "seed": INT32, "steps": INT32}
-ATTRIBUTIONS = "attributions"
+ATTRIBUTIONS = ATTRIBUTION_OUTPUTS[0]
 # Each 16-bit exclusive-or is two lookups in the table of every byte pair's (opset 17 has no bitwise xor).
 _BYTE_XOR = np.bitwise_xor.outer(np.arange(256), np.arange(256)).astype(np.uint8).reshape(-1)
 
@@ -108,12 +104,16 @@ def grad_cam_model(classifier):
     """`images, targets → attributions`: ReLU(Σ_k α_k A_k), α_k = mean ∂logit_t/∂A_k, resized to the image.
 
     The feature maps A are the classifier's `features` value, laid out as
-    `classifier.features_layout` says.
+    `classifier.features_layout` says; their gradient is taken at
+    `feature_source`, the value on the way to the logits they copy.
     """
     features, channels_last = classifier.features, classifier.features_layout == "NHWC"
     spatial, channel = ([1, 2], 3) if channels_last else ([2, 3], 1)
     emit = Emitter("grad_cam", shapes=classifier.shapes, constants=classifier.constants())
-    gradient = backpropagate(emit, classifier.nodes, features, classifier.logits, _one_hot(emit, classifier))
+    gradient = backpropagate(emit, classifier.nodes, classifier.feature_source, classifier.logits,
+                             _one_hot(emit, classifier))
+    for copy in classifier.feature_copies():  # the copies are linear re-layouts: the gradient is copied alike
+        gradient = emit.like(copy, gradient, *copy.input[1:])
     weights = _reduce(emit, classifier, "ReduceMean", gradient, spatial)
     cam = emit("Relu", emit.reduce_sum(emit("Mul", weights, features), [channel], keepdims=1))
     if channels_last:
@@ -124,7 +124,8 @@ def grad_cam_model(classifier):
     # TensorFlow's bilinear resize (`tf.image.resize`) samples at half-pixel centres, as this mode does.
     resized = emit("Resize", cam, "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel")
     emit.nodes.append(helper.make_node("Squeeze", [resized, emit.ints([1])], [ATTRIBUTIONS]))
-    return _attribution_model(classifier, list(classifier.nodes) + emit.nodes, emit.initializers, "grad_cam",
+    nodes = list(classifier.nodes) + list(classifier.feature_nodes) + emit.nodes
+    return _attribution_model(classifier, nodes, emit.initializers, "grad_cam",
                               output_shape=["batch", height, width])
 
 
@@ -252,7 +253,7 @@ def _one_hot(emit, classifier):
 
 
 def _attribution_model(classifier, nodes, initializers, method, extra_inputs=(), output_shape=None):
-    settings = SETTING_DEFAULTS.get(method, {})
+    settings = {name: value for name, value in ATTRIBUTION_DEFAULTS.get(method, {}).items() if name in SETTING_TYPES}
     inputs = [images_input(classifier), value_info("targets", INT32, ["batch"])]
     inputs += [value_info(name, SETTING_TYPES[name], ["entries"]) for name in settings] + list(extra_inputs)
     defaults = [helper.make_tensor(name, SETTING_TYPES[name], [1], [value]) for name, value in settings.items()]

@@ -5,7 +5,14 @@ import json
 import os
 
 from keras_robust.common.atomic import write_atomically
-from keras_robust.common.defaults import MAX_EXPLAIN_STEPS
+from keras_robust.common.defaults import (
+    INTEGRATED_GRADIENTS_STEPS,
+    MAX_ATTRIBUTION_PASSES,
+    MAX_EXPLAIN_STEPS,
+    SMOOTHGRAD_NOISE,
+    SMOOTHGRAD_SAMPLES,
+    SMOOTHGRAD_SEED,
+)
 
 CARD_FILE = "model_card.json"
 
@@ -14,6 +21,21 @@ PREDICT_INPUTS = ("images",)
 PREDICT_OUTPUTS = ("logits", "probabilities", "classes")
 EXPLAIN_INPUTS = ("images", "targets", "rho", "steps")
 EXPLAIN_OUTPUTS = ("explanations", "delta", "target_confidence", "first_met_step", "target_is_top")
+# The attribution methods an export serves beside predict and explain, as signatures of these names, their
+# inputs in this order; each setting after `targets` is optional in the ONNX graphs, where it defaults to
+# ATTRIBUTION_DEFAULTS, and holds one entry for all images or one per image.
+ATTRIBUTION_INPUTS = {
+    "saliency": ("images", "targets"),
+    "smoothgrad": ("images", "targets", "samples", "noise", "seed"),
+    "integrated_gradients": ("images", "targets", "steps", "baseline"),
+    "grad_cam": ("images", "targets"),
+}
+ATTRIBUTION_METHODS = tuple(ATTRIBUTION_INPUTS)
+ATTRIBUTION_OUTPUTS = ("attributions",)
+ATTRIBUTION_DEFAULTS = {
+    "smoothgrad": {"samples": SMOOTHGRAD_SAMPLES, "noise": SMOOTHGRAD_NOISE, "seed": SMOOTHGRAD_SEED},
+    "integrated_gradients": {"steps": INTEGRATED_GRADIENTS_STEPS, "baseline": "zeros (a black image)"},
+}
 # What each output holds, per example: the card, the OpenAPI document and the docs say it in these words.
 OUTPUT_MEANINGS = {
     "logits": "float32 [B, K]: the classifier's logits",
@@ -26,16 +48,23 @@ OUTPUT_MEANINGS = {
                       "(the explanation is then weaker than asked; a sound one reaches it by step floor(steps / 2))",
     "target_is_top": "bool [B]: the target is the top class on x + delta (the network now gives the explained "
                      "answer)",
+    "attributions": "float32 [B, H, W, C] (grad_cam: [B, H, W]): how much each pixel moves the target's logit, "
+                    "by the method the signature names",
 }
 
 
-def build_card(name, version, image_shape, class_names, defaults, files, training=None, ara=None, source=None):
+def build_card(name, version, image_shape, class_names, defaults, files, training=None, ara=None, source=None,
+               attributions=None):
     """The card of one exported version (a JSON-serialisable dict).
 
     `source` describes an ONNX classifier's own input convention (its file,
     layout, mean and std), which the exported graphs wrap; None for Keras.
+    `attributions` is `{"methods": [...], "grad_cam_layer": name or None}`
+    for the attribution methods exported.
     """
     image_shape = list(image_shape)
+    attributions = attributions or {"methods": [], "grad_cam_layer": None}
+    methods = list(attributions["methods"])
     return {
         "name": name,
         "version": int(version),
@@ -52,8 +81,11 @@ def build_card(name, version, image_shape, class_names, defaults, files, trainin
         "signatures": {
             "serving_default": {"inputs": list(PREDICT_INPUTS), "outputs": list(PREDICT_OUTPUTS)},
             "explain": {"inputs": list(EXPLAIN_INPUTS), "outputs": list(EXPLAIN_OUTPUTS)},
+            **{method: {"inputs": list(ATTRIBUTION_INPUTS[method]), "outputs": list(ATTRIBUTION_OUTPUTS)}
+               for method in methods},
         },
-        "outputs": {name: OUTPUT_MEANINGS[name] for name in PREDICT_OUTPUTS + EXPLAIN_OUTPUTS},
+        "outputs": {name: OUTPUT_MEANINGS[name]
+                    for name in PREDICT_OUTPUTS + EXPLAIN_OUTPUTS + (ATTRIBUTION_OUTPUTS if methods else ())},
         "explain_defaults": {
             "rho": float(defaults["rho"]),
             "steps": int(defaults["steps"]),
@@ -61,6 +93,11 @@ def build_card(name, version, image_shape, class_names, defaults, files, trainin
             "max_steps": MAX_EXPLAIN_STEPS,
             "method": "adversarial explanation (docs/method.md §5): bounded targeted attack, "
                       "RMSE(delta) = rho, overshoot fixed at export",
+        },
+        "attribution_defaults": {
+            **{method: settings for method, settings in ATTRIBUTION_DEFAULTS.items() if method in methods},
+            **({"grad_cam": {"layer": attributions["grad_cam_layer"]}} if "grad_cam" in methods else {}),
+            "max_passes": MAX_ATTRIBUTION_PASSES,
         },
         "files": files,
         "source": source,

@@ -5,6 +5,7 @@ Imports no TensorFlow, so exporting an ONNX classifier needs none.
 
 import os
 import re
+import warnings
 
 from keras_robust.common.atomic import write_atomically
 from keras_robust.common.defaults import EXPLAINER_SUFFIX
@@ -15,15 +16,42 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def finish_export(out_dir, name, version, paths, image_shape, class_names, defaults, training=None, ara=None,
-                  source=None):
+                  source=None, attributions=None):
     """Writes the model card and TF Serving's models.config after the exported files."""
     model_dir = os.path.join(out_dir, name)
     files = {k: os.path.relpath(v, model_dir) for k, v in paths.items()}
     paths["card"] = card.write_card(
-        model_dir, card.build_card(name, version, image_shape, class_names, defaults, files, training, ara, source)
+        model_dir,
+        card.build_card(name, version, image_shape, class_names, defaults, files, training, ara, source, attributions),
     )
     paths["models_config"] = write_models_config(out_dir)
     return paths
+
+
+def check_methods(methods):
+    """The attribution methods to export: `methods` checked, or all of them for None."""
+    if methods is None:
+        return card.ATTRIBUTION_METHODS
+    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        raise ValueError(f"`methods` must be a list of method names from {card.ATTRIBUTION_METHODS}. "
+                         f"Received: methods={methods!r}")
+    unknown = [m for m in methods if m not in card.ATTRIBUTION_METHODS]
+    if unknown:
+        raise ValueError(f"Unknown attribution methods {unknown}; known: {', '.join(card.ATTRIBUTION_METHODS)}. "
+                         f"Received: methods={methods!r}")
+    return tuple(dict.fromkeys(methods))
+
+
+def without_grad_cam(methods, requested, reason):
+    """`methods` without Grad-CAM for a classifier without feature maps: an error if Grad-CAM was asked for by
+    name, a warning if it came with the default methods."""
+    if "grad_cam" not in methods:
+        return methods
+    if requested is not None:
+        raise ValueError(f"Grad-CAM cannot be exported for this classifier: {reason} Leave grad_cam out of "
+                         f"`methods` (--methods). Received: methods={list(requested)!r}")
+    warnings.warn(f"Exporting without Grad-CAM: {reason}", stacklevel=3)
+    return tuple(m for m in methods if m != "grad_cam")
 
 
 def check_export_settings(name, version, rho, steps, overshoot):

@@ -6,8 +6,17 @@ import shutil
 import keras
 
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
+from keras_robust.explanations import attributions
 from keras_robust.export import signatures
-from keras_robust.export.export_folder import check_class_names, check_export_settings, check_new_version, finish_export
+from keras_robust.export.attribution_graphs import FILE_SUFFIXES, attribution_models
+from keras_robust.export.export_folder import (
+    check_class_names,
+    check_export_settings,
+    check_methods,
+    check_new_version,
+    finish_export,
+    without_grad_cam,
+)
 from keras_robust.export.onnx_endpoints import endpoint_models, write_models
 from keras_robust.export.onnx_graphs import keras_to_onnx
 
@@ -25,6 +34,8 @@ def export_model(
     steps=EXPLAIN_STEPS,
     overshoot=EXPLAIN_OVERSHOOT,
     formats=FORMATS,
+    methods=None,
+    grad_cam_layer=None,
     training=None,
     ara=None,
     overwrite=False,
@@ -37,17 +48,23 @@ def export_model(
       `explain` (`images`, `targets`, `rho`, `steps` → `explanations`,
       `delta`, `target_confidence`, `first_met_step`, `target_is_top`: each
       explanation's outcome, `card.OUTPUT_MEANINGS`), batch dimension dynamic;
-    - `<name>-<version>-predict.onnx`, `<name>-<version>-explain.onnx`: the
-      same two endpoints, same input names and order;
-    - `model_card.json`: class names, input spec, explanation defaults,
-      training summary and ARA when given.
+      and one signature per attribution method in `methods`: `saliency`,
+      `smoothgrad`, `integrated_gradients`, `grad_cam` (`images`, `targets`,
+      the method's settings → `attributions`; `card.ATTRIBUTION_INPUTS`);
+    - `<name>-<version>-predict.onnx`, `<name>-<version>-explain.onnx` and
+      `<name>-<version>-<method>.onnx` (`saliency`, `smoothgrad`,
+      `integrated-gradients`, `grad-cam`): the same endpoints, same input
+      names and order;
+    - `model_card.json`: class names, input spec, explanation and
+      attribution defaults, training summary and ARA when given.
 
     Example:
 
     >>> model = keras_robust.resnet(depth=20)
     >>> paths = export_model(model, "exports", name="cifar10")
     >>> sorted(paths)
-    ['card', 'onnx_explain', 'onnx_predict', 'saved_model']
+    ['card', 'models_config', 'onnx_explain', 'onnx_grad_cam', 'onnx_integrated_gradients', 'onnx_predict',
+     'onnx_saliency', 'onnx_smoothgrad', 'saved_model']
 
     Args:
         model: A Keras classifier from images in [0, 1] to logits, or a
@@ -60,6 +77,11 @@ def export_model(
         steps: Default explanation steps N written to the card.
         overshoot: Overshoot o baked into the explain endpoint (docs/method.md §5).
         formats: Any of `"savedmodel"`, `"onnx"`.
+        methods: The attribution methods to export, from
+            `card.ATTRIBUTION_METHODS`; None: all four, Grad-CAM only if the
+            classifier has a layer with 4-D output (a warning says when not).
+        grad_cam_layer: The layer whose feature maps Grad-CAM reads; None:
+            the last layer with a 4-D output, as `attributions.grad_cam`.
         training: Optional training summary dict for the card.
         ara: Optional ARA evaluation dict for the card.
         overwrite: Replace an existing export of the same version.
@@ -72,30 +94,49 @@ def export_model(
     check_export_settings(name, version, rho, steps, overshoot)
     image_shape, num_classes = _validate(classifier, formats)
     class_names = check_class_names(class_names, num_classes)
+    methods, probe, layer = _grad_cam_probe(classifier, check_methods(methods), methods, grad_cam_layer)
     model_dir = check_new_version(out_dir, name, version, overwrite)
     defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
     onnx_models = None
     if "onnx" in formats:  # first: an operator without a derivative rule stops the export here
-        onnx_models = endpoint_models(keras_to_onnx(classifier, image_shape), overshoot, defaults)
+        onnx_classifier = keras_to_onnx(classifier, image_shape, probe=probe)
+        onnx_models = {**endpoint_models(onnx_classifier, overshoot, defaults),
+                       **attribution_models(onnx_classifier, methods)}
     os.makedirs(model_dir, exist_ok=True)
     paths = {}
     if "savedmodel" in formats:
         paths["saved_model"] = _write_saved_model(
-            classifier, os.path.join(model_dir, str(version)), image_shape, overshoot
+            classifier, os.path.join(model_dir, str(version)), image_shape, overshoot, methods, probe
         )
     if onnx_models:
-        onnx_paths = write_models(onnx_models, model_dir, f"{name}-{version}")
+        onnx_paths = write_models(onnx_models, model_dir, f"{name}-{version}", FILE_SUFFIXES)
         paths.update({f"onnx_{k}": v for k, v in onnx_paths.items()})
-    return finish_export(out_dir, name, version, paths, image_shape, class_names, defaults, training, ara)
+    return finish_export(out_dir, name, version, paths, image_shape, class_names, defaults, training, ara,
+                         attributions={"methods": list(methods), "grad_cam_layer": layer})
 
 
-def _write_saved_model(classifier, directory, image_shape, overshoot):
+def _grad_cam_probe(classifier, methods, requested, layer):
+    """`(methods, probe, layer name)`: Grad-CAM's probe when exported; Grad-CAM dropped where it cannot be."""
+    if "grad_cam" not in methods:
+        return methods, None, None
+    try:
+        chosen = attributions.grad_cam_layer(classifier, layer)
+        return methods, attributions.grad_cam_probe(classifier, layer), chosen.name
+    except ValueError as error:
+        if layer is not None:
+            raise
+        return without_grad_cam(methods, requested, str(error)), None, None
+
+
+def _write_saved_model(classifier, directory, image_shape, overshoot, methods, probe):
     """Writes the SavedModel atomically: a half-written version would be served."""
     specs = signatures.input_specs(image_shape)
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serving_default", signatures.predict_function(classifier), specs["predict"])
     archive.add_endpoint("explain", signatures.explain_function(classifier, overshoot), specs["explain"])
+    for method in methods:
+        archive.add_endpoint(method, signatures.attribution_function(method, classifier, probe), specs[method])
     partial = directory.rstrip(os.sep) + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     archive.write_out(partial, verbose=False)

@@ -3,8 +3,16 @@
 import os
 
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
-from keras_robust.export.autodiff.classifier import prepare_classifier
-from keras_robust.export.export_folder import check_class_names, check_export_settings, check_new_version, finish_export
+from keras_robust.export.attribution_graphs import FILE_SUFFIXES, attribution_models
+from keras_robust.export.autodiff.classifier import PREFIX, prepare_classifier
+from keras_robust.export.export_folder import (
+    check_class_names,
+    check_export_settings,
+    check_methods,
+    check_new_version,
+    finish_export,
+    without_grad_cam,
+)
 from keras_robust.export.onnx_endpoints import endpoint_models, write_models
 
 
@@ -22,12 +30,15 @@ def export_onnx_classifier(
     rho=EXPLAIN_RHO,
     steps=EXPLAIN_STEPS,
     overshoot=EXPLAIN_OVERSHOOT,
+    methods=None,
+    grad_cam_layer=None,
     overwrite=False,
 ):
     """Exports an ONNX image classifier (PyTorch, Keras, any framework) for serving and explaining.
 
     Writes, under `out_dir/<name>/`, `<name>-<version>-predict.onnx`,
-    `<name>-<version>-explain.onnx` and `model_card.json`: the same files,
+    `<name>-<version>-explain.onnx`, one `<name>-<version>-<method>.onnx` per
+    attribution method and `model_card.json`: the same files,
     inputs and outputs as `export_model`'s ONNX format, so `keras-robust
     serve` serves them over every protocol it speaks. Both graphs take
     `images` as `(batch, height, width, channels)` floats in [0, 1]; the
@@ -58,6 +69,12 @@ def export_onnx_classifier(
             is dynamic.
         class_names: One name per logit; defaults to `"0"`, `"1"`, ...
         rho, steps, overshoot: The explanation defaults (docs/method.md §5).
+        methods: The attribution methods to export (`card.ATTRIBUTION_METHODS`);
+            None: all four, Grad-CAM only where the graph has feature maps
+            (a warning says when not).
+        grad_cam_layer: The name of the value, in the model's graph, whose
+            feature maps Grad-CAM reads (4-D, in `layout`); None: the input
+            of the last global pooling.
         overwrite: Replace an existing export of the same version.
 
     Returns:
@@ -72,13 +89,20 @@ def export_onnx_classifier(
     if name is None:
         raise ValueError("`name` is needed for a model given as an onnx.ModelProto. Received: name=None")
     check_export_settings(name, version, rho, steps, overshoot)
-    classifier = prepare_classifier(model, layout=layout, mean=mean, std=std, image_size=image_size)
+    requested = methods
+    methods = check_methods(methods)
+    classifier = prepare_classifier(model, layout=layout, mean=mean, std=std, image_size=image_size,
+                                    features=grad_cam_layer)
+    if classifier.features is None:
+        methods = without_grad_cam(methods, requested, "its graph has no global pooling of 4-D feature maps; "
+                                                       "name the feature maps' value with grad_cam_layer.")
     class_names = check_class_names(class_names, classifier.num_classes)
     model_dir = check_new_version(out_dir, name, version, overwrite)
     defaults = dict(rho=rho, steps=steps, overshoot=overshoot)
-    models = endpoint_models(classifier, overshoot, defaults)
+    models = {**endpoint_models(classifier, overshoot, defaults), **attribution_models(classifier, methods)}
     os.makedirs(model_dir, exist_ok=True)
-    paths = {f"onnx_{k}": v for k, v in write_models(models, model_dir, f"{name}-{version}").items()}
+    written = write_models(models, model_dir, f"{name}-{version}", FILE_SUFFIXES)
+    paths = {f"onnx_{k}": v for k, v in written.items()}
     source = {
         "format": "onnx",
         "file": os.path.basename(str(model)) if isinstance(model, (str, os.PathLike)) else None,
@@ -86,7 +110,9 @@ def export_onnx_classifier(
         "mean": None if mean is None else [float(v) for v in _flat(mean)],
         "std": None if std is None else [float(v) for v in _flat(std)],
     }
-    return finish_export(out_dir, name, version, paths, classifier.image_shape, class_names, defaults, source=source)
+    layer = classifier.features[len(PREFIX):] if "grad_cam" in methods else None
+    return finish_export(out_dir, name, version, paths, classifier.image_shape, class_names, defaults, source=source,
+                         attributions={"methods": list(methods), "grad_cam_layer": layer})
 
 
 def _flat(values):

@@ -41,14 +41,18 @@ def endpoint_models(classifier, overshoot, defaults):
     input out. Built in memory, so an unsupported operator stops an export
     before it writes anything.
     """
-    return {"predict": predict_model(classifier), "explain": explainfinished_model(classifier, overshoot, defaults)}
+    return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
 
 
-def write_models(models, directory, prefix):
-    """Writes `{prefix}-{endpoint}.onnx` for each model, each atomically; returns the paths."""
+def write_models(models, directory, prefix, file_suffixes=None):
+    """Writes `{prefix}-{suffix}.onnx` for each model, each atomically; returns the paths.
+
+    The suffix is the endpoint's name, or `file_suffixes[endpoint]`.
+    """
     paths = {}
     for endpoint, model in models.items():
-        paths[endpoint] = os.path.join(directory, f"{prefix}-{endpoint}.onnx")
+        suffix = (file_suffixes or {}).get(endpoint, endpoint)
+        paths[endpoint] = os.path.join(directory, f"{prefix}-{suffix}.onnx")
         write_atomically(paths[endpoint], model.SerializeToString())
     return paths
 
@@ -66,7 +70,7 @@ def predict_model(classifier):
     return finished_model(classifier, nodes, [images_input(classifier)], outputs, classifier.initializers, "predict")
 
 
-def explainfinished_model(classifier, overshoot, defaults):
+def explain_model(classifier, overshoot, defaults):
     """`images, targets[, rho, steps] → explanations, delta, target_confidence, first_met_step, target_is_top`
     (that order).
 

@@ -1,12 +1,15 @@
-"""The two endpoints every export serves: predict and explain (docs/method.md §5).
+"""The endpoints every export serves: predict, explain (docs/method.md §5) and the attribution methods.
 
 The SavedModel signatures are traced from these functions; the ONNX graphs
-(`onnx_endpoints`) have the same inputs and outputs, in the same order.
+(`onnx_endpoints`, `attribution_graphs`) have the same inputs and outputs, in
+the same order.
 """
 
 import tensorflow as tf
 
-from keras_robust.common.defaults import MAX_EXPLAIN_STEPS, MAX_RHO
+from keras_robust.common.defaults import MAX_ATTRIBUTION_PASSES, MAX_EXPLAIN_STEPS, MAX_RHO
+from keras_robust.explanations import attributions
+from keras_robust.explanations.noise import SEED_RANGE
 from keras_robust.method.attack_settings import AttackSettings
 from keras_robust.method.attacks import attack_loop
 
@@ -14,14 +17,21 @@ from keras_robust.method.attacks import attack_loop
 def input_specs(image_shape):
     """`{name: tf.TensorSpec}` of each endpoint's inputs, batch dimension dynamic."""
     images = tf.TensorSpec([None, *image_shape], tf.float32, name="images")
+    targets = tf.TensorSpec([None], tf.int32, name="targets")
     return {
         "predict": [images],
         "explain": [
             images,
-            tf.TensorSpec([None], tf.int32, name="targets"),
+            targets,
             tf.TensorSpec([None], tf.float32, name="rho"),
             tf.TensorSpec([None], tf.int32, name="steps"),
         ],
+        "saliency": [images, targets],
+        "smoothgrad": [images, targets, tf.TensorSpec([None], tf.int32, name="samples"),
+                       tf.TensorSpec([None], tf.float32, name="noise"), tf.TensorSpec([None], tf.int32, name="seed")],
+        "integrated_gradients": [images, targets, tf.TensorSpec([None], tf.int32, name="steps"),
+                                 tf.TensorSpec([None, *image_shape], tf.float32, name="baseline")],
+        "grad_cam": [images, targets],
     }
 
 
@@ -83,14 +93,78 @@ def explain_function(classifier, overshoot):
     return explain
 
 
-def _assertions(images, targets, rho, steps, num_classes):
-    batch = tf.shape(images)[0]
+def attribution_function(method, classifier, probe=None):
+    """`(images, targets, *settings) → {attributions}` of one attribution method.
+
+    Settings (`input_specs`) hold one entry per image or one for all, as
+    `explain`'s. Grad-CAM reads its feature maps through `probe`
+    (`attributions.grad_cam_probe`), chosen at export.
+    """
+    num_classes = classifier.output_shape[-1]
+
+    def checked(images, targets, settings):
+        batch = tf.shape(images)[0]
+        checks = _target_assertions(images, targets, num_classes)
+        checks += [_assert_one_or_per_image(value, batch, name) for name, value in settings.items()]
+        checks += _setting_assertions(settings)
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        return images, {name: tf.broadcast_to(value, tf.concat([[batch], tf.shape(value)[1:]], 0))
+                        for name, value in settings.items()}
+
+    def saliency(images, targets):
+        images, _ = checked(images, targets, {})
+        return {"attributions": attributions.saliency_tensor(classifier, images, targets)}
+
+    def smoothgrad(images, targets, samples, noise, seed):
+        images, settings = checked(images, targets, dict(samples=samples, noise=noise, seed=seed))
+        return {"attributions": attributions.smoothgrad_tensor(classifier, images, targets, settings["samples"],
+                                                               settings["noise"], settings["seed"])}
+
+    def integrated_gradients(images, targets, steps, baseline):
+        images, settings = checked(images, targets, dict(steps=steps, baseline=baseline))
+        return {"attributions": attributions.integrated_gradients_tensor(classifier, images, targets,
+                                                                         settings["steps"], settings["baseline"])}
+
+    def grad_cam(images, targets):
+        images, _ = checked(images, targets, {})
+        return {"attributions": attributions.grad_cam_tensor(probe, images, targets)}
+
+    return {"saliency": saliency, "smoothgrad": smoothgrad, "integrated_gradients": integrated_gradients,
+            "grad_cam": grad_cam}[method]
+
+
+def _setting_assertions(settings):
+    limits = {
+        "samples": (1, MAX_ATTRIBUTION_PASSES), "steps": (1, MAX_ATTRIBUTION_PASSES), "seed": SEED_RANGE,
+    }
+    checks = []
+    for name, (low, high) in limits.items():
+        if name in settings:
+            checks += [tf.debugging.assert_greater_equal(settings[name], low, message=f"{name} must be >= {low}"),
+                       tf.debugging.assert_less_equal(settings[name], high, message=f"{name} must be <= {high}")]
+    for name in ("noise", "baseline"):
+        if name in settings:
+            checks.append(tf.debugging.assert_all_finite(settings[name], message=f"{name} must be finite"))
+    if "noise" in settings:
+        checks.append(tf.debugging.assert_non_negative(settings["noise"], message="noise must be >= 0"))
+    return checks
+
+
+def _target_assertions(images, targets, num_classes):
     return [
-        tf.debugging.assert_equal(tf.shape(targets)[0], batch, message="targets needs one entry per image"),
-        _assert_one_or_per_image(rho, batch, "rho"),
-        _assert_one_or_per_image(steps, batch, "steps"),
+        tf.debugging.assert_equal(tf.shape(targets)[0], tf.shape(images)[0],
+                                  message="targets needs one entry per image"),
         tf.debugging.assert_non_negative(targets, message="targets must be class indices >= 0"),
         tf.debugging.assert_less(targets, num_classes, message="targets must be < the number of classes"),
+    ]
+
+
+def _assertions(images, targets, rho, steps, num_classes):
+    batch = tf.shape(images)[0]
+    return _target_assertions(images, targets, num_classes) + [
+        _assert_one_or_per_image(rho, batch, "rho"),
+        _assert_one_or_per_image(steps, batch, "steps"),
         tf.debugging.assert_positive(rho, message="rho must be > 0"),
         tf.debugging.assert_less_equal(rho, MAX_RHO, message=f"rho must be <= {MAX_RHO:g}"),
         tf.debugging.assert_positive(steps, message="steps must be >= 1"),

@@ -22,9 +22,9 @@ OPSET = 17
 PREFIX = "model/"
 IMAGES = "images"
 IMAGES_SOURCE = PREFIX + "input"  # the model's own input, fed by the wrapper
-LAYOUT_CHANNEL = {"NCHW": 1, "NHWC": 3}
-# Nodes that copy a value or permute its axes: a named feature map may be one such copy of the real one.
-COPIES = ("Identity", "Transpose")
+# Nodes whose output holds their first input's values laid out anew: a named feature map may be such a copy of the
+# value the logits read, and its gradient is the same copy of that value's.
+COPIES = ("Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,11 @@ class Classifier:
             classifier has none.
         features_layout: `"NHWC"` or `"NCHW"`: where the feature maps'
             channels are.
+        feature_source: The value on the way to the logits that `features`
+            copies (itself, or what `feature_nodes` re-lay out).
+        feature_nodes: Nodes computing `features` that the logits do not
+            need (after `nodes`, in order): copies (`COPIES`) of
+            `feature_source` and what they read.
     """
 
     nodes: list
@@ -55,6 +60,17 @@ class Classifier:
     opset: int
     features: str = None
     features_layout: str = None
+    feature_source: str = None
+    feature_nodes: list = dataclasses.field(default_factory=list)
+
+    def feature_copies(self):
+        """The nodes of `feature_nodes` that carry `feature_source` to `features`, in order."""
+        chain, current = [], self.features
+        producers = {output: node for node in self.feature_nodes for output in node.output}
+        while current != self.feature_source:
+            chain.append(producers[current])
+            current = producers[current].input[0]
+        return list(reversed(chain))
 
     def constants(self):
         return {tensor.name: numpy_helper.to_array(tensor) for tensor in self.initializers}
@@ -123,9 +139,8 @@ def needed_nodes(nodes, outputs):
 def _with_feature_maps(classifier, nodes, features, layout):
     """The classifier with Grad-CAM's feature maps: `features` in `layout`, or found; unchanged without any.
 
-    A named value that the logits do not read (a model's second output) is
-    followed back through `Identity` and `Transpose` nodes to the value on
-    the way to the logits it copies, its layout permuted alike.
+    A named value that the logits do not read (a model's second output) must
+    be a copy (`COPIES`: the same values, laid out anew) of one they do.
     """
     if features is None:
         emit = Emitter("features", shapes=classifier.shapes, constants=classifier.constants())
@@ -133,23 +148,21 @@ def _with_feature_maps(classifier, nodes, features, layout):
         if found is None:
             return classifier
         features, layout = found
-    named = features
     producers = {output: node for node in nodes for output in node.output}
     on_path = {name for node in classifier.nodes for name in node.output}
-    channel = LAYOUT_CHANNEL[layout]
-    while features not in on_path and producers.get(features) and producers[features].op_type in COPIES:
-        producer = producers[features]
-        if producer.op_type == "Transpose":
-            channel = list(helper.get_attribute_value(producer.attribute[0]))[channel]
-        features = producer.input[0]
+    source = features
+    while source not in on_path and producers.get(source) and producers[source].op_type in COPIES:
+        source = producers[source].input[0]
     dims = classifier.shapes.get(features, ((),))[0]
-    if features not in on_path or len(dims) != 4 or channel not in LAYOUT_CHANNEL.values():
+    if source not in on_path or len(dims) != 4:
         raise ValueError(
-            "Grad-CAM's feature maps must be a 4-D value on the way from the images to the logits, channels "
-            f"on axis 1 or 3. Received: features={named[len(PREFIX):]!r} (dims {dims or 'unknown'})"
+            "Grad-CAM's feature maps must be a 4-D value on the way from the images to the logits (or a copy of "
+            f"one). Received: features={features[len(PREFIX):]!r} (dims {dims or 'unknown'})"
         )
-    layout = next(name for name, axis in LAYOUT_CHANNEL.items() if axis == channel)
-    return dataclasses.replace(classifier, features=features, features_layout=layout)
+    logit_nodes = {id(node) for node in classifier.nodes}
+    extra = [node for node in needed_nodes(nodes, [classifier.logits, features]) if id(node) not in logit_nodes]
+    return dataclasses.replace(classifier, features=features, features_layout=layout, feature_source=source,
+                               feature_nodes=extra)
 
 
 def _load(model):

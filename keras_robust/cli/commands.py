@@ -335,7 +335,7 @@ def _export(args):
     paths = export_model(
         model, args.out, name=args.name, version=args.version, class_names=class_names,
         rho=args.rho, steps=args.steps, overshoot=args.overshoot, formats=tuple(args.formats),
-        training=training, ara=RunFolder.read_json(args.evaluation), overwrite=args.overwrite,
+        methods=args.methods, grad_cam_layer=args.grad_cam_layer, training=training, ara=RunFolder.read_json(args.evaluation), overwrite=args.overwrite,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -349,7 +349,7 @@ def _export_onnx(args):
     paths = export_onnx_classifier(
         args.model, args.out, name=args.name, version=args.version, layout=args.layout, mean=args.mean,
         std=args.std, image_size=args.image_size, class_names=args.class_names, rho=args.rho, steps=args.steps,
-        overshoot=args.overshoot, overwrite=args.overwrite,
+        overshoot=args.overshoot, methods=args.methods, grad_cam_layer=args.grad_cam_layer, overwrite=args.overwrite,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -19,6 +19,7 @@ from keras_robust.common.defaults import (
     SMALLEST_CHANGE_STEPS,
 )
 from keras_robust.evaluation.autoattack.norms import NORMS
+from keras_robust.export.card import ATTRIBUTION_METHODS
 from keras_robust.models.zoo import pretrained_names
 from keras_robust.models.zoo.catalog import CATALOG, DEMO_MODEL
 from keras_robust.training.config import TrainingConfig
@@ -172,10 +173,11 @@ def _compare_parser(commands):
 def _export_parser(commands):
     export = commands.add_parser(
         "export",
-        help="SavedModel (TF Serving layout) + ONNX predict/explain graphs + model card",
-        description="Export a model to OUT/NAME/VERSION/ (SavedModel with serving_default and "
-        "explain signatures), OUT/NAME/NAME-VERSION-{predict,explain}.onnx and "
-        "OUT/NAME/model_card.json.",
+        help="SavedModel (TF Serving layout) + ONNX predict/explain/attribution graphs + model card",
+        description="Export a model to OUT/NAME/VERSION/ (SavedModel with serving_default, "
+        "explain and one signature per attribution method), "
+        "OUT/NAME/NAME-VERSION-{predict,explain,saliency,smoothgrad,integrated-gradients,grad-cam}.onnx "
+        "and OUT/NAME/model_card.json.",
     )
     export.add_argument("model", help="a .keras model (a RobustModel exports its classifier), "
                                       "the name of a shipped network, or an .onnx image classifier "
@@ -192,6 +194,12 @@ def _export_parser(commands):
                         help=f"explanation overshoot, fixed in the graphs (default {EXPLAIN_OVERSHOOT:g})")
     export.add_argument("--class-names", nargs="+",
                         help="one per class (default: summary.json beside the model, else 0..K-1)")
+    export.add_argument("--methods", nargs="+", choices=ATTRIBUTION_METHODS,
+                        help="attribution methods exported beside predict and explain (default: all four; "
+                             "grad_cam only where the classifier has 4-D feature maps)")
+    export.add_argument("--grad-cam-layer",
+                        help="the feature maps Grad-CAM reads: a Keras layer's name, or a value's name in an "
+                             ".onnx graph (default: the last 4-D activation before global pooling)")
     export.add_argument("--evaluation", help="evaluation.json from `keras-robust evaluate` for the card's ARA")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export of this version")
     onnx_input = export.add_argument_group(

@@ -131,11 +131,16 @@ def integrated_gradients_tensor(model, images, targets, steps, baseline):
     return (images - baseline) * total
 
 
-def grad_cam_probe(model, layer=None):
-    """A Keras model from images to `(feature maps A of `layer`, logits)`, the layer chosen as `grad_cam` does."""
+def grad_cam_layer(model, layer=None):
+    """The layer whose feature maps Grad-CAM reads: `layer` by name, or the last layer with a 4-D output."""
     functional = _functional(model)
-    chosen = functional.get_layer(layer) if layer else _last_spatial_layer(functional)
-    return keras.Model(functional.inputs, [chosen.output, functional.outputs[0]])
+    return functional.get_layer(layer) if layer else _last_spatial_layer(functional)
+
+
+def grad_cam_probe(model, layer=None):
+    """A Keras model from images to `(feature maps A of `layer`, logits)`, the layer chosen by `grad_cam_layer`."""
+    functional = _functional(model)
+    return keras.Model(functional.inputs, [grad_cam_layer(model, layer).output, functional.outputs[0]])
 
 
 def grad_cam_tensor(probe, images, targets, upsample=True):

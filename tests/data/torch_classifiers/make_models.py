@@ -6,10 +6,16 @@ keras-robust, its dev extra or CI; see ../../../docs/export.md):
     TORCH_PYTHON tests/data/torch_classifiers/make_models.py
 
 For each model it writes `<name>.onnx` (torch.onnx.export, opset 17,
-dynamic batch, random weights with non-trivial batch-norm statistics) and
+dynamic batch, random weights with batch-norm statistics measured on random
+images) and
 `<name>.npz`: two images in [0, 1] (NHWC), labels, torch's logits, and
 torch autograd's gradient of the summed cross-entropy with respect to the
-[0, 1] images, through the normalisation the model expects.
+[0, 1] images, through the normalisation the model expects; and, for
+`targets` (per image the class with the most Grad-CAM mass, so that no map
+is all zero, else the labels), torch's attributions: `saliency` (the target logit's
+gradient), `integrated_gradients` (black baseline, `IG_STEPS` trapezoidal
+intervals) and, for the networks with a global pooling of 4-D feature
+maps, `grad_cam` (those maps, resized bilinearly with half-pixel centres).
 
 The images are drawn so that no activation's input lies within 1e-5 of a
 kink (ReLU's 0, hard-swish's ±3): closer than that, the two frameworks'
@@ -27,6 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINKS = {torch.nn.ReLU: (0.0,), torch.nn.Hardswish: (-3.0, 3.0), torch.nn.Hardsigmoid: (-3.0, 3.0)}
 MARGIN = 1e-5
+IG_STEPS = 16
 
 
 def models():
@@ -41,17 +48,70 @@ def models():
     }
 
 
-def randomise(module, generator):
-    """Batch-norm statistics away from the identity, and no all-zero layer (the ViT's head starts at 0)."""
+def head_pool(module):
+    """The global pooling whose input is Grad-CAM's feature maps; None for the transformer."""
+    return {torchvision.models.SqueezeNet: lambda m: m.classifier[3],
+            torchvision.models.MobileNetV3: lambda m: m.avgpool}.get(type(module), lambda m: None)(module)
+
+
+def logit_gradient(module, images, labels, normalised):
+    """The gradient of the summed target logits with respect to [0, 1] images."""
+    images = images.detach().clone().requires_grad_(True)
+    module(model_input(images, normalised)).gather(1, labels[:, None]).sum().backward()
+    return images.grad
+
+
+def integrated_gradients(module, images, labels, normalised):
+    weights = torch.full((IG_STEPS + 1,), 1.0 / IG_STEPS)
+    weights[[0, -1]] /= 2
+    total = sum(weight * logit_gradient(module, (j / IG_STEPS) * images, labels, normalised)
+                for j, weight in enumerate(weights))
+    return images.detach() * total
+
+
+def attribution_targets(module, images, labels, normalised):
+    """Per image, the class whose Grad-CAM map has the largest sum (random weights leave many maps all zero)."""
+    if head_pool(module) is None:
+        return labels
+    classes = module(model_input(images.detach()[:1], normalised)).shape[1]
+    mass = torch.stack([grad_cam(module, images, torch.full_like(labels, k), normalised).sum(dim=(1, 2))
+                        for k in range(classes)], dim=1)
+    return mass.argmax(dim=1)
+
+
+def grad_cam(module, images, labels, normalised):
+    pool = head_pool(module)
+    if pool is None:
+        return None
+    captured = {}
+    handle = pool.register_forward_pre_hook(lambda layer, args: captured.update(maps=args[0]))
+    logits = module(model_input(images.detach(), normalised))
+    handle.remove()
+    maps = captured["maps"]
+    gradient, = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), maps)
+    cam = torch.relu((gradient.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1, keepdim=True))
+    size = images.shape[1:3]
+    return torch.nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0].detach()
+
+
+def randomise(module, generator, size, normalised):
+    """Non-degenerate random weights: no all-zero layer (the ViT's head starts at 0), batch-norm scales drawn, and
+    batch-norm statistics measured on random images, so activations and logits are of order one (with the
+    initial statistics MobileNetV3's logits are about 1e-8 and every gradient vanishes)."""
+    batch_norms = [layer for layer in module.modules() if isinstance(layer, torch.nn.BatchNorm2d)]
     for layer in module.modules():
         if isinstance(layer, torch.nn.Linear) and not layer.weight.any():
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.5)
-        if isinstance(layer, torch.nn.BatchNorm2d):
-            shape = layer.running_mean.shape
-            layer.running_mean.copy_(torch.randn(shape, generator=generator) * 0.1)
-            layer.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
-            layer.weight.data.copy_(torch.rand(shape, generator=generator) + 0.5)
-            layer.bias.data.copy_(torch.randn(shape, generator=generator) * 0.1)
+    for layer in batch_norms:
+        layer.weight.data.copy_(torch.rand(layer.weight.shape, generator=generator) + 0.5)
+        layer.bias.data.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the calibration batches
+    if batch_norms:
+        module.train()
+        for _ in range(4):
+            module(model_input(torch.rand(16, size, size, 3, generator=generator), normalised))
+        module.eval()
 
 
 def model_input(images, normalised):
@@ -79,11 +139,11 @@ def kink_margin(module, inputs):
 
 def main():
     torch.manual_seed(1776)
-    generator = torch.Generator().manual_seed(1776)
     for name, (module, size, normalised) in models().items():
+        generator = torch.Generator().manual_seed(1776)  # one per model: each file is reproducible alone
         module.eval()
         with torch.no_grad():
-            randomise(module, generator)
+            randomise(module, generator, size, normalised)
         images = next(x for x in iter(lambda: torch.rand(2, size, size, 3, generator=generator), None)
                       if kink_margin(module, model_input(x, normalised)) >= MARGIN)
         images.requires_grad_(True)
@@ -95,9 +155,16 @@ def main():
             output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=17, dynamo=False,
         )
+        targets = attribution_targets(module, images, labels, normalised)
+        attributions = {
+            "saliency": logit_gradient(module, images, targets, normalised),
+            "integrated_gradients": integrated_gradients(module, images, targets, normalised),
+            "grad_cam": grad_cam(module, images, targets, normalised),
+        }
         np.savez_compressed(
             HERE / f"{name}.npz", images=images.detach().numpy(), labels=labels.numpy(),
             logits=logits.detach().numpy(), gradient=images.grad.numpy(), normalised=normalised,
+            targets=targets.numpy(), ig_steps=IG_STEPS, **{key: value.numpy() for key, value in attributions.items() if value is not None},
         )
         print(name, (HERE / f"{name}.onnx").stat().st_size, "bytes")
 
