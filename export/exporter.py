@@ -4,6 +4,7 @@ import os
 import shutil
 
 import keras
+import tensorflow as tf
 
 from keras_robust.common.defaults import EXPLAIN_OVERSHOOT, EXPLAIN_RHO, EXPLAIN_STEPS
 from keras_robust.explanations import attributions
@@ -121,7 +122,10 @@ def _grad_cam_probe(classifier, methods, requested, layer):
         return methods, None, None
     try:
         chosen = attributions.grad_cam_layer(classifier, layer)
-        return methods, attributions.grad_cam_probe(classifier, layer), chosen.name
+        probe = attributions.grad_cam_probe(classifier, layer)
+        # One image through it, before anything is written: a layer the logits do not depend on stops here.
+        attributions.grad_cam_tensor(probe, tf.zeros((1, *classifier.input_shape[1:])), tf.zeros((1,), tf.int32))
+        return methods, probe, chosen.name
     except ValueError as error:
         if layer is not None:
             raise

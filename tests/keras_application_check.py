@@ -1,11 +1,14 @@
-"""One keras.applications network's ONNX gradient and explanation against TensorFlow.
+"""One keras.applications network's ONNX gradient, explanation and attributions against TensorFlow.
 
     python -m tests.keras_application_check NAME
 
-prints `{"gradient": relative error, "explanation": max |δ ONNX − δ TF| or null}`.
-Used by tests/export/test_keras_applications.py, one process per network.
+prints `{"gradient": relative error, "gradient_scale": max |gradient|, "explanation": max |δ ONNX − δ TF| or
+null, "attributions": {method: relative error}}`. Used by tests/export/test_keras_applications.py, one process
+per network. The weights are random but not degenerate (`non_degenerate`): with Keras' initial batch-norm
+statistics MobileNetV3Small's logits are about 1e-10, and every comparison of its gradients would pass.
 """
 
+import inspect
 import json
 import os
 import sys
@@ -32,6 +35,28 @@ APPLICATIONS = {
 EXPLAINED = {"MobileNetV3Small", "ConvNeXtTiny"}
 # ReLU-like kinks make long trajectories diverge on rounding (tests/export/test_exporter.py).
 STEPS = 4
+# The attribution methods' settings here: few noisy copies and quadrature points keep 14 networks quick.
+ATTRIBUTION_SETTINGS = {"smoothgrad": dict(samples=3, noise=0.15, seed=5), "integrated_gradients": dict(steps=6)}
+
+
+def application(constructor, size):
+    """The network with random weights and logits out, for [0, 1] images: without the preprocessing layers some
+    take for [0, 255] ones (EfficientNet, MobileNetV3, ConvNeXt), on which [0, 1] images are all but constant and
+    batch-norm statistics measured on them amplify float rounding a thousandfold."""
+    build = getattr(A, constructor)
+    options = {"include_preprocessing": False} if "include_preprocessing" in inspect.signature(build).parameters else {}
+    return build(weights=None, classes=10, classifier_activation=None, input_shape=(size, size, 3), **options)
+
+
+def non_degenerate(model, size):
+    """Batch-norm statistics measured on random images: activations and logits of order one (Keras' initial
+    statistics leave each layer's output smaller than its input, and fifty layers on almost nothing)."""
+    from keras_robust.training.batch_norm import recalibrate_batch_norm
+
+    rng = np.random.default_rng(1)
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if layers:
+        recalibrate_batch_norm(model, rng.uniform(0, 1, (64, size, size, 3)).astype(np.float32), batches=4)
 
 
 def gradient_error(model, classifier, images, labels):
@@ -48,7 +73,7 @@ def gradient_error(model, classifier, images, labels):
         loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
     expected = tape.gradient(loss, images).numpy()
     np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-4, atol=1e-4 * np.abs(logits).max())
-    return float(np.abs(out["gradient"] - expected).max() / np.abs(expected).max())
+    return float(np.abs(out["gradient"] - expected).max() / np.abs(expected).max()), float(np.abs(expected).max())
 
 
 def explanation_error(model, classifier, images, targets):
@@ -65,16 +90,46 @@ def explanation_error(model, classifier, images, targets):
     return float(np.abs(delta - expected.delta[:, 0]).max())
 
 
+def attribution_errors(model, images):
+    """`{method: relative max error}` of each exported attribution graph of `model` against the Python method.
+
+    On the network with half-Huber activations (`with_half_huber_relu`): SmoothGrad and Integrated Gradients
+    take gradients at points no one chose away from ReLU's kink, where float rounding in either framework may
+    put a unit on the other side and rightly change the gradient (ResNet50's by 1-2 %). The targets are each
+    image's class of most Grad-CAM mass, so that no map is all zero.
+    """
+    import keras_robust
+    from keras_robust.explanations import attributions
+    from keras_robust.export.attribution_graphs import attribution_models
+    from keras_robust.export.onnx_graphs import keras_to_onnx
+
+    model = keras_robust.with_half_huber_relu(model)
+    classifier = keras_to_onnx(model, images.shape[1:], probe=attributions.grad_cam_probe(model))
+    masses = [attributions.grad_cam(model, images, np.full(len(images), k)).sum(axis=(1, 2)) for k in range(10)]
+    targets = np.argmax(masses, axis=0).astype(np.int32)
+    errors = {}
+    for method, graph in attribution_models(classifier, attributions.METHODS).items():
+        settings = ATTRIBUTION_SETTINGS.get(method, {})
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {key: np.array([value], np.float32 if key == "noise" else np.int32) for key, value in settings.items()}
+        out = session.run(["attributions"], {"images": images, "targets": targets, **feeds})[0]
+        expected = attributions.METHODS[method](model, images, targets, **settings)
+        errors[method] = float(np.abs(out - expected).max() / np.abs(expected).max())
+    return errors
+
+
 def check(name):
     from keras_robust.export.onnx_graphs import keras_to_onnx
 
     constructor, size = APPLICATIONS[name]
     keras.utils.set_random_seed(0)
-    model = getattr(A, constructor)(weights=None, classes=10, classifier_activation=None,
-                                    input_shape=(size, size, 3))
+    model = application(constructor, size)
+    non_degenerate(model, size)
     classifier = keras_to_onnx(model, (size, size, 3))
     images = np.random.default_rng(0).uniform(0, 1, (2, size, size, 3)).astype(np.float32)
-    result = {"gradient": gradient_error(model, classifier, images, np.array([1, 7])), "explanation": None}
+    error, scale = gradient_error(model, classifier, images, np.array([1, 7]))
+    result = {"gradient": error, "gradient_scale": scale, "explanation": None,
+              "attributions": attribution_errors(model, images)}
     if name in EXPLAINED:
         result["explanation"] = explanation_error(model, classifier, images, np.array([4, 2], np.int32))
     return result

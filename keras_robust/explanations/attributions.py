@@ -140,16 +140,22 @@ def grad_cam_layer(model, layer=None):
 def grad_cam_probe(model, layer=None):
     """A Keras model from images to `(feature maps A of `layer`, logits)`, the layer chosen by `grad_cam_layer`."""
     functional = _functional(model)
-    return keras.Model(functional.inputs, [grad_cam_layer(model, layer).output, functional.outputs[0]])
+    chosen = grad_cam_layer(model, layer)
+    return keras.Model(functional.inputs, [chosen.output, functional.outputs[0]], name=f"grad_cam_of_{chosen.name}")
 
 
 def grad_cam_tensor(probe, images, targets, upsample=True):
     """`grad_cam` on tensors through a `grad_cam_probe`, in eager or graph mode."""
     with tf.GradientTape() as tape:
         features, logits = probe(images, training=False)
+        features = tf.cast(features, tf.float32)
         score = tf.gather(tf.cast(logits, tf.float32), targets, batch_dims=1)
-    features = tf.cast(features, tf.float32)
-    gradient = tf.cast(tape.gradient(score, features), tf.float32)
+    gradient = tape.gradient(score, features)
+    if gradient is None:
+        raise ValueError(
+            "Grad-CAM found no gradient of the logits with respect to the chosen layer's feature maps; pass "
+            f"`layer=` naming one the logits are computed from. Received: {probe.name!r}"
+        )
     weights = tf.reduce_mean(gradient, axis=[1, 2], keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
     if upsample:

@@ -40,6 +40,9 @@ def load_backend(model_dir, version=None, kind="onnx", device="cpu"):
     check_choice("kind", kind, KINDS)
     check_choice("device", device, DEVICES)
     card = version_card(read_card(model_dir), version)
+    # The server answers predict and explain; an export's attribution signatures run in ONNX Runtime and TF
+    # Serving directly, and are left out of what it lists and accepts.
+    card = dict(card, signatures={k: v for k, v in card["signatures"].items() if k in ENDPOINTS})
     backend = OnnxBackend if kind == "onnx" else SavedModelBackend
     return backend(model_dir, card, device)
 

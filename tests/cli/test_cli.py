@@ -228,6 +228,23 @@ def test_export_writes_both_formats_and_a_card_from_the_training_summary(workspa
     assert code == 1 and "class_names" in err and "Traceback" not in err
 
 
+def test_export_writes_the_attribution_methods_chosen(capsys, tmp_path):
+    """An .onnx classifier's methods by --methods, Grad-CAM's maps named by --grad-cam-layer; all in the card."""
+    from tests.export.test_onnx_classifier import TORCH_DIR
+
+    source = TORCH_DIR / "squeezenet.onnx"
+    code, printed, err = run(capsys, "export", source, tmp_path, "--layout", "NCHW", "--methods", "saliency",
+                             "grad_cam", "--grad-cam-layer", "/features/features.12/Concat_output_0")
+    assert code == 0, err
+    card = json.loads((tmp_path / "squeezenet" / "model_card.json").read_text())
+    assert [m for m in card["signatures"] if m not in ("serving_default", "explain")] == ["saliency", "grad_cam"]
+    assert card["attribution_defaults"]["grad_cam"] == {"layer": "/features/features.12/Concat_output_0"}
+    assert "onnx_grad_cam" in printed and "onnx_smoothgrad" not in printed
+    code, _, err = run(capsys, "export", source, tmp_path / "again", "--layout", "NCHW", "--methods", "grad_cam",
+                       "--grad-cam-layer", "no_such_value")
+    assert code == 1 and "Grad-CAM's feature maps must be a 4-D value" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_serve_answers_the_rest_api_with_the_limits_given_as_flags(tiny_export, tmp_path):

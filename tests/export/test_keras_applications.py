@@ -1,7 +1,8 @@
-"""Every keras.applications image classifier exports an explain graph, and it is exact.
+"""Every keras.applications image classifier exports explain and attribution graphs, and they are exact.
 
-Random weights, 10 classes, logits out, the smallest input each allows.
-For each, the ONNX input gradient equals TensorFlow's autodiff gradient,
+Random but non-degenerate weights, 10 classes, logits out, the smallest input
+each allows. For each, the ONNX input gradient (far from zero) equals
+TensorFlow's autodiff gradient, each attribution graph the Python method,
 and (for a sample covering every kind of layer) the ONNX explanation
 equals `AdversarialExplainer`'s. Each network is checked in a process of
 its own (tests/keras_application_check.py), two at a time: a converted
@@ -22,6 +23,7 @@ import pytest
 
 import keras_robust
 from keras_robust.export import export_model
+from keras_robust.export.card import ATTRIBUTION_METHODS
 from keras_robust.export.onnx_graphs import keras_to_onnx
 from tests.helpers import REPO_ROOT, run_onnx
 from tests.keras_application_check import APPLICATIONS, STEPS, A, gradient_error
@@ -47,7 +49,11 @@ def checked():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APPLICATIONS)
 def test_onnx_gradient_and_explanation_equal_tensorflow(checked, name):
+    assert checked[name]["gradient_scale"] > 1e-3  # a comparison of vanishing gradients could not fail
     assert checked[name]["gradient"] <= 1e-4
+    assert set(checked[name]["attributions"]) == set(ATTRIBUTION_METHODS)
+    for method, error in checked[name]["attributions"].items():
+        assert error <= 1e-4, method
     if checked[name]["explanation"] is not None:
         assert checked[name]["explanation"] <= 1e-3
 
@@ -80,7 +86,7 @@ def test_nested_backbone_with_rescaling_and_a_custom_layer_exports_and_explains(
     paths = export_model(model, str(tmp_path), formats=("onnx",), steps=STEPS)
     images = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
     classifier = keras_to_onnx(model, (32, 32, 3))
-    assert gradient_error(model, classifier, images, np.array([0, 9])) <= 1e-4
+    assert gradient_error(model, classifier, images, np.array([0, 9]))[0] <= 1e-4
     explained = run_onnx(ort.InferenceSession(paths["onnx_explain"]), images=images, targets=np.array([3, 3], np.int32))
     expected = keras_robust.AdversarialExplainer(model, steps=STEPS, sanity_check=False).explain(images, [[3], [3]])
     np.testing.assert_allclose(explained["delta"], expected.delta[:, 0], atol=1e-3)
