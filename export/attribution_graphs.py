@@ -23,6 +23,7 @@ equal to its Python method.
 import numpy as np
 from onnx import helper
 
+from keras_robust.common.defaults import ATTRIBUTION_SUFFIXES
 from keras_robust.explanations import noise
 from keras_robust.export.autodiff.backprop import backpropagate
 from keras_robust.export.autodiff.classifier import IMAGES
@@ -41,8 +42,7 @@ from keras_robust.export.graph_parts import (
 )
 
 # The ONNX file of each method: `<name>-<version>-<suffix>.onnx`.
-FILE_SUFFIXES = {"saliency": "saliency", "smoothgrad": "smoothgrad",
-                 "integrated_gradients": "integrated-gradients", "grad_cam": "grad-cam"}
+FILE_SUFFIXES = ATTRIBUTION_SUFFIXES
 SETTING_TYPES = {"samples": INT32, "noise": FLOAT, "seed": INT32, "steps": INT32}
 ATTRIBUTIONS = ATTRIBUTION_OUTPUTS[0]
 # Each 16-bit exclusive-or is two lookups in the table of every byte pair's (opset 17 has no bitwise xor).
@@ -75,14 +75,15 @@ def smoothgrad_model(classifier):
     outer = {"samples": samples, "spread": spread, "keys": keys, "one_hot": _one_hot(emit, classifier)}
     body, constants = _loop_body(classifier, "sg", outer, _noisy_copy, _sample_weight)
     trips = emit("Cast", emit("ReduceMax", samples, keepdims=0), to=INT64)
-    total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)), body=body)
+    total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)),
+                 body=body)
     emit.nodes.append(helper.make_node("Div", [total, per_image(emit, emit("Cast", samples, to=FLOAT))],
                                        [ATTRIBUTIONS]))
     return _attribution_model(classifier, emit.nodes, emit.initializers + constants, "smoothgrad")
 
 
 def integrated_gradients_model(classifier):
-    """`images, targets[, steps, baseline] → attributions`: `(x − x') ⊙` the trapezoidal integral of the gradient."""
+    """`images, targets[, steps, baseline] → attributions`: `(x − x') ⊙` the gradient's trapezoidal integral."""
     emit = Emitter("integrated_gradients")
     steps = emit("Expand", "steps", _batch(emit))
     baseline = emit("Expand", "baseline", emit("Shape", IMAGES))
@@ -91,10 +92,11 @@ def integrated_gradients_model(classifier):
              "difference": difference, "one_hot": _one_hot(emit, classifier)}
     body, constants = _loop_body(classifier, "ig", outer, _path_point, _quadrature_weight)
     trips = emit("Add", emit("Cast", emit("ReduceMax", steps, keepdims=0), to=INT64), emit.constant(1, np.int64))
-    total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)), body=body)
+    total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)),
+                 body=body)
     emit.nodes.append(helper.make_node("Mul", [difference, total], [ATTRIBUTIONS]))
-    baseline_default = helper.make_tensor("baseline", FLOAT, [1, *classifier.image_shape],
-                                          np.zeros(int(np.prod(classifier.image_shape)), np.float32))
+    baseline_default = helper.make_tensor("baseline", FLOAT, [1, *classifier.image_shape], np.full(
+        int(np.prod(classifier.image_shape)), ATTRIBUTION_DEFAULTS["integrated_gradients"]["baseline"], np.float32))
     return _attribution_model(classifier, emit.nodes, emit.initializers + constants + [baseline_default],
                               "integrated_gradients",
                               [value_info("baseline", FLOAT, ["entries", *classifier.image_shape])])

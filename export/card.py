@@ -34,7 +34,7 @@ ATTRIBUTION_METHODS = tuple(ATTRIBUTION_INPUTS)
 ATTRIBUTION_OUTPUTS = ("attributions",)
 ATTRIBUTION_DEFAULTS = {
     "smoothgrad": {"samples": SMOOTHGRAD_SAMPLES, "noise": SMOOTHGRAD_NOISE, "seed": SMOOTHGRAD_SEED},
-    "integrated_gradients": {"steps": INTEGRATED_GRADIENTS_STEPS, "baseline": "zeros (a black image)"},
+    "integrated_gradients": {"steps": INTEGRATED_GRADIENTS_STEPS, "baseline": 0.0},  # a number fills the image
 }
 # What each output holds, per example: the card, the OpenAPI document and the docs say it in these words.
 OUTPUT_MEANINGS = {
@@ -104,6 +104,13 @@ def build_card(name, version, image_shape, class_names, defaults, files, trainin
         "training": training,
         "ara": ara,
     }
+
+
+def signature_defaults(card, signature):
+    """`{input: value}`: the inputs of `signature` a request may leave out, with the values the card gives them."""
+    given = card["explain_defaults"] if signature == "explain" else card.get("attribution_defaults", {}).get(
+        signature, {})
+    return {name: given[name] for name in card["signatures"][signature]["inputs"] if name in given}
 
 
 def write_card(directory, card):

@@ -8,7 +8,7 @@ import re
 import warnings
 
 from keras_robust.common.atomic import write_atomically
-from keras_robust.common.defaults import EXPLAINER_SUFFIX
+from keras_robust.common.defaults import V2_SUFFIXES
 from keras_robust.common.validation import check_explanation_settings
 from keras_robust.export import card
 
@@ -68,12 +68,17 @@ def check_export_settings(name, version, rho, steps, overshoot):
 
 def check_new_version(out_dir, name, version, overwrite):
     """The model's folder, after refusing to replace an exported version unless told, and a name that V2
-    clients could not tell from another export's explainer (`m-explainer` beside `m`)."""
+    clients could not tell from another export's explainer or attribution endpoint (`m-explainer` or
+    `m-grad-cam` beside `m`)."""
     model_dir = os.path.join(out_dir, name)
-    base = name[: -len(EXPLAINER_SUFFIX)] if name.endswith(EXPLAINER_SUFFIX) else None
-    for other, what in ((base, f"{name!r} is the name V2 clients use for {base!r}'s explanations"),
-                        (name + EXPLAINER_SUFFIX, f"{name!r}'s explanations are what V2 clients call "
-                                                  f"{name + EXPLAINER_SUFFIX!r}, an export there")):
+    clashes = []
+    for signature, suffix in V2_SUFFIXES.items():
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            clashes.append((base, f"{name!r} is the name V2 clients use for {base!r}'s {signature} endpoint"))
+        clashes.append((name + suffix, f"{name!r}'s {signature} endpoint is what V2 clients call "
+                                       f"{name + suffix!r}, an export there"))
+    for other, what in clashes:
         if other and os.path.exists(os.path.join(out_dir, other, card.CARD_FILE)):
             raise ValueError(f"{out_dir} holds the export {other!r}, and {what}: one server could not tell the "
                              f"two apart. Choose another name. Received: name={name!r}")

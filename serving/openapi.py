@@ -18,7 +18,7 @@ import io
 from PIL import Image
 
 from keras_robust import __version__
-from keras_robust.common.defaults import EXPLAINER_SUFFIX
+from keras_robust.common.defaults import V2_SUFFIXES
 from keras_robust.export.card import EXPLAIN_OUTPUTS, OUTPUT_MEANINGS
 from keras_robust.serving.open_inference.wire import HEADER_LENGTH
 from keras_robust.serving.plane.inputs import MAX_DIGITS
@@ -59,10 +59,13 @@ SCHEMAS = {
     "liveness": _object(["status"], status={"const": "alive"}),
     # TF Serving's REST API (and KServe V1).
     "predict_request": {
-        **_object(signature_name=STRING, instances={"type": "array"}, inputs={"type": ["array", "object"]}),
+        **_object(signature_name=STRING, method=STRING, instances={"type": "array"},
+                  inputs={"type": ["array", "object"]}),
         "description": "Row format (`instances`: one entry per example, a value or an object of named "
                        "inputs) or columnar format (`inputs`: an array, or an object of named inputs); "
-                       "an image may be `{\"b64\": ...}`, an encoded PNG or JPEG.",
+                       "an image may be `{\"b64\": ...}`, an encoded PNG or JPEG. `:predict` runs the "
+                       "`signature_name`; `:explain` the explanation `method`: `adversarial` (default) or an "
+                       "attribution method (`saliency`, `smoothgrad`, `integrated_gradients`, `grad_cam`).",
     },
     "predict_response": {"type": "object", "properties": {"predictions": {"type": "array"},
                                                           "outputs": {"type": ["array", "object"]}}},
@@ -71,8 +74,10 @@ SCHEMAS = {
         name: {**(BOOLEAN if name == "target_is_top" else INTEGER if name == "first_met_step"
                   else NUMBER if name == "target_confidence" else {"type": "array"}),
                "description": OUTPUT_MEANINGS[name]} for name in EXPLAIN_OUTPUTS}),
-    "explain_response": {"type": "object", "properties": {"predictions": _array(_ref("explanation")),
-                                                          "outputs": {"type": "object"}}},
+    "attribution": _object(["attributions"], attributions={"type": "array",
+                                                           "description": OUTPUT_MEANINGS["attributions"]}),
+    "explain_response": {"type": "object", "properties": {
+        "predictions": _array({"anyOf": [_ref("explanation"), _ref("attribution")]}), "outputs": {"type": "object"}}},
     "model_status": _object(["model_version_status"], ready=BOOLEAN, model_version_status=_array(_object(
         ["version", "state", "status"], version=STRING, state=STRING,
         status=_object(["error_code", "error_message"], error_code=STRING, error_message=STRING)))),
@@ -195,13 +200,13 @@ def _v1_paths(models, versions, examples):
             _responses(_ref("predict_response"), *BODY_ERRORS), predict_body, parameters, examples[0])}
         paths[prefix + ":explain"] = {"post": _operation(
             "KServe V1's explain: adversarial explanations toward `targets`, each with its outcome "
-            "(`first_met_step`, `target_is_top`)",
+            "(`first_met_step`, `target_is_top`), or the attributions of the `method` named",
             _responses(_ref("explain_response"), *BODY_ERRORS), predict_body, parameters, examples[1])}
     return paths
 
 
 def _v2_paths(models, versions, examples):
-    names = list(models) + [name + EXPLAINER_SUFFIX for name in models]
+    names = list(models) + [name + suffix for name in models for suffix in V2_SUFFIXES.values()]
     header = {"name": HEADER_LENGTH, "in": "header", "required": False,
               "description": "With a binary body: the length of its JSON header.",
               "schema": {"type": "string", "pattern": f"^[0-9]{{1,{MAX_DIGITS}}}$"}}

@@ -59,6 +59,12 @@ BOUND_ENGAGES_AT = 0.5
 # Open Inference Protocol (V2) clients reach model m's explain endpoint as the
 # model named m + this suffix; an export may not take such a name beside m.
 EXPLAINER_SUFFIX = "-explainer"
+# Each attribution method's name in files (`<name>-<version>-<suffix>.onnx`) and, after a dash, in V2 model
+# names (`m-grad-cam`), as the explainer's.
+ATTRIBUTION_SUFFIXES = {"saliency": "saliency", "smoothgrad": "smoothgrad",
+                        "integrated_gradients": "integrated-gradients", "grad_cam": "grad-cam"}
+# The V2 model name suffix of each signature but predict's.
+V2_SUFFIXES = {"explain": EXPLAINER_SUFFIX, **{method: "-" + suffix for method, suffix in ATTRIBUTION_SUFFIXES.items()}}
 
 # The tf.distribute strategies a run can use (keras_robust.common.strategies).
 STRATEGIES = ("default", "mirrored", "multiworker")

@@ -18,7 +18,6 @@ value for all); whatever is left out comes from the model card.
 import numpy as np
 
 from keras_robust.serving.open_inference.wire import (
-    EXPLAIN_PARAMETERS,
     HEADER_LENGTH,
     INPUT_DATATYPES,
     NUMPY_DATATYPES,
@@ -27,6 +26,7 @@ from keras_robust.serving.open_inference.wire import (
     SIGNATURE_DATATYPES,
     TENSOR_KEYS,
 )
+from keras_robust.export.card import ATTRIBUTION_INPUTS, EXPLAIN_INPUTS
 from keras_robust.serving.plane.data_plane import InferenceRequest
 from keras_robust.serving.plane.errors import bad_request, show
 from keras_robust.serving.plane.inputs import REQUIRED, check_tensor_size, parse_decimal, tensor_columns
@@ -59,7 +59,8 @@ def parse_infer_request(body, header_length, card, limits, signature, model_name
     _check_model(payload, model_name, card["version"])
     names = card["signatures"][signature]["inputs"]
     parameters = _parameters(payload.get("parameters", {}), signature)
-    columns = tensor_columns(_tensors(payload.get("inputs"), names, binary, limits), parameters, names, card, limits)
+    columns = tensor_columns(_tensors(payload.get("inputs"), names, binary, limits), parameters, signature, card,
+                             limits)
     outputs = _requested_outputs(payload.get("outputs"), card["signatures"][signature]["outputs"],
                                  parameters.get("binary_data_output", False))
     request_id = payload.get("id")
@@ -145,12 +146,14 @@ def _check_model(payload, model_name, version):
 
 def check_parameter_names(names, signature, transport_parameters=()):
     """Refuses request parameters that `signature`'s endpoint does not take (REST and gRPC alike)."""
-    known = PROTOCOL_PARAMETERS + tuple(transport_parameters) + (EXPLAIN_PARAMETERS if signature == "explain" else ())
+    settings = {"explain": EXPLAIN_INPUTS, **ATTRIBUTION_INPUTS}.get(signature, ())[len(REQUIRED):]
+    known = PROTOCOL_PARAMETERS + tuple(transport_parameters) + tuple(settings)
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise bad_request(
             f"This endpoint takes the request parameters {', '.join(known)}. Received: unknown {show(unknown)}"
-            + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_PARAMETERS) else "")
+            + (" (rho and steps are for explanations)" if set(unknown) & set(EXPLAIN_INPUTS[len(REQUIRED):])
+               and signature == "serving_default" else "")
         )
 
 

@@ -137,7 +137,7 @@ class InferenceService:
 
         def decode():
             arrays = _arrays(request, spec["inputs"], self._plane.limits)
-            return InferenceRequest(signature, tensor_columns(arrays, parameters, spec["inputs"], card,
+            return InferenceRequest(signature, tensor_columns(arrays, parameters, signature, card,
                                                               self._plane.limits), names)
 
         def encode(response):

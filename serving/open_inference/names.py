@@ -1,27 +1,36 @@
-"""The Open Inference Protocol's model names: `<name>` predicts, `<name>-explainer` explains.
+"""The Open Inference Protocol's model names: `<name>` predicts, `<name>-explainer` explains, and
+`<name>-saliency`, `<name>-smoothgrad`, `<name>-integrated-gradients`, `<name>-grad-cam` attribute.
 
-V2 has one inference verb, `infer`, so each exported model's explain
-signature is served as a model of its own, as KServe names explainers.
+V2 has one inference verb, `infer`, so each exported model's other signatures are served as models of
+their own, as KServe names explainers.
 """
 
-from keras_robust.common.defaults import EXPLAINER_SUFFIX
+from keras_robust.common.defaults import V2_SUFFIXES
 
 
 def v2_model(plane, name, received):
-    """`(served model, signature)` of the V2 model `name`; `<name>-explainer` is explain.
+    """`(served model, signature)` of the V2 model `name`.
 
     `received` says where the name came from, for the 404 of an unknown one.
     """
-    if name not in plane.models and name.endswith(EXPLAINER_SUFFIX):
-        return plane.model(name[:-len(EXPLAINER_SUFFIX)], received), "explain"
+    if name not in plane.models:
+        for signature, suffix in V2_SUFFIXES.items():
+            if name.endswith(suffix) and name[:-len(suffix)] in plane.models:
+                return plane.models[name[:-len(suffix)]], signature
     return plane.model(name, received), "serving_default"
 
 
+def v2_name(served, signature):
+    """The V2 model name of `served`'s `signature`."""
+    return served.name + V2_SUFFIXES.get(signature, "")
+
+
 def check_explainer_names(models):
-    """`<name>-explainer` is the explain endpoint of `<name>`; no model may take that name."""
+    """`<name>-explainer` (and each attribution suffix) is an endpoint of `<name>`; no model may take that name."""
     for name in models:
-        if name.endswith(EXPLAINER_SUFFIX) and name[:-len(EXPLAINER_SUFFIX)] in models:
-            raise ValueError(
-                f"Model {name!r} would hide the explain endpoint of model {name[:-len(EXPLAINER_SUFFIX)]!r} "
-                f"over the Open Inference Protocol; export it under another name. Received: {name!r}"
-            )
+        for signature, suffix in V2_SUFFIXES.items():
+            if name.endswith(suffix) and name[:-len(suffix)] in models:
+                raise ValueError(
+                    f"Model {name!r} would hide the {signature} endpoint of model {name[:-len(suffix)]!r} "
+                    f"over the Open Inference Protocol; export it under another name. Received: {name!r}"
+                )

@@ -13,8 +13,10 @@ measurement window; both are listed in the server metadata's `extensions`.
   (every model): Triton's `{"model_stats": [...]}`, one entry per loaded
   version, counted by the data plane (`serving.plane.statistics`).
 
-As everywhere in V2, `<name>-explainer` is the model's explain endpoint, a
-model of its own with its own configuration and statistics. gRPC's
+As everywhere in V2, `<name>-explainer` is the model's explain endpoint and
+`<name>-saliency` (`-smoothgrad`, `-integrated-gradients`, `-grad-cam`) its
+attribution methods, each a model of its own with its own configuration and
+statistics. gRPC's
 `ModelConfig` and `ModelStatistics` (`serving.open_inference.grpc_service`) answer the
 same, as protos.
 """
@@ -22,16 +24,12 @@ same, as protos.
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from keras_robust.common.defaults import EXPLAINER_SUFFIX
-from keras_robust.serving.open_inference.names import v2_model
+from keras_robust.serving.open_inference.names import v2_model, v2_name
 from keras_robust.serving.open_inference.wire import PLATFORMS, SIGNATURE_DATATYPES
 from keras_robust.serving.plane.clients import http_client
 from keras_robust.serving.plane.errors import bad_request, received, show
 from keras_robust.serving.plane.inputs import REQUIRED
 from keras_robust.serving.transport.http_io import parse_json
-
-SIGNATURES = ("serving_default", "explain")
-
 
 def add_triton_routes(app, plane, bodies):
     """Adds the configuration, statistics and repository index routes over `plane` (a `DataPlane`),
@@ -63,13 +61,14 @@ def add_triton_routes(app, plane, bodies):
 
 
 def repository_index(plane, ready_only=False):
-    """Triton's repository index: each V2 model (a served model and its explainer) per version, READY
+    """Triton's repository index: each V2 model (a served model, its explainer and attribution methods) per
+    version, READY
     or UNAVAILABLE with the reason its version did not load; `ready_only` lists the READY ones only."""
     entries = []
     for served in plane.models.values():
         states = [(version, "READY", "") for version in sorted(served.backends)]
         states += [] if ready_only else [(v, "UNAVAILABLE", reason) for v, reason in sorted(served.failures.items())]
-        for name in (served.name, served.name + EXPLAINER_SUFFIX):
+        for name in [v2_name(served, signature) for signature in served_signatures(served)]:
             entries += [{"name": name, "version": str(version), "state": state, "reason": reason}
                         for version, state, reason in states]
     return entries
@@ -127,20 +126,25 @@ def model_statistics(plane, name, version, received):
     if not name:
         if version:
             raise bad_request(f"Statistics of a version need the model's name. Received: version={version!r}, no name")
-        entries = [(served, signature, backend) for served in plane.models.values() for signature in SIGNATURES
-                   for _, backend in sorted(served.backends.items())]
+        entries = [(served, signature, backend) for served in plane.models.values()
+                   for _, backend in sorted(served.backends.items()) for signature in backend.card["signatures"]]
     else:
         served, signature = v2_model(plane, name, received)
         backends = [served.backend(version)] if version else [b for _, b in sorted(served.backends.items())]
         entries = [(served, signature, backend) for backend in backends]
     return {"model_stats": [
-        plane.statistics.of(backend.card, signature).triton_json(_v2_name(served, signature), backend.card["version"])
+        plane.statistics.of(backend.card, signature).triton_json(v2_name(served, signature), backend.card["version"])
         for served, signature, backend in entries
     ]}
 
 
-def _v2_name(served, signature):
-    return served.name + (EXPLAINER_SUFFIX if signature == "explain" else "")
+def served_signatures(served):
+    """The signatures of the model's versions (loaded or not: a failed version is listed UNAVAILABLE), predict
+    first; each is a V2 model."""
+    signatures = ["serving_default", "explain"]
+    for backend in served.backends.values():
+        signatures += [s for s in backend.card["signatures"] if s not in signatures]
+    return signatures
 
 
 def _tensor_config(name, dtype, shape, batched):

@@ -10,13 +10,16 @@ INPUT_DATATYPES = {
     "targets": {"INT32": np.int32, "INT64": np.int64},
     "rho": {"FP32": np.float32},
     "steps": {"INT32": np.int32, "INT64": np.int64},
+    "samples": {"INT32": np.int32, "INT64": np.int64},
+    "noise": {"FP32": np.float32},
+    "seed": {"INT32": np.int32, "INT64": np.int64},
+    "baseline": {"FP32": np.float32},
 }
 NUMPY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
                    np.dtype(np.bool_): "BOOL"}
 SIGNATURE_DATATYPES = {"DT_FLOAT": "FP32", "DT_INT32": "INT32", "DT_INT64": "INT64", "DT_BOOL": "BOOL"}
 # Request parameters a V2 client may send that change nothing here.
 PROTOCOL_PARAMETERS = ("binary_data_output", "timeout", "priority")
-EXPLAIN_PARAMETERS = ("rho", "steps")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # What the server metadata lists, and the platform each backend kind is reported as.
 V2_EXTENSIONS = ("binary_tensor_data", "parameters", "explain", "model_configuration", "statistics")

@@ -1,6 +1,6 @@
-"""Inference backends: one loaded export version answers predict and explain.
+"""Inference backends: one loaded export version answers predict, explain and the attribution methods.
 
-`OnnxBackend` runs the two ONNX graphs with onnxruntime (the default: no
+`OnnxBackend` runs the ONNX graphs with onnxruntime (the default: no
 TensorFlow at all, so the server starts fast and small; thread-safe `run`),
 `SavedModelBackend` the SavedModel signatures, importing TensorFlow when one
 is created. Both are created once per version and shared by every request.
@@ -13,13 +13,16 @@ import onnxruntime
 
 from keras_robust.common.validation import check_choice
 from keras_robust.export import read_card
+from keras_robust.export.card import ATTRIBUTION_METHODS
 
 KINDS = ("onnx", "savedmodel")
 DEVICES = ("cpu", "cuda")
-ENDPOINTS = {"serving_default": "predict", "explain": "explain"}
-# The onnxruntime memory arenas an explain run gives back when it ends, per device.
+# Each signature's entry in the card's files (`onnx_<endpoint>`).
+ENDPOINTS = {"serving_default": "predict", "explain": "explain", **{method: method for method in ATTRIBUTION_METHODS}}
+# The onnxruntime memory arenas an explain or attribution run gives back when it ends, per device.
 SHRUNK_ARENAS = {"cpu": "cpu:0", "cuda": "cpu:0;gpu:0"}
-EXPLAIN_DTYPES = {"images": np.float32, "targets": np.int32, "rho": np.float32, "steps": np.int32}
+INPUT_DTYPES = {"images": np.float32, "targets": np.int32, "rho": np.float32, "steps": np.int32,
+                "samples": np.int32, "noise": np.float32, "seed": np.int32, "baseline": np.float32}
 ONNX_DTYPES = {"tensor(float)": "DT_FLOAT", "tensor(int32)": "DT_INT32", "tensor(int64)": "DT_INT64",
                "tensor(bool)": "DT_BOOL"}
 
@@ -40,9 +43,6 @@ def load_backend(model_dir, version=None, kind="onnx", device="cpu"):
     check_choice("kind", kind, KINDS)
     check_choice("device", device, DEVICES)
     card = version_card(read_card(model_dir), version)
-    # The server answers predict and explain; an export's attribution signatures run in ONNX Runtime and TF
-    # Serving directly, and are left out of what it lists and accepts.
-    card = dict(card, signatures={k: v for k, v in card["signatures"].items() if k in ENDPOINTS})
     backend = OnnxBackend if kind == "onnx" else SavedModelBackend
     return backend(model_dir, card, device)
 
@@ -73,7 +73,7 @@ def _exported_file(model_dir, card, key, kind):
 
 
 class _Backend:
-    """The two endpoints over a subclass's `_run(signature, feeds, run_options)`.
+    """The endpoints over a subclass's `_run(signature, feeds, run_options)`.
 
     `run_options` is an `onnxruntime.RunOptions` whose `terminate` flag,
     set from another thread, stops an ONNX run; the SavedModel backend
@@ -87,7 +87,12 @@ class _Backend:
     def explain(self, images, targets, rho, steps, run_options=None):
         """The explanation of docs/method.md §5 → `{explanations, delta, target_confidence, first_met_step,
         target_is_top}` (the last two: each explanation's outcome)."""
-        return self._run("explain", _explain_feeds(images, targets, rho, steps), run_options)
+        return self.run("explain", dict(images=images, targets=targets, rho=rho, steps=steps), run_options)
+
+    def run(self, signature, inputs, run_options=None):
+        """Any signature of the card on `{input name: array}` → `{output name: array}`."""
+        return self._run(signature, {name: np.asarray(value, INPUT_DTYPES[name]) for name, value in inputs.items()},
+                         run_options)
 
 
 class OnnxBackend(_Backend):
@@ -108,11 +113,11 @@ class OnnxBackend(_Backend):
         options.log_severity_level = 3  # graph-optimisation notices are not actionable
         self._sessions = {
             signature: onnxruntime.InferenceSession(
-                _exported_file(model_dir, card, f"onnx_{endpoint}", "ONNX"),
+                _exported_file(model_dir, card, f"onnx_{ENDPOINTS[signature]}", "ONNX"),
                 sess_options=options,
                 providers=providers,
             )
-            for signature, endpoint in ENDPOINTS.items()
+            for signature in card["signatures"]
         }
 
     def signature_defs(self):
@@ -128,7 +133,7 @@ class OnnxBackend(_Backend):
 
     def _run(self, signature, feeds, run_options=None):
         session = self._sessions[signature]
-        if signature == "explain":
+        if signature != "serving_default":
             # An explanation's working set (64 images x 35 steps of activations and gradients) would
             # otherwise stay in onnxruntime's arena for good: about 430 MB for a ResNet-8 after a flood.
             run_options = run_options or onnxruntime.RunOptions()
@@ -156,11 +161,6 @@ def _onnx_specs(values):
     }
 
 
-def _explain_feeds(images, targets, rho, steps):
-    values = {"images": images, "targets": targets, "rho": rho, "steps": steps}
-    return {name: np.asarray(value, EXPLAIN_DTYPES[name]) for name, value in values.items()}
-
-
 class SavedModelBackend(_Backend):
     """The SavedModel's signatures, called as TF Serving calls them.
 
@@ -180,7 +180,7 @@ class SavedModelBackend(_Backend):
         self._device_name = "/GPU:0" if device == "cuda" else "/CPU:0"
         path = _exported_file(model_dir, card, "saved_model", "SavedModel")
         self._model = tf.saved_model.load(path)  # kept: the signatures reference its variables
-        self._signatures = {name: self._model.signatures[name] for name in ENDPOINTS}
+        self._signatures = {name: self._model.signatures[name] for name in card["signatures"]}
 
     def signature_defs(self):
         """`{signature: {"inputs"|"outputs": {name: (dtype, shape)}}}`, shapes with -1."""

@@ -31,9 +31,9 @@ class InferenceRequest:
     """One inference request, in no protocol's format.
 
     Attributes:
-        signature: `"serving_default"` (predict) or `"explain"`, one the
-            model has (the translator checks, as only it knows where the
-            name came from).
+        signature: `"serving_default"` (predict), `"explain"` or an
+            attribution method, one the model has (the translator checks, as
+            only it knows where the name came from).
         inputs: `{input name: [(where, value), ...]}`, one pair per example,
             as `serving.plane.inputs.convert_columns` takes them.
         outputs: The output names to answer, in this order; None for all of
@@ -134,8 +134,8 @@ class DataPlane:
             outputs = await self._batcher.predict(backend, inputs["images"], deadline, client)
         else:
             outputs = await self._gate.run(
-                lambda cancellation: backend.explain(**inputs, run_options=cancellation.run_options), deadline,
-                client, heavy=True,
+                lambda cancellation: backend.run(request.signature, inputs, run_options=cancellation.run_options),
+                deadline, client, heavy=True,
             )
         names = request.outputs or card["signatures"][request.signature]["outputs"]
         response = InferenceResponse(
@@ -147,8 +147,7 @@ class DataPlane:
         """`(request, {input name: np.ndarray})`: the request's inputs, checked and converted, stopping
         between values once the request is past its deadline."""
         inputs = convert_columns(request.inputs, card, self.limits, cancellation.stop_if_cancelled)
-        if "steps" in inputs:
-            check_work(inputs["steps"], self.limits)
+        check_work(request.signature, inputs, self.limits)
         return request, inputs
 
     def close(self):

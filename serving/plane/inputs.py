@@ -9,8 +9,9 @@ function per input, so every protocol answers a bad value with the same
 message.
 
 Everything the ONNX graphs do not check is checked here: shapes, dtypes,
-finite pixels in [0, 1], targets in [0, K), rho > 0, 1 <= steps <= the cap,
-and the request's total explanation work. So are the sizes a request
+finite pixels in [0, 1], targets in [0, K), rho > 0, 1 <= steps (and
+SmoothGrad's samples) <= the cap, noise >= 0, seeds in range, finite
+baselines, and the request's total work. So are the sizes a request
 declares (a tensor's shape, a length, a version), before anything is
 allocated by them: `check_tensor_size` and `parse_decimal`.
 """
@@ -18,15 +19,18 @@ allocated by them: `check_tensor_size` and `parse_decimal`.
 import base64
 import binascii
 import io
+import math
 
 import numpy as np
 import PIL.Image
 
 from keras_robust.common.defaults import MAX_RHO
 from keras_robust.common.validation import check_pixels
+from keras_robust.explanations.noise import SEED_RANGE
+from keras_robust.export.card import signature_defaults
 from keras_robust.serving.plane.errors import ServingError, bad_request, show
 
-# The inputs a request must give; the explain signature's rho and steps default to the card's.
+# The inputs a request must give; explain's rho and steps and the attribution methods' settings default to the card's.
 REQUIRED = ("images", "targets")
 IMAGE_MODES = {1: "L", 3: "RGB"}
 # The value of a full-scale pixel in Pillow's modes of more than 8 bits per channel,
@@ -48,11 +52,16 @@ def convert_columns(columns, card, limits, stop_if_cancelled=None):
     shape = tuple(card["input"]["shape"][1:])
     names = {name: i for i, name in enumerate(card["class_names"])}
     cap = min(limits.max_steps, card["explain_defaults"]["max_steps"])
+    passes = min(limits.max_steps, card.get("attribution_defaults", {}).get("max_passes", cap))
     converters = {
         "images": lambda where, value: _image(where, value, shape, limits),
         "targets": lambda where, value: _target(where, value, names),
         "rho": _rho,
-        "steps": lambda where, value: _steps(where, value, cap),
+        "steps": lambda where, value: _count(where, value, "steps", cap),
+        "samples": lambda where, value: _count(where, value, "samples", passes),
+        "noise": _noise,
+        "seed": _seed,
+        "baseline": lambda where, value: _baseline(where, value, shape),
     }
     def convert(name, where, value):
         if stop_if_cancelled is not None:
@@ -118,24 +127,33 @@ def check_batch_size(size, limits, what="A request"):
         raise bad_request(f"{what} holds at most max_batch={limits.max_batch} examples. Received: {show(size)}")
 
 
-def check_work(steps, limits):
-    """The cap on a request's explanation work: its examples' steps, summed."""
-    total = int(np.sum(steps))
+def check_work(signature, inputs, limits):
+    """The cap on a request's work: its examples' passes through the network (explanation steps, SmoothGrad's
+    noisy copies, Integrated Gradients' points), summed."""
+    passes = {"explain": lambda: inputs["steps"], "smoothgrad": lambda: inputs["samples"],
+              "integrated_gradients": lambda: inputs["steps"] + 1}
+    if signature not in passes:
+        return
+    each = passes[signature]()
+    total = int(np.sum(each))
     if total > limits.max_image_steps:
         raise bad_request(
-            f"A request explains at most max_image_steps={limits.max_image_steps} image-steps (the "
-            f"sum of steps over its examples); send fewer images or steps. Received: {len(steps)} "
-            f"examples, {total} image-steps"
+            f"A request makes at most max_image_steps={limits.max_image_steps} image-steps (the sum over its "
+            "examples of explanation steps, SmoothGrad samples or Integrated Gradients points); send fewer images "
+            f"or steps. Received: {len(each)} examples, {total} image-steps"
         )
 
 
-def tensor_columns(tensors, parameters, names, card, limits):
+def tensor_columns(tensors, parameters, signature, card, limits):
     """The columns of `{name: np.ndarray}` tensors (V2's or gRPC's) and request parameters.
 
-    `images` is `[B, H, W, C]`; explain's `targets` one entry per image,
-    `rho` and `steps` one per image or one for all, as a tensor or a
-    parameter, else the card's default.
+    `images` is `[B, H, W, C]`; `targets` one entry per image; every other
+    input of `signature` (explain's `rho` and `steps`, the attribution
+    methods' settings) one per image or one for all, as a tensor or a
+    parameter, else the card's default. A baseline is an image per entry
+    (`[B or 1, H, W, C]`) or one number.
     """
+    names = card["signatures"][signature]["inputs"]
     shape = list(card["input"]["shape"][1:])
     images = tensors["images"]
     if images.ndim != 1 + len(shape) or list(images.shape[1:]) != shape or len(images) == 0:
@@ -145,7 +163,8 @@ def tensor_columns(tensors, parameters, names, card, limits):
     batch = len(images)
     check_batch_size(batch, limits)
     columns = {"images": [(f"images[{b}]", image) for b, image in enumerate(images)]}
-    for name in names[1:]:  # explain's targets (required), rho and steps
+    defaults = signature_defaults(card, signature)
+    for name in names[1:]:  # targets (required), then the signature's settings
         if name in tensors and name in parameters:
             raise bad_request(f"Give {name} as an input tensor or a request parameter, not both. Received: both")
         if name in tensors:
@@ -153,12 +172,18 @@ def tensor_columns(tensors, parameters, names, card, limits):
         elif name in parameters:
             columns[name] = [(f"parameters.{name}", parameters[name])] * batch
         else:
-            columns[name] = [(f"{name} (the card's default)", card["explain_defaults"][name])] * batch
+            columns[name] = [(f"{name} (the card's default)", defaults[name])] * batch
     return columns
 
 
 def _per_image(name, array, batch, allow_one):
-    """`[(where, value)] * batch` from a `[B]`, `[B, 1]` (or, if allowed, `[1]`) tensor."""
+    """`[(where, value)] * batch` from a `[B]`, `[B, 1]` (or, if allowed, `[1]`) tensor; a baseline's rows are
+    images."""
+    if name == "baseline" and array.ndim > 1:
+        if len(array) not in (batch, 1):
+            raise bad_request(f"baseline has shape [B or 1, H, W, C] with B = {batch}, or is one number. "
+                              f"Received: shape {list(array.shape)}")
+        return [(f"baseline[{b}]", array[b if len(array) == batch else 0]) for b in range(batch)]
     values = array.reshape(-1).tolist()
     shaped = array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)
     if not shaped or len(values) not in ((batch, 1) if allow_one else (batch,)):
@@ -282,13 +307,50 @@ def _rho(where, value):
     return np.float32(value)
 
 
-def _steps(where, value, cap):
+def _count(where, value, name, cap):
+    """Explanation or Integrated Gradients steps, SmoothGrad samples: an integer in [1, cap]."""
     if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= cap):
         raise bad_request(
-            f"{where}: steps must be an integer in [1, {cap}] (the server's max_steps). "
-            f"Received: {show(value)}"
+            f"{where}: {name} must be an integer in [1, {cap}] (the server's max_steps). Received: {show(value)}"
         )
     return np.int32(value)
+
+
+def _noise(where, value):
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
+        raise bad_request(
+            f"{where}: noise must be a number >= 0 (SmoothGrad's noise as a fraction of the image's value range). "
+            f"Received: {show(value)}"
+        )
+    return np.float32(value)
+
+
+def _seed(where, value):
+    low, high = SEED_RANGE
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise bad_request(f"{where}: seed must be an integer in [{low}, {high}]. Received: {show(value)}")
+    return np.int32(value)
+
+
+def _baseline(where, value, shape):
+    """Integrated Gradients' baseline: an image `(H, W, C)` of finite values, or one number for every pixel."""
+    if _is_number(value):
+        array = np.full(shape, value, np.float32)
+    else:
+        try:
+            array = np.asarray(value, np.float32)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.shape != shape:
+            raise bad_request(f"{where}: baseline is an image of shape {list(shape)} or one number. "
+                              f"Received: {show(value)}")
+    if not np.all(np.isfinite(array)):
+        raise bad_request(f"{where}: baseline must be finite. Received: a non-finite value")
+    return array
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 def _list(names, limit=12):

@@ -1,6 +1,11 @@
 // The page talks to the same REST API as any client: GET v1/models and
-// /metadata for the model card, :predict and :explain with {"b64": PNG}.
+// /metadata for the model card, :predict and :explain with {"b64": PNG}
+// (and :explain's method for the attribution methods the card lists).
 "use strict";
+
+const METHOD_TITLES = {
+  saliency: "Saliency", smoothgrad: "SmoothGrad", integrated_gradients: "Integrated Gradients", grad_cam: "Grad-CAM",
+};
 
 const $ = (id) => document.getElementById(id);
 const state = { model: null, card: null, limits: null, bitmap: null, png: null, probabilities: null };
@@ -97,6 +102,7 @@ function clearExplanation() {
   for (const id of ["explanation", "heatmap"]) {
     $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
   }
+  $("attributions").replaceChildren();
 }
 
 async function loadFile() {
@@ -171,6 +177,27 @@ async function explain() {
   if (state.probabilities) $("confidence-before").textContent = `(${state.probabilities[target].toFixed(4)} before)`;
   $("confidence").textContent = answer.target_confidence.toFixed(4);
   showOutcome(answer, body.instances[0], state.card.class_names[target]);
+  await attribute(target);
+}
+
+// Each attribution method the export has, toward the same target, one after the other (each is a heavy request).
+async function attribute(target) {
+  const { height, width } = inputSize();
+  for (const method of Object.keys(METHOD_TITLES).filter((m) => m in state.card.signatures)) {
+    $("status").textContent = `${METHOD_TITLES[method]}…`;
+    const canvas = document.createElement("canvas");
+    canvas.className = "pixels";
+    canvas.id = `attribution-${method}`;
+    [canvas.width, canvas.height] = [width, height];
+    const caption = document.createElement("figcaption");
+    caption.textContent = METHOD_TITLES[method];
+    const figure = document.createElement("figure");
+    figure.append(canvas, caption);
+    $("attributions").append(figure);
+    const body = { method, instances: [{ images: { b64: state.png }, targets: target }] };
+    const map = (await call("POST", `${modelPath()}:explain`, body)).predictions[0].attributions;
+    drawHeatMap(canvas, method === "grad_cam" ? map.map((row) => row.map((v) => [v])) : map);
+  }
 }
 
 // An explanation is evidence only if δ reached its budget and the network now gives the target

@@ -32,6 +32,10 @@ INPUT_DTYPES = {
     "targets": (types_pb2.DT_INT32, types_pb2.DT_INT64),
     "rho": (types_pb2.DT_FLOAT,),
     "steps": (types_pb2.DT_INT32, types_pb2.DT_INT64),
+    "samples": (types_pb2.DT_INT32, types_pb2.DT_INT64),
+    "noise": (types_pb2.DT_FLOAT,),
+    "seed": (types_pb2.DT_INT32, types_pb2.DT_INT64),
+    "baseline": (types_pb2.DT_FLOAT,),
 }
 # Each input dtype's numpy type and the TensorProto field holding its values when
 # `tensor_content` (the packed bytes) is empty.
@@ -114,7 +118,7 @@ def _columns(tensors, signature, card, limits):
         raise bad_request(f"The signature's inputs are {', '.join(names)}. Received: unknown {show(unknown)}, "
                           f"missing {missing}")
     arrays = {name: _array(name, tensors[name], limits) for name in names if name in tensors}
-    return tensor_columns(arrays, {}, names, card, limits)
+    return tensor_columns(arrays, {}, signature, card, limits)
 
 
 def _array(name, proto, limits):

@@ -8,12 +8,16 @@ by `serving.plane.inputs`, with an error naming the instance it came from. The
 answer comes back in the request's format.
 """
 
+from keras_robust.export.card import signature_defaults
 from keras_robust.serving.plane.data_plane import InferenceRequest
 from keras_robust.serving.plane.errors import bad_request, show, unknown_signature
 from keras_robust.serving.plane.inputs import REQUIRED, check_batch_size, nested_shape
 from keras_robust.serving.transport.http_io import parse_json
 
-REQUEST_KEYS = ("signature_name", "instances", "inputs")
+REQUEST_KEYS = ("signature_name", "method", "instances", "inputs")
+# KServe V1 `:explain`'s method naming the paper's adversarial explanation (the `explain` signature); the
+# attribution methods go by their signatures' names.
+ADVERSARIAL = "adversarial"
 
 
 def parse_request(body, card, limits, verb="predict"):
@@ -24,7 +28,8 @@ def parse_request(body, card, limits, verb="predict"):
         card: The served version's model card.
         limits: The server's `Limits` (its batch cap).
         verb: `"predict"` (any signature, default `serving_default`) or
-            `"explain"` (KServe's verb: the `explain` signature only).
+            `"explain"` (KServe's verb: the explanation `method` names,
+            `"adversarial"` by default, or an attribution method).
 
     Returns:
         An `InferenceRequest` whose `wire` says whether the request used the
@@ -35,7 +40,7 @@ def parse_request(body, card, limits, verb="predict"):
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
         raise bad_request(
-            "A request has the keys 'signature_name' and 'instances' or 'inputs'. "
+            "A request has the keys 'signature_name' (:predict) or 'method' (:explain), and 'instances' or 'inputs'. "
             f"Received: unknown keys {show(unknown)}"
         )
     if ("instances" in payload) == ("inputs" in payload):
@@ -44,7 +49,7 @@ def parse_request(body, card, limits, verb="predict"):
             f"(columnar format). Received: keys {show(sorted(payload))}"
         )
     names = card["signatures"][signature]["inputs"]
-    defaults = _defaults(card, names)
+    defaults = signature_defaults(card, signature)
     shape = card["input"]["shape"][1:]
     if "instances" in payload:
         columns = _rows(payload["instances"], names, defaults, limits, shape)
@@ -63,21 +68,31 @@ def format_response(response):
 
 
 def _signature(payload, card, verb):
-    signature = payload.get("signature_name", "explain" if verb == "explain" else "serving_default")
+    """`:predict` runs `signature_name` (default `serving_default`); KServe's `:explain` the explanation
+    `method` names (default the adversarial explanation)."""
+    if verb == "explain":
+        named = "signature_name" in payload
+        if payload.get("signature_name", "explain") != "explain" or (named and "method" in payload):
+            raise bad_request("The :explain verb runs the 'explain' signature or the 'method' named (default "
+                              "'adversarial'); use :predict for the other signatures. "
+                              f"Received: signature_name={show(payload['signature_name'])}")
+        method = payload.get("method", ADVERSARIAL)
+        signature = "explain" if method == ADVERSARIAL else method
+        if not isinstance(method, str) or signature == "serving_default" or signature not in card["signatures"]:
+            methods = [ADVERSARIAL] + [m for m in card["signatures"] if m not in ("serving_default", "explain")]
+            raise bad_request(f"The :explain verb's method is one of {', '.join(methods)}. "
+                              f"Received: method={show(method)}")
+        return signature
+    if "method" in payload:
+        raise bad_request(f"'method' chooses an explanation of the :explain verb; :predict takes a signature_name. "
+                          f"Received: method={show(payload['method'])}")
+    signature = payload.get("signature_name", "serving_default")
     if not isinstance(signature, str) or signature not in card["signatures"]:
         raise unknown_signature(card, signature)
-    if verb == "explain" and signature != "explain":
-        raise bad_request(
-            "The :explain verb runs the 'explain' signature; use :predict for the others. "
-            f"Received: signature_name={signature!r}"
-        )
     return signature
 
 
-def _defaults(card, names):
-    """The explain inputs a request may leave out: the card's defaults (docs/method.md §5)."""
-    defaults = card["explain_defaults"]
-    return {name: defaults[name] for name in ("rho", "steps") if name in names}
+
 
 
 def _rows(instances, names, defaults, limits, shape):
@@ -133,8 +148,10 @@ def _columns(inputs, names, defaults, limits, shape):
     _check_batch(images, limits, shape, "inputs.images")
     batch = len(images)
     columns = {"images": [(f"inputs.images[{i}]", image) for i, image in enumerate(images)]}
-    for name in names[1:]:  # both signatures take images first
+    for name in names[1:]:  # every signature takes images first
         value = inputs.get(name, defaults.get(name))
+        if name == "baseline" and isinstance(value, list) and nested_shape(value) == list(shape):
+            value = [value] * batch  # one baseline image for every image
         if not isinstance(value, list):
             value = [value] * batch
         elif len(value) != batch:

@@ -47,7 +47,8 @@ def test_every_route_is_documented(app, document):
 def test_path_parameters_list_what_is_served(document):
     parameters = {p["name"]: p["schema"]["enum"] for p in document["paths"]["/v2/models/{name}/versions/{version}/infer"]
                   ["post"]["parameters"] if p["in"] == "path"}
-    assert parameters == {"name": ["tiny", "tiny-explainer"], "version": ["1"]}
+    assert parameters == {"name": ["tiny", "tiny-explainer", "tiny-saliency", "tiny-smoothgrad",
+                                   "tiny-integrated-gradients", "tiny-grad-cam"], "version": ["1"]}
 
 
 def test_examples_are_answered(tiny_server, document):

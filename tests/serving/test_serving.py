@@ -364,8 +364,8 @@ BAD_REQUESTS = [
     ("steps-float", "tiny:explain", _explain(steps=2.5), 400, "steps must be"),
     ("image-steps-above-cap", "tiny:explain",
      {"instances": [{"images": IMAGE, "targets": 1, "steps": 200}] * 13}, 400,
-     "max_image_steps=2500 image-steps (the sum of steps over its examples); send fewer images or steps. "
-     "Received: 13 examples, 2600 image-steps"),
+     "max_image_steps=2500 image-steps (the sum over its examples of explanation steps, SmoothGrad samples or "
+     "Integrated Gradients points); send fewer images or steps. Received: 13 examples, 2600 image-steps"),
     ("unknown-model", "nope:predict", {"instances": [IMAGE]}, 404, "No model 'nope'"),
     ("unknown-model-status", "nope", None, 404, "No model 'nope'"),
     ("unknown-version", "tiny/versions/7:explain", _explain(), 404, "no version 7"),
@@ -512,13 +512,13 @@ def test_timeout_504_busy_503_and_the_event_loop_stays_free(tiny_export, start_s
     but keeps its slot until it ends, so the next request gets 503, while
     routes that run no inference still answer."""
     release = threading.Event()
-    explain = serving_backends.OnnxBackend.explain
+    run = serving_backends.OnnxBackend.run
 
-    def held(self, **inputs):  # an explanation that lasts until the test releases it
+    def held(self, signature, inputs, run_options=None):  # an explanation that lasts until the test releases it
         release.wait(60)
-        return explain(self, **inputs)
+        return run(self, signature, inputs, run_options)
 
-    monkeypatch.setattr(serving_backends.OnnxBackend, "explain", held)
+    monkeypatch.setattr(serving_backends.OnnxBackend, "run", held)
     limits = Limits(max_concurrent=1, max_queue=0, timeout_s=0.3)
     with start_server(create_app(str(tiny_export[0]), limits=limits)) as url:
         status, answer = call(f"{url}/v1/models/tiny:explain", {"instances": [{"images": IMAGE, "targets": 1}]})

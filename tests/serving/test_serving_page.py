@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 
 from keras_robust.export import read_card
+from keras_robust.export.card import ATTRIBUTION_METHODS
 
 pytestmark = pytest.mark.browser
 
@@ -134,11 +135,24 @@ def test_upload_predict_and_explain(browser, tiny_server, tiny_export, tmp_path)
     assert f"The network {verdict} {goal} on x + δ" in outcome.text
     assert (outcome.get_attribute("class") == "failed") == (not expected["target_is_top"])
 
+    # Each attribution method toward the same target, drawn beside the explanation: white where |attribution|
+    # (averaged over channels) is largest.
+    wait.until(lambda _: not text("status") or text("error"))
+    assert text("error") == ""
+    for method in ATTRIBUTION_METHODS:
+        body = {"method": method, "instances": [{"images": images[0], "targets": goal}]}
+        answer = np.array(post(f"{tiny_server}/v1/models/tiny:explain", body)["predictions"][0]["attributions"])
+        magnitude = np.abs(answer).mean(axis=-1) if answer.ndim == 3 else answer
+        drawn = canvas_pixels(browser, f"attribution-{method}")
+        assert (drawn[..., 3] == 255).all() and drawn[..., :3].std() > 5, method
+        assert tuple(drawn[np.unravel_index(magnitude.argmax(), magnitude.shape)][:3]) == (255, 255, 255), method
+
     # One step cannot reach the budget (step 0 begins at δ = 0): the page says so, in red.
     steps.clear()
     steps.send_keys("1")
     browser.find_element(By.ID, "explain").click()
     wait.until(lambda _: "never" in text("explain-outcome") or text("error"))
+    wait.until(lambda _: not text("status") or text("error"))  # the attribution methods follow
     assert text("error") == ""
     assert text("explain-outcome").startswith(f"δ never reached the budget ρ = {instance['rho']} in 1 step:")
     assert outcome.get_attribute("class") == "failed"

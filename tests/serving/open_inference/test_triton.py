@@ -135,9 +135,9 @@ def test_failures_count_once_a_request_reached_the_model(served):
 def test_all_models_statistics_route_is_not_a_models_metadata(served):
     url, http, client = served
     status, answer = call(f"{url}/v2/models/stats")
-    assert status == 200 and [(s["name"], s["version"]) for s in answer["model_stats"]] == [
-        ("tiny", "1"), ("tiny-explainer", "1")]
-    assert [s.name for s in client.get_inference_statistics().model_stats] == ["tiny", "tiny-explainer"]
+    names = ["tiny", "tiny-explainer", "tiny-saliency", "tiny-smoothgrad", "tiny-integrated-gradients", "tiny-grad-cam"]
+    assert status == 200 and [(s["name"], s["version"]) for s in answer["model_stats"]] == [(n, "1") for n in names]
+    assert [s.name for s in client.get_inference_statistics().model_stats] == names
     assert call(f"{url}/v2/models/tiny/versions/1/stats")[1] == http.get_inference_statistics("tiny", "1")
 
 
@@ -168,7 +168,8 @@ def test_tritonclient_reads_the_repository_index_over_http_and_grpc(served):
         index = reader.get_model_repository_index()
         entries = index if isinstance(index, list) else json_format.MessageToDict(index)["models"]
         assert [(e["name"], e["version"], e["state"]) for e in entries] == [
-            ("tiny", "1", "READY"), ("tiny-explainer", "1", "READY")], type(reader)
+            (name, "1", "READY") for name in ("tiny", "tiny-explainer", "tiny-saliency", "tiny-smoothgrad",
+                                              "tiny-integrated-gradients", "tiny-grad-cam")], type(reader)
     assert call(f"{url}/v2/repository/index", {"ready": True})[1][0]["state"] == "READY"
     status, answer = call(f"{url}/v2/repository/index", {"ready": "yes"})
     assert status == 400 and "Received: {'ready': 'yes'}" in answer["error"]
