@@ -41,6 +41,7 @@ def endpoint_models(classifier, overshoot, defaults):
     input out. Built in memory, so an unsupported operator stops an export
     before it writes anything.
     """
+    classifier.check_differentiable()
     return {"predict": predict_model(classifier), "explain": explain_model(classifier, overshoot, defaults)}
 
 

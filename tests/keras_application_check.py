@@ -6,7 +6,7 @@ prints `{"gradient": relative error, "gradient_scale": max |gradient|, "explanat
 null, "attributions": {method: relative error}}`. Used by tests/export/test_keras_applications.py, one process
 per network. The weights are random but not degenerate (`non_degenerate`): with Keras' initial batch-norm
 statistics MobileNetV3Small's logits are about 1e-10, and every comparison of its gradients would pass. The
-network compared is its kink-free version (`without_kinks`: half-Huber activations, average pooling for max
+network compared is its kink-free version (`non_degenerate`: half-Huber activations, average pooling for max
 pooling): with activations of order one, the two frameworks' float rounding puts some units on either side of
 ReLU's kink or a max pool's tie, and the gradients then rightly differ (InceptionV3's input gradient by 5 %, its
 SmoothGrad by 1.3 % at noisy copies, Xception's by 0.9 %). The operators' own derivative rules, kinks included,
@@ -62,22 +62,33 @@ def application(constructor, size):
     return model
 
 
-def non_degenerate(model, size):
-    """Batch-norm statistics measured on random images, or He-scaled kernels in a network without batch norm:
-    activations and logits of order one (Keras' initial weights leave each layer's output smaller than its
-    input, and fifty layers on almost nothing)."""
+def non_degenerate(constructor, size):
+    """The kink-free network (average pooling for max pooling, then half-Huber activations) with activations and
+    logits of order one on random images:
+    Keras' initial weights leave each layer's output smaller than its input, and fifty layers on almost nothing.
+
+    Batch-norm statistics are measured on the original network, before its activations are smoothed (measured
+    on the half-Huber network, whose quadratic part squares small signals, they scale them back up by as much,
+    and float rounding with them); a network without batch norm (VGG16) has each kernel scaled, after, until its
+    layer's output has unit spread.
+    """
+    import keras_robust
     from keras_robust.training.batch_norm import recalibrate_batch_norm
 
-    rng = np.random.default_rng(1)
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-    if not layers:  # VGG16: He's scale instead of Glorot's, whose ReLU layers halve the signal's power each
-        for layer in model._flatten_layers():
+    model = with_average_pooling(application(constructor, size))
+    images = np.random.default_rng(1).uniform(0, 1, (64, size, size, 3)).astype(np.float32)
+    normalised = any(isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
+    if normalised:
+        recalibrate_batch_norm(model, images, batches=4)
+    model = keras_robust.with_half_huber_relu(model)
+    if not normalised:
+        for layer in model.layers:
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-                kernel = layer.kernel
-                fan_in = int(np.prod(kernel.shape[:-1]))
-                kernel.assign(rng.normal(0, np.sqrt(2 / fan_in), kernel.shape).astype(np.float32))
-    if layers:
-        recalibrate_batch_norm(model, rng.uniform(0, 1, (64, size, size, 3)).astype(np.float32), batches=4)
+                probe = keras.Model(model.inputs, layer.output)
+                for _ in range(3):  # the half-Huber activation is quadratic below 1: a few rounds settle the spread
+                    spread = float(np.std(probe.predict(images, verbose=0)))
+                    layer.kernel.assign(layer.kernel / max(spread, 1e-12))
+    return model
 
 
 def gradient_error(model, classifier, images, labels):
@@ -133,10 +144,8 @@ def attribution_errors(model, classifier, images):
     return errors
 
 
-def without_kinks(model):
-    """The network with half-Huber activations and average pooling where it max-pools: the same graph's shape,
-    with a gradient continuous in the input."""
-    import keras_robust
+def with_average_pooling(model):
+    """The network with average pooling where it max-pools, weights kept."""
 
     def clone(layer):
         if isinstance(layer, keras.layers.MaxPooling2D):
@@ -146,7 +155,7 @@ def without_kinks(model):
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
-    return keras_robust.with_half_huber_relu(copy)
+    return copy
 
 
 def check(name):
@@ -155,9 +164,7 @@ def check(name):
 
     constructor, size = APPLICATIONS[name]
     keras.utils.set_random_seed(0)
-    model = application(constructor, size)
-    non_degenerate(model, size)
-    model = without_kinks(model)
+    model = non_degenerate(constructor, size)
     classifier = keras_to_onnx(model, (size, size, 3), probe=grad_cam_probe(model))
     images = np.random.default_rng(0).uniform(0, 1, (2, size, size, 3)).astype(np.float32)
     error, scale = gradient_error(model, classifier, images, np.array([1, 7]))

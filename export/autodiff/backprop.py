@@ -35,8 +35,9 @@ def path_nodes(nodes, source, target, shapes):
     return list(reversed(path)), active & needed
 
 
-def unsupported(emit, nodes, source, target):
-    """`["OpType node 'name': reason", ...]` for each path node without a derivative here."""
+def unsupported(emit, nodes, source, target, display=str):
+    """`["OpType node 'name': reason", ...]` for each path node without a derivative here, each node's name
+    shown as `display(name)` gives it."""
     path, values = path_nodes(nodes, source, target, emit.shapes)
     problems = []
     for node in path:
@@ -48,7 +49,7 @@ def unsupported(emit, nodes, source, target):
         else:
             reason = rule.refuse(emit, node, [name in values for name in node.input])
         if reason:
-            problems.append(f"{node.op_type} node {node.name or node.output[0]!r}: {reason}")
+            problems.append(f"{node.op_type} node {display(node.name or node.output[0])!r}: {reason}")
     return problems
 
 

@@ -13,6 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from keras_robust.common.validation import check_choice
+from keras_robust.export.autodiff.backprop import unsupported, unsupported_message
 from keras_robust.export.autodiff.emitter import Emitter
 from keras_robust.export.autodiff.feature_maps import find_feature_maps
 
@@ -74,6 +75,15 @@ class Classifier:
 
     def constants(self):
         return {tensor.name: numpy_helper.to_array(tensor) for tensor in self.initializers}
+
+    def check_differentiable(self, source=IMAGES):
+        """Raises, naming each node as the model names it, unless every operator from `source` to the logits
+        has a derivative rule: before any graph is built on copies of the nodes, whose names would be the
+        copies'."""
+        emit = Emitter("check", shapes=self.shapes, constants=self.constants())
+        problems = unsupported(emit, self.nodes, source, self.logits, lambda name: name.removeprefix(PREFIX))
+        if problems:
+            raise ValueError(unsupported_message(problems))
 
 
 def prepare_classifier(model, *, layout="NHWC", mean=None, std=None, image_size=None, features=None):
@@ -332,6 +342,14 @@ def _normalisation_constants(mean, std, channels):
 
 
 def _infer_shapes(nodes, initializers, image_shape, logits, opset):
+    """`{value name: (dims, elem_type)}` of every value, the batch dimension None.
+
+    ONNX shape inference first; where it leaves a dimension other than the
+    batch unknown (graphs whose reshapes take shapes computed at run time, as
+    the older PyTorch exporter writes ShuffleNetV2 and Swin), the graph is
+    run at the fixed image size with batches of 1 and 2 and each value's
+    shape measured: a dimension the two runs agree on is static.
+    """
     graph = helper.make_graph(
         nodes, "classifier",
         [helper.make_tensor_value_info(IMAGES, onnx.TensorProto.FLOAT, ["batch", *image_shape])],
@@ -349,9 +367,35 @@ def _infer_shapes(nodes, initializers, image_shape, logits, opset):
         if tensor.HasField("shape"):
             dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
             shapes[value.name] = (dims, tensor.elem_type)
+    produced = [name for node in nodes for name in node.output if name]
+    if any(name not in shapes or None in shapes[name][0][1:] for name in produced):
+        shapes.update(_measured_shapes(model, produced, image_shape))
     for tensor in initializers:
         shapes[tensor.name] = (tuple(tensor.dims), tensor.data_type)
     return shapes
+
+
+def _measured_shapes(model, names, image_shape):
+    """`{value name: (dims, elem_type)}` of `names`, measured by running `model` on batches of 1 and 2."""
+    import onnxruntime
+
+    measure = onnx.ModelProto()
+    measure.CopyFrom(model)
+    del measure.graph.output[:]
+    measure.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every value
+    session = onnxruntime.InferenceSession(measure.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    runs = [session.run(names, {IMAGES: np.full((batch, *image_shape), 0.5, np.float32)}) for batch in (1, 2)]
+    measured = {}
+    for name, one, two in zip(names, *runs):
+        one, two = np.asarray(one), np.asarray(two)
+        if one.ndim != two.ndim:
+            continue
+        dims = tuple(a if a == b else None for a, b in zip(one.shape, two.shape))
+        measured[name] = (dims, helper.np_dtype_to_tensor_dtype(one.dtype))
+    return measured
 
 
 def _check_logits(shapes, logits):

@@ -29,16 +29,23 @@ from tests.helpers import REPO_ROOT, run_onnx
 from tests.keras_application_check import APPLICATIONS, STEPS, A, gradient_error
 
 
+# Relative error of the input gradient and each attribution against TensorFlow. Random weights with activations
+# of order one amplify float rounding: most networks agree to a few 1e-6, InceptionV3 (the deepest, at 75 px) to
+# about 1.1e-4 on the machine these were measured on; a wrong derivative rule errs by order one.
+TOLERANCE = 3e-4
+
+
 @pytest.fixture(scope="module")
 def checked():
-    """`{name: {"gradient": error, "explanation": error or None}}` of every application."""
+    """`{name: {"gradient": error, ...} or the check's error output}` of every application."""
 
     def check(name):
         completed = subprocess.run(
             [sys.executable, "-m", "tests.keras_application_check", name], cwd=REPO_ROOT,
             capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
-        assert completed.returncode == 0, completed.stderr[-3000:]
+        if completed.returncode != 0:
+            return completed.stderr[-3000:]
         return json.loads(completed.stdout.strip().splitlines()[-1])
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -49,11 +56,12 @@ def checked():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", APPLICATIONS)
 def test_onnx_gradient_and_explanation_equal_tensorflow(checked, name):
+    assert isinstance(checked[name], dict), checked[name]
     assert checked[name]["gradient_scale"] > 1e-3  # a comparison of vanishing gradients could not fail
-    assert checked[name]["gradient"] <= 1e-4
+    assert checked[name]["gradient"] <= TOLERANCE
     assert set(checked[name]["attributions"]) == set(ATTRIBUTION_METHODS)
     for method, error in checked[name]["attributions"].items():
-        assert error <= 1e-4, method
+        assert error <= TOLERANCE, method
     if checked[name]["explanation"] is not None:
         assert checked[name]["explanation"] <= 1e-3
 

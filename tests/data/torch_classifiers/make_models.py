@@ -38,20 +38,30 @@ IG_STEPS = 16
 
 def models():
     """`{name: (module, image size, normalised input?)}`: a CNN with fire modules, a
-    mobile network with hard-swish and squeeze-excitation, and a small vision transformer."""
+    mobile network with hard-swish and squeeze-excitation, a small vision transformer, a
+    channel-shuffling network and a small shifted-window transformer."""
     return {
         "squeezenet": (torchvision.models.squeezenet1_1(num_classes=10), 64, True),
         "mobilenet_v3": (torchvision.models.mobilenet_v3_small(num_classes=10, width_mult=0.5), 64, True),
         "vit": (torchvision.models.VisionTransformer(
             image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10,
         ), 32, False),
+        # The older exporter writes these two with reshapes whose shapes are computed at run time.
+        "shufflenet": (torchvision.models.shufflenet_v2_x0_5(num_classes=10), 64, True),
+        "swin": (torchvision.models.SwinTransformer(
+            patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4], num_classes=10,
+        ), 32, False),
     }
 
 
-def head_pool(module):
-    """The global pooling whose input is Grad-CAM's feature maps; None for the transformer."""
-    return {torchvision.models.SqueezeNet: lambda m: m.classifier[3],
-            torchvision.models.MobileNetV3: lambda m: m.avgpool}.get(type(module), lambda m: None)(module)
+def feature_maps(module):
+    """`(layer, hook kind)` whose input (`"pre"`) or output (`"post"`) is Grad-CAM's feature maps, the last 4-D
+    activation before global pooling; None for the vision transformer, which has none."""
+    return {torchvision.models.SqueezeNet: lambda m: (m.classifier[3], "pre"),
+            torchvision.models.MobileNetV3: lambda m: (m.avgpool, "pre"),
+            torchvision.models.SwinTransformer: lambda m: (m.avgpool, "pre"),
+            torchvision.models.ShuffleNetV2: lambda m: (m.conv5, "post"),  # its forward pools with mean()
+            }.get(type(module), lambda m: None)(module)
 
 
 def logit_gradient(module, images, labels, normalised):
@@ -71,7 +81,7 @@ def integrated_gradients(module, images, labels, normalised):
 
 def attribution_targets(module, images, labels, normalised):
     """Per image, the class whose Grad-CAM map has the largest sum (random weights leave many maps all zero)."""
-    if head_pool(module) is None:
+    if feature_maps(module) is None:
         return labels
     classes = module(model_input(images.detach()[:1], normalised)).shape[1]
     mass = torch.stack([grad_cam(module, images, torch.full_like(labels, k), normalised).sum(dim=(1, 2))
@@ -80,11 +90,14 @@ def attribution_targets(module, images, labels, normalised):
 
 
 def grad_cam(module, images, labels, normalised):
-    pool = head_pool(module)
-    if pool is None:
+    if feature_maps(module) is None:
         return None
+    layer, kind = feature_maps(module)
     captured = {}
-    handle = pool.register_forward_pre_hook(lambda layer, args: captured.update(maps=args[0]))
+    if kind == "pre":
+        handle = layer.register_forward_pre_hook(lambda _, args: captured.update(maps=args[0]))
+    else:
+        handle = layer.register_forward_hook(lambda _, args, output: captured.update(maps=output))
     logits = module(model_input(images.detach(), normalised))
     handle.remove()
     maps = captured["maps"]
