@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_robust
 from keras_robust.export import export_model, read_card
-from keras_robust.export.card import EXPLAIN_OUTPUTS
+from keras_robust.export.card import ATTRIBUTION_OUTPUTS, EXPLAIN_OUTPUTS
 from tests.helpers import TINY_CLASSES, tiny_resnet
 
 RHO, STEPS = 0.1, 35
@@ -138,7 +138,8 @@ def test_onnx_inputs_and_outputs_come_in_the_documented_order(exported):
     assert card["signatures"]["serving_default"]["outputs"] == ["logits", "probabilities", "classes"]
     assert card["signatures"]["explain"]["outputs"] == ["explanations", "delta", "target_confidence",
                                                         "first_met_step", "target_is_top"]
-    assert set(card["outputs"]) == {*card["signatures"]["serving_default"]["outputs"], *EXPLAIN_OUTPUTS}
+    assert set(card["outputs"]) == {*card["signatures"]["serving_default"]["outputs"], *EXPLAIN_OUTPUTS,
+                                    *ATTRIBUTION_OUTPUTS}
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -240,9 +241,11 @@ def test_second_version_merges_into_card_and_existing_version_is_kept(tmp_path):
         export_model(model, str(tmp_path), name="m", version=2, formats=("onnx",))
     # V2 clients call m's explain endpoint "m-explainer": no export may take that name beside m, nor m beside it.
     with pytest.raises(ValueError, match="holds the export 'm', and 'm-explainer' is the name V2 clients use for "
-                                         "'m''s explanations"):
+                                         "'m''s explain endpoint"):
         export_model(model, str(tmp_path), name="m-explainer", formats=("onnx",))
     assert not (tmp_path / "m-explainer").exists()
+    with pytest.raises(ValueError, match="'m-grad-cam' is the name V2 clients use for 'm''s grad_cam endpoint"):
+        export_model(model, str(tmp_path), name="m-grad-cam", formats=("onnx",))
     export_model(model, str(tmp_path / "other"), name="n-explainer", formats=("onnx",))
     with pytest.raises(ValueError, match="holds the export 'n-explainer'"):
         export_model(model, str(tmp_path / "other"), name="n", formats=("onnx",))

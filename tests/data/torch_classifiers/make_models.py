@@ -18,11 +18,13 @@ intervals) and, for the networks with a global pooling of 4-D feature
 maps, `grad_cam` (those maps, resized bilinearly with half-pixel centres).
 
 The images are drawn so that no activation's input lies within 1e-5 of a
-kink (ReLU's 0, hard-swish's ±3): closer than that, the two frameworks'
-float32 rounding (about 1e-6) can put a unit on different sides of it,
-and the gradients then rightly differ.
+kink (ReLU's 0, hard-swish's ±3) and no max pool's two largest inputs in a
+window lie within 1e-5 of each other: closer than that, the two frameworks'
+float32 rounding (about 1e-6) can put a unit on different sides of a kink or
+pick the other maximum, and the gradients then rightly differ.
 """
 
+import math
 import pathlib
 
 import numpy as np
@@ -135,19 +137,43 @@ def model_input(images, normalised):
 
 
 def kink_margin(module, inputs):
-    """The smallest distance of any activation's input from one of its kinks."""
+    """The smallest distance of any activation's input from one of its kinks, or of a max pool's largest input
+    from the runner-up in its window (a tie: the two frameworks' rounding may pick either)."""
     margins = []
 
     def hook(layer, args):
-        kinks = KINKS[type(layer)]
-        margins.append(min(float((args[0] - k).abs().min()) for k in kinks))
+        if isinstance(layer, torch.nn.MaxPool2d):
+            margins.append(max_pool_gap(layer, args[0]))
+        else:
+            margins.append(min(float((args[0] - k).abs().min()) for k in KINKS[type(layer)]))
 
-    handles = [layer.register_forward_pre_hook(hook) for layer in module.modules() if type(layer) in KINKS]
+    handles = [layer.register_forward_pre_hook(hook) for layer in module.modules()
+               if type(layer) in KINKS or isinstance(layer, torch.nn.MaxPool2d)]
     with torch.no_grad():
         module(inputs)
     for handle in handles:
         handle.remove()
     return min(margins, default=float("inf"))
+
+
+def max_pool_gap(layer, x):
+    """The smallest gap, other than an exact tie, between the largest and second-largest value of any of the
+    pool's windows."""
+    kernel, stride, padding = (torch.nn.modules.utils._pair(v) for v in (layer.kernel_size, layer.stride, layer.padding))
+    rounding = math.ceil if layer.ceil_mode else math.floor
+    extra = []
+    for axis in (0, 1):  # ceil mode reads windows that run past the input: padding for them
+        size = x.shape[2 + axis] + 2 * padding[axis]
+        windows = rounding((size - kernel[axis]) / stride[axis]) + 1
+        extra.append(max(0, (windows - 1) * stride[axis] + kernel[axis] - size))
+    padded = torch.nn.functional.pad(x, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]),
+                                     value=-math.inf)
+    values = torch.nn.functional.unfold(padded, kernel, stride=stride).reshape(x.shape[0], x.shape[1],
+                                                                               kernel[0] * kernel[1], -1)
+    top = values.topk(2, dim=2).values
+    gaps = top[:, :, 0] - top[:, :, 1]
+    # Exact ties (windows of ReLU's zeros) are computed alike everywhere, and send no gradient through the ReLU.
+    return float(gaps[gaps > 0].min())
 
 
 def main():
