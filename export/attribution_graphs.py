@@ -34,10 +34,13 @@ from keras_robust.export.graph_parts import (
     FLOAT,
     INT32,
     INT64,
+    batch_size,
     finished_model,
     forward_copy,
     images_input,
+    one_hot,
     per_image,
+    targets_input,
     value_info,
 )
 
@@ -59,7 +62,7 @@ def attribution_models(classifier, methods):
 def saliency_model(classifier):
     """`images, targets → attributions`: ∂ logit_t / ∂x."""
     emit = Emitter("saliency", shapes=classifier.shapes, constants=classifier.constants())
-    gradient = backpropagate(emit, classifier.nodes, IMAGES, classifier.logits, _one_hot(emit, classifier))
+    gradient = backpropagate(emit, classifier.nodes, IMAGES, classifier.logits, _target_one_hot(emit, classifier))
     nodes = list(classifier.nodes) + emit.nodes + [helper.make_node("Identity", [gradient], [ATTRIBUTIONS])]
     return _attribution_model(classifier, nodes, emit.initializers, "saliency")
 
@@ -67,12 +70,12 @@ def saliency_model(classifier):
 def smoothgrad_model(classifier):
     """`images, targets[, samples, noise, seed] → attributions`: the gradient averaged over noisy copies."""
     emit = Emitter("smoothgrad")
-    samples = emit("Expand", "samples", _batch(emit))
+    samples = emit("Expand", "samples", batch_size(emit))
     value_range = emit("Sub", _reduce(emit, classifier, "ReduceMax", IMAGES, [1, 2, 3]),
                        _reduce(emit, classifier, "ReduceMin", IMAGES, [1, 2, 3]))
-    spread = emit("Mul", per_image(emit, emit("Expand", "noise", _batch(emit))), value_range)
-    keys = emit("Reshape", emit("Cast", emit("Expand", "seed", _batch(emit)), to=INT64), emit.ints([-1, 1, 1, 1]))
-    outer = {"samples": samples, "spread": spread, "keys": keys, "one_hot": _one_hot(emit, classifier)}
+    spread = emit("Mul", per_image(emit, emit("Expand", "noise", batch_size(emit))), value_range)
+    keys = emit("Reshape", emit("Cast", emit("Expand", "seed", batch_size(emit)), to=INT64), emit.ints([-1, 1, 1, 1]))
+    outer = {"samples": samples, "spread": spread, "keys": keys, "one_hot": _target_one_hot(emit, classifier)}
     body, constants = _loop_body(classifier, "sg", outer, _noisy_copy, _sample_weight)
     trips = emit("Cast", emit("ReduceMax", samples, keepdims=0), to=INT64)
     total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)),
@@ -85,11 +88,11 @@ def smoothgrad_model(classifier):
 def integrated_gradients_model(classifier):
     """`images, targets[, steps, baseline] → attributions`: `(x − x') ⊙` the gradient's trapezoidal integral."""
     emit = Emitter("integrated_gradients")
-    steps = emit("Expand", "steps", _batch(emit))
+    steps = emit("Expand", "steps", batch_size(emit))
     baseline = emit("Expand", "baseline", emit("Shape", IMAGES))
     difference = emit("Sub", IMAGES, baseline)
     outer = {"steps": steps, "intervals": emit("Cast", steps, to=FLOAT), "baseline": baseline,
-             "difference": difference, "one_hot": _one_hot(emit, classifier)}
+             "difference": difference, "one_hot": _target_one_hot(emit, classifier)}
     body, constants = _loop_body(classifier, "ig", outer, _path_point, _quadrature_weight)
     trips = emit("Add", emit("Cast", emit("ReduceMax", steps, keepdims=0), to=INT64), emit.constant(1, np.int64))
     total = emit("Loop", trips, emit.constant(True, np.bool_), emit("ConstantOfShape", emit("Shape", IMAGES)),
@@ -113,7 +116,7 @@ def grad_cam_model(classifier):
     spatial, channel = ([1, 2], 3) if channels_last else ([2, 3], 1)
     emit = Emitter("grad_cam", shapes=classifier.shapes, constants=classifier.constants())
     gradient = backpropagate(emit, classifier.nodes, classifier.feature_source, classifier.logits,
-                             _one_hot(emit, classifier))
+                             _target_one_hot(emit, classifier))
     for copy in classifier.feature_copies():  # the copies are linear re-layouts: the gradient is copied alike
         gradient = emit.like(copy, gradient, *copy.input[1:])
     weights = _reduce(emit, classifier, "ReduceMean", gradient, spatial)
@@ -244,19 +247,14 @@ def _reduce(emit, classifier, op_type, value, axes):
     return emit(op_type, value, axes=list(axes), keepdims=1)
 
 
-def _batch(emit):
-    return emit("Slice", emit("Shape", IMAGES), emit.ints([0]), emit.ints([1]))
-
-
-def _one_hot(emit, classifier):
-    """∂ Σ logit_t / ∂ logits: the targets one-hot."""
-    return emit("OneHot", emit("Cast", "targets", to=INT64), emit.constant(classifier.num_classes, np.int64),
-                emit.constant([0.0, 1.0]))
+def _target_one_hot(emit, classifier):
+    """∂ Σ logit_t / ∂ logits: the `targets` input one-hot."""
+    return one_hot(emit, classifier, emit("Cast", "targets", to=INT64))
 
 
 def _attribution_model(classifier, nodes, initializers, method, extra_inputs=(), output_shape=None):
     settings = {name: value for name, value in ATTRIBUTION_DEFAULTS.get(method, {}).items() if name in SETTING_TYPES}
-    inputs = [images_input(classifier), value_info("targets", INT32, ["batch"])]
+    inputs = [images_input(classifier), targets_input()]
     inputs += [value_info(name, SETTING_TYPES[name], ["entries"]) for name in settings] + list(extra_inputs)
     defaults = [helper.make_tensor(name, SETTING_TYPES[name], [1], [value]) for name, value in settings.items()]
     output = value_info(ATTRIBUTIONS, FLOAT, output_shape or ["batch", *classifier.image_shape])

@@ -1,6 +1,7 @@
 """Pieces every exported ONNX graph is built from: the classifier's forward pass copied under a prefix, value
 declarations, per-image broadcasting and the finished, checked model."""
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -35,8 +36,22 @@ def per_image(emit, value):
     return emit("Unsqueeze", value, emit.ints([1, 2, 3]))
 
 
+def batch_size(emit):
+    """The images' batch size, a 1-D value of one entry (for `Expand`)."""
+    return emit("Slice", emit("Shape", IMAGES), emit.ints([0]), emit.ints([1]))
+
+
+def one_hot(emit, classifier, targets):
+    """The int64 `targets` one-hot over the classifier's K classes: ∂ Σ logit_t / ∂ logits."""
+    return emit("OneHot", targets, emit.constant(classifier.num_classes, np.int64), emit.constant([0.0, 1.0]))
+
+
 def images_input(classifier):
     return value_info(IMAGES, FLOAT, ["batch", *classifier.image_shape])
+
+
+def targets_input():
+    return value_info("targets", INT32, ["batch"])
 
 
 def value_info(name, elem_type, shape):

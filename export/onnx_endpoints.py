@@ -23,10 +23,13 @@ from keras_robust.export.graph_parts import (
     FLOAT,
     INT32,
     INT64,
+    batch_size,
     finished_model,
     forward_copy,
     images_input,
+    one_hot,
     per_image,
+    targets_input,
     value_info,
 )
 
@@ -100,7 +103,7 @@ def explain_model(classifier, overshoot, defaults):
     nodes += outcome.nodes + [helper.make_node("Squeeze", [picked, outcome.ints([1])], ["target_confidence"]),
                               helper.make_node("Equal", [top, setup["targets"]], ["target_is_top"])]
     shape = ["batch", *classifier.image_shape]
-    inputs = [images_input(classifier), value_info("targets", INT32, ["batch"]), value_info("rho", FLOAT, ["entries"]),
+    inputs = [images_input(classifier), targets_input(), value_info("rho", FLOAT, ["entries"]),
               value_info("steps", INT32, ["entries"])]
     outputs = [value_info("explanations", FLOAT, shape), value_info("delta", FLOAT, shape),
                value_info("target_confidence", FLOAT, ["batch"]), value_info("first_met_step", INT32, ["batch"]),
@@ -113,7 +116,7 @@ def explain_model(classifier, overshoot, defaults):
 
 def _loop_inputs(emit, classifier, overshoot):
     """What every step reads from the outer graph: per-image budgets, schedule, one-hot targets."""
-    batch = emit("Slice", emit("Shape", IMAGES), emit.ints([0]), emit.ints([1]))
+    batch = batch_size(emit)
     steps = emit("Cast", emit("Expand", "steps", batch), to=FLOAT)
     total = emit("Div", emit("Mul", steps, emit("Add", steps, emit.constant(1.0))), emit.constant(2.0))
     rho = emit("Expand", "rho", batch)
@@ -125,8 +128,7 @@ def _loop_inputs(emit, classifier, overshoot):
         "step_scale": emit("Div", emit("Mul", rho, emit.constant(float(overshoot))), total),
         "last_step": emit("Cast", emit("ReduceMax", "steps", keepdims=0), to=INT64),
         "targets": targets,
-        "one_hot": emit("OneHot", targets, emit.constant(classifier.num_classes, np.int64),
-                        emit.constant([0.0, 1.0])),
+        "one_hot": one_hot(emit, classifier, targets),
         "zeros": emit("ConstantOfShape", emit("Shape", IMAGES)),
         "never_met": emit("Expand", emit.constant([-1], np.int32), batch),
     }

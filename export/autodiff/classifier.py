@@ -76,12 +76,16 @@ class Classifier:
     def constants(self):
         return {tensor.name: numpy_helper.to_array(tensor) for tensor in self.initializers}
 
-    def check_differentiable(self, source=IMAGES):
-        """Raises, naming each node as the model names it, unless every operator from `source` to the logits
-        has a derivative rule: before any graph is built on copies of the nodes, whose names would be the
-        copies'."""
+    def unsupported(self):
+        """`["OpType node 'name': reason", ...]` for each operator from the images to the logits without a
+        derivative rule, each node named as the model names it."""
         emit = Emitter("check", shapes=self.shapes, constants=self.constants())
-        problems = unsupported(emit, self.nodes, source, self.logits, lambda name: name.removeprefix(PREFIX))
+        return unsupported(emit, self.nodes, IMAGES, self.logits, lambda name: name.removeprefix(PREFIX))
+
+    def check_differentiable(self):
+        """Raises, naming every operator without a rule, before any graph is built on copies of the nodes
+        (whose names would be the copies')."""
+        problems = self.unsupported()
         if problems:
             raise ValueError(unsupported_message(problems))
 
@@ -223,7 +227,8 @@ def _constant_value(node):
 
 
 def _check_signature(inputs, outputs, features):
-    if len(inputs) != 1 or len(outputs) != 1 + (len(outputs) == 2 and outputs[1].name == features):
+    features_output = len(outputs) == 2 and outputs[1].name == features  # Grad-CAM's maps beside the logits
+    if len(inputs) != 1 or len(outputs) != (2 if features_output else 1):
         raise ValueError(
             "The model must have one image input and one logits output. Received: inputs "
             f"{[value.name for value in inputs]}, outputs {[value.name for value in outputs]}"

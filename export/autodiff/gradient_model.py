@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from keras_robust.export.autodiff.backprop import backpropagate, unsupported
-from keras_robust.export.autodiff.classifier import IMAGES, PREFIX, prepare_classifier
+from keras_robust.export.autodiff.backprop import backpropagate
+from keras_robust.export.autodiff.classifier import IMAGES, prepare_classifier
 from keras_robust.export.autodiff.emitter import Emitter
 
 
@@ -60,5 +60,4 @@ def describe_unsupported(model, **prepare_options):
         `["OpType node 'name': reason", ...]`, empty when every node has one.
     """
     classifier = model if hasattr(model, "nodes") else prepare_classifier(model, **prepare_options)
-    emit = Emitter("check", shapes=classifier.shapes, constants=classifier.constants())
-    return unsupported(emit, classifier.nodes, IMAGES, classifier.logits, lambda name: name.removeprefix(PREFIX))
+    return classifier.unsupported()

@@ -335,7 +335,8 @@ def _export(args):
     paths = export_model(
         model, args.out, name=args.name, version=args.version, class_names=class_names,
         rho=args.rho, steps=args.steps, overshoot=args.overshoot, formats=tuple(args.formats),
-        methods=args.methods, grad_cam_layer=args.grad_cam_layer, training=training, ara=RunFolder.read_json(args.evaluation), overwrite=args.overwrite,
+        methods=args.methods, grad_cam_layer=args.grad_cam_layer, training=training,
+        ara=RunFolder.read_json(args.evaluation), overwrite=args.overwrite,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")

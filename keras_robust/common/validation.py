@@ -113,12 +113,12 @@ def check_pixels(images, what="Images", unit_range=True):
             )
 
 
-def check_steps(steps, low=1, high=None):
-    """Raises unless `steps` is an integer (not a bool) in [low, high]."""
+def check_steps(steps, low=1, high=None, name="steps"):
+    """Raises unless `steps` (an argument called `name`) is an integer (not a bool) in [low, high]."""
     valid = isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= low
     if not valid or (high is not None and steps > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"`steps` must be an integer {bound}. Received: steps={steps!r}")
+        raise ValueError(f"`{name}` must be an integer {bound}. Received: {name}={steps!r}")
 
 
 def check_explanation_settings(rho, steps, overshoot, max_steps=MAX_EXPLAIN_STEPS):

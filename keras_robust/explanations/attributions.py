@@ -19,7 +19,7 @@ from keras_robust.common.defaults import (
     SMOOTHGRAD_SAMPLES,
     SMOOTHGRAD_SEED,
 )
-from keras_robust.common.validation import check_positive_int, check_range
+from keras_robust.common.validation import check_range, check_steps
 from keras_robust.data.image_files import check_images
 from keras_robust.explanations.noise import SEED_RANGE, standard_normal
 
@@ -43,9 +43,9 @@ def smoothgrad(model, images, targets, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHG
             range (the paper's 10-20%).
         seed: Seed of the noise, an integer in [0, 2³¹ − 1].
     """
-    check_attribution_passes("samples", samples)
+    check_steps(samples, 1, MAX_ATTRIBUTION_PASSES, name="samples")
     check_range("noise", noise, low=0.0)
-    check_seed(seed)
+    _check_seed(seed)
     images, targets = _inputs(images, targets)
     per_image = _per_image(images)
     return smoothgrad_tensor(model, images, targets, per_image(samples, tf.int32), per_image(noise, tf.float32),
@@ -63,7 +63,7 @@ def integrated_gradients(model, images, targets, baseline=None, steps=INTEGRATED
             to `images`.
         steps: Number of quadrature intervals.
     """
-    check_attribution_passes("steps", steps)
+    check_steps(steps, 1, MAX_ATTRIBUTION_PASSES)
     images, targets = _inputs(images, targets)
     baseline = tf.zeros_like(images) + (0.0 if baseline is None else tf.cast(baseline, images.dtype))
     steps = _per_image(images)(steps, tf.int32)
@@ -195,14 +195,7 @@ def _per_image(images):
     return lambda value, dtype: tf.fill(tf.shape(images)[:1], tf.constant(value, dtype))
 
 
-def check_attribution_passes(name, value):
-    """SmoothGrad's samples and Integrated Gradients' steps: an integer in [1, MAX_ATTRIBUTION_PASSES]."""
-    check_positive_int(name, value)
-    if value > MAX_ATTRIBUTION_PASSES:
-        raise ValueError(f"`{name}` must be at most {MAX_ATTRIBUTION_PASSES}. Received: {name}={value!r}")
-
-
-def check_seed(seed):
+def _check_seed(seed):
     """A noise seed: an integer in `noise.SEED_RANGE`."""
     low, high = SEED_RANGE
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not low <= seed <= high:
