@@ -34,6 +34,7 @@ PERFORMANCE = os.path.join(REPO, "docs", "performance.md")
 SERVING = os.path.join(REPO, "docs", "serving.md")
 SERVE_RUN = "serve resnet20"
 EXPLAIN_ONNX_RUN = "explain-onnx"
+ATTRIBUTION_RUN = "attribution-latency"
 EXPORT = os.path.join(REPO, "docs", "export.md")
 DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 MODES = ("standard", "robust", "adversarial", "robust+adversarial")
@@ -56,6 +57,8 @@ def plan(quick):
     runs += [("export resnet20", ["export", "5" if quick else "20"])]
     runs += [(EXPLAIN_ONNX_RUN, ["explain_onnx", "1" if quick else "3",
                                "resnet44,mobilenetv2" if quick else "resnet44,resnet50,mobilenetv2,efficientnetb0"])]
+    runs += [(ATTRIBUTION_RUN, ["attribution_latency", "1" if quick else "3",
+                              "resnet44" if quick else "resnet44,resnet50,mobilenetv2,efficientnetb0"])]
     runs += [(SERVE_RUN, ["serve", "80" if quick else "400"])]
     runs += [("startup", ["startup", "3" if quick else "5"])]
     return runs
@@ -195,6 +198,21 @@ def part_explain_onnx(repeats, models):
             result[f"{name} {engine} peak_mb"] = round(figures[f"{engine}_peak_mb"])
         result[f"{name} explain_mb"] = round(figures["explain_mb"], 2)
         result[f"{name} predict_mb"] = round(figures["predict_mb"], 2)
+        result[f"{name} export peak_mb"] = round(figures["export_peak_mb"])
+    return result
+
+
+def part_attribution_latency(repeats, models):
+    """Each attribution method's latency against predict, ONNX Runtime vs TensorFlow
+    (benchmarks/attribution_latency.py); its table rides along as `markdown`."""
+    output = subprocess.run([sys.executable, os.path.join(HERE, "attribution_latency.py"), "--repeats", repeats,
+                             "--models", *models.split(",")], check=True, capture_output=True, text=True)
+    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    result = {"markdown": measured["markdown"]}
+    for name, figures in measured["figures"].items():
+        for engine in ("onnx", "tensorflow"):
+            for endpoint, seconds in figures[f"{engine}_s"].items():
+                result[f"{name} {endpoint} {engine}"] = _figure(1000 * seconds, 1000 * seconds, "ms")
     return result
 
 
@@ -238,7 +256,8 @@ def part_startup(repeats):
 
 PARTS = {"train": part_train, "attack": part_attack, "explain": part_explain, "ara": part_ara,
          "ara_pretrained": part_ara_pretrained,
-         "export": part_export, "explain_onnx": part_explain_onnx, "serve": part_serve, "startup": part_startup}
+         "export": part_export, "explain_onnx": part_explain_onnx,
+         "attribution_latency": part_attribution_latency, "serve": part_serve, "startup": part_startup}
 
 
 def _figure(median, worst, unit, best=None):
@@ -393,18 +412,20 @@ def update_serving_doc(record, path=SERVING):
 
 
 def update_export_doc(record, path=EXPORT):
-    """The explain-graph table of docs/export.md, when this run measured it."""
-    _update_table(record, path, EXPLAIN_ONNX_RUN, f"TensorFlow {record['tensorflow']}, onnxruntime "
-                  f"{record['onnxruntime']}", "Explanation latency: ONNX Runtime vs TensorFlow")
+    """The explain-graph and attribution-method tables of docs/export.md, when this run measured them."""
+    versions = f"TensorFlow {record['tensorflow']}, onnxruntime {record['onnxruntime']}"
+    _update_table(record, path, EXPLAIN_ONNX_RUN, versions, "Explanation latency: ONNX Runtime vs TensorFlow")
+    _update_table(record, path, ATTRIBUTION_RUN, versions, "Attribution latency: ONNX Runtime vs TensorFlow",
+                  marker="run_all:attributions")
 
 
-def _update_table(record, path, run_name, what, heading):
+def _update_table(record, path, run_name, what, heading, marker="run_all"):
     tables = record.get("tables", {}).get(run_name)
     if tables:
         only = f" --only {' '.join(record['only'])}" if record.get("only") else ""
         header = (f"Latest `python benchmarks/run_all.py{' --quick' if record['quick'] else ''}{only}` "
                   f"({record['time']}, commit {record.get('commit')}), {what}.\n\n")
-        replace_section(path, header + tables.rstrip(), heading)
+        replace_section(path, header + tables.rstrip(), heading, marker)
 
 
 def replace_section(path, body, heading, marker="run_all"):

@@ -107,10 +107,37 @@ def test_explain_onnx_table_states_each_ratio_from_its_figures():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     figures = {"resnet44": {"onnx_s": 1.5, "tensorflow_s": 3.0, "onnx_peak_mb": 300, "tensorflow_peak_mb": 900,
-                            "predict_mb": 2.6, "explain_mb": 2.7, "export_s": 6, "max_abs_diff_delta": 2e-7,
-                            "image_size": 32}}
+                            "predict_mb": 2.6, "explain_mb": 2.7, "export_s": 6, "export_peak_mb": 1234.4,
+                            "max_abs_diff_delta": 2e-7, "image_size": 32}}
     table = module.markdown(figures, "Test CPU, 2 cores")
-    assert "| resnet44 | 32×32 | 1.50 s | 3.00 s | 0.50 | 2.6 MB | 2.7 MB | 300 / 900 MB | 6 s | 2.0e-07 |" in table
+    assert ("| resnet44 | 32×32 | 1.50 s | 3.00 s | 0.50 | 2.6 MB | 2.7 MB | 300 / 900 MB | 6 s, 1234 MB "
+            "| 2.0e-07 |") in table
+
+
+def test_attribution_latency_table_states_each_ratio_from_its_figures():
+    module = _benchmark_module("attribution_latency")
+    onnx_s = {"predict": 0.01, "saliency": 0.0031, "smoothgrad": 0.9, "integrated_gradients": 1.95, "grad_cam": 0.025}
+    tensorflow_s = {"predict": 0.02, "saliency": 0.05, "smoothgrad": 1.8, "integrated_gradients": 3.9,
+                    "grad_cam": 0.05}
+    table = module.markdown({"resnet44": {"image_size": 32, "export_s": 9, "onnx_s": onnx_s,
+                                          "tensorflow_s": tensorflow_s}}, "Test CPU, 2 cores")
+    assert "SmoothGrad 32 samples, Integrated Gradients 64 steps" in table
+    assert "| resnet44 | 32×32 | predict | 10 ms | 1.0 | 20 ms | 1.0 | 0.50 |" in table
+    assert "| resnet44 | 32×32 | integrated_gradients | 1.95 s | 195.0 | 3.90 s | 195.0 | 0.50 |" in table
+    assert "| resnet44 | 32×32 | grad_cam | 25 ms | 2.5 | 50 ms | 2.5 | 0.50 |" in table
+    assert "| resnet44 | 32×32 | saliency | 3.1 ms | 0.3 | 50 ms | 2.5 | 0.06 |" in table
+
+
+def test_attribution_table_has_its_own_section_of_the_export_page(run_all, tmp_path):
+    page = tmp_path / "export.md"
+    page.write_text("# Export\n\n<!-- run_all:begin -->\nold explain\n<!-- run_all:end -->\n\n"
+                    "<!-- run_all:attributions:begin -->\nold attributions\n<!-- run_all:attributions:end -->\n")
+    record = _record(run_all, 400.0, "eee")
+    record["tables"] = {run_all.ATTRIBUTION_RUN: "| model | endpoint |\n|---|---|\n| resnet44 | saliency |\n"}
+    run_all.update_export_doc(record, str(page))
+    text = page.read_text()
+    assert "old explain" in text and "old attributions" not in text
+    assert text.index("| resnet44 | saliency |") > text.index("run_all:attributions:begin")
 
 
 VERSUS = REPO_ROOT / "benchmarks" / "versus_reference.py"

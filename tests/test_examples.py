@@ -85,3 +85,45 @@ def test_kubernetes_job_gives_every_worker_a_tf_config_naming_the_others(job_fil
         out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True,
                              env={**env, "JOB_COMPLETION_INDEX": str(index)}).stdout
         assert json.loads(out) == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+
+
+def test_grad_cam_onnx_explains_an_exported_pytorch_classifier(tmp_path):
+    """The walkthrough of docs/export.md: a PyTorch classifier's ONNX file, exported, explained by Grad-CAM with
+    ONNX Runtime alone; the example's answers are the graphs' own."""
+    import onnxruntime as ort
+
+    from keras_robust.export import export_onnx_classifier, read_card
+
+    torch_dir = pathlib.Path(__file__).resolve().parent / "data" / "torch_classifiers"
+    export_onnx_classifier(str(torch_dir / "mobilenet_v3.onnx"), str(tmp_path), name="net", layout="NCHW",
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), methods=("grad_cam",))
+    model_dir = tmp_path / "net"
+    size = read_card(str(model_dir))["input"]["shape"][1:3]
+    pixels = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    out = tmp_path / "cam.png"
+
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "grad_cam_onnx.py"), str(model_dir),
+                                str(tmp_path / "in.png"), "--target", "7", "--out", str(out)],
+                               capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    image = (pixels.astype(np.float32) / 255.0)[None]
+    probabilities = ort.InferenceSession(str(model_dir / "net-1-predict.onnx")).run(["probabilities"],
+                                                                                     {"images": image})[0][0]
+    heat = ort.InferenceSession(str(model_dir / "net-1-grad-cam.onnx")).run(
+        ["attributions"], {"images": image, "targets": np.array([7], np.int32)})[0][0]
+    row, column = np.unravel_index(np.argmax(heat), heat.shape)
+    assert f"prediction: {np.argmax(probabilities)} (p = {probabilities.max():.3f})" in completed.stdout
+    assert f"Grad-CAM toward 7: hottest at row {row}, column {column} of {size[0]}×{size[1]}" in completed.stdout
+    assert Image.open(out).size == (2 * size[1] * 4, size[0] * 4)
+
+
+def test_grad_cam_onnx_says_when_the_export_has_no_grad_cam(tmp_path):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "model_card.json").write_text(json.dumps({"files": {"onnx_predict": "p.onnx"}}))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    completed = subprocess.run([sys.executable, str(EXAMPLES / "grad_cam_onnx.py"), str(tmp_path / "net"),
+                                str(tmp_path / "in.png")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and "has no Grad-CAM graph" in completed.stderr
+    assert "Traceback" not in completed.stderr

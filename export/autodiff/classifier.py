@@ -143,11 +143,19 @@ def needed_nodes(nodes, outputs):
     for node in reversed(nodes):
         if any(name in needed for name in node.output):
             kept.append(node)
-            needed.update(node.input)
-            for attribute in node.attribute:  # a subgraph reads outer values by name
-                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                    needed.update(name for inner in subgraph.node for name in inner.input)
+            needed.update(values_read(node))
     return list(reversed(kept))
+
+
+def subgraphs(node):
+    """The graphs `node`'s attributes hold (a Loop's body, an If's branches)."""
+    return [attribute.g for attribute in node.attribute if attribute.HasField("g")] + [
+        graph for attribute in node.attribute for graph in attribute.graphs]
+
+
+def values_read(node):
+    """The names of the values `node` reads, those its subgraphs read by name from outside included."""
+    return list(node.input) + [name for graph in subgraphs(node) for inner in graph.node for name in inner.input]
 
 
 def _with_feature_maps(classifier, nodes, features, layout):
@@ -306,11 +314,10 @@ def renamed_nodes(nodes, rename, prefix):
 
 
 def _rename_subgraphs(node, name):
-    for attribute in node.attribute:
-        for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-            for inner in subgraph.node:
-                inner.input[:] = [name(v) if v else v for v in inner.input]
-                inner.output[:] = [name(v) for v in inner.output]
+    for subgraph in subgraphs(node):
+        for inner in subgraph.node:
+            inner.input[:] = [name(v) if v else v for v in inner.input]
+            inner.output[:] = [name(v) for v in inner.output]
 
 
 def _wrapped_input(layout, mean, std, channels):
