@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import numpy as np
+from explain_onnx import MODELS, build, span
 
 from keras_robust.common import onednn as _onednn  # noqa: F401  (before TensorFlow: its oneDNN kernels on, as users get them)
 
@@ -35,8 +36,6 @@ ENDPOINTS = ("predict", "saliency", "smoothgrad", "integrated_gradients", "grad_
 
 def part_export(name, folder):
     """Writes the SavedModel and every ONNX graph of `name`; returns the export time."""
-    from explain_onnx import build
-
     from keras_robust.export import export_model
 
     model, _ = build(name)
@@ -111,8 +110,6 @@ PARTS = {"export": part_export, "onnx": part_onnx, "tensorflow": part_tensorflow
 
 def measure(name, repeats):
     """Every figure of one model, each part in a fresh process."""
-    from explain_onnx import MODELS
-
     with tempfile.TemporaryDirectory() as folder:
         figures = {}
         for part in ("export", "onnx", "tensorflow"):
@@ -142,7 +139,20 @@ def markdown(figures, machine):
                 f"| {onnx_s[endpoint] / onnx_s['predict']:.1f} | {_duration(tf_s[endpoint])} "
                 f"| {tf_s[endpoint] / tf_s['predict']:.1f} | {onnx_s[endpoint] / tf_s[endpoint]:.2f} |"
             )
-    return "\n".join(lines)
+    return "\n".join(lines + ["", summary(figures)])
+
+
+def summary(figures):
+    """The table's ranges in two sentences."""
+    def over_predict(engine, endpoint):
+        return [f[f"{engine}_s"][endpoint] / f[f"{engine}_s"]["predict"] for f in figures.values()]
+
+    costs = ", ".join(f"{endpoint} {span(over_predict('onnx', endpoint), '.1f')}×" for endpoint in ENDPOINTS[1:])
+    ratios = {endpoint: [f["onnx_s"][endpoint] / f["tensorflow_s"][endpoint] for f in figures.values()]
+              for endpoint in ENDPOINTS}
+    each = ", ".join(f"{endpoint} {span(values, '.2f')}" for endpoint, values in ratios.items())
+    return (f"In ONNX Runtime, per image, against a prediction: {costs}. ONNX Runtime's time over TensorFlow's: "
+            f"{each}.")
 
 
 def _default(method, setting):
@@ -158,8 +168,6 @@ def _duration(seconds):
 
 
 def main():
-    from explain_onnx import MODELS
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=3)

@@ -154,7 +154,24 @@ def markdown(figures, machine):
             f"{f['export_peak_mb']:.0f} MB "
             f"| {f['max_abs_diff_delta']:.1e} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + ["", summary(figures)])
+
+
+def summary(figures):
+    """The table's ranges in one sentence."""
+    time = [f["onnx_s"] / f["tensorflow_s"] for f in figures.values()]
+    memory = [f["onnx_peak_mb"] / f["tensorflow_peak_mb"] for f in figures.values()]
+    extra = [f["explain_mb"] - f["predict_mb"] for f in figures.values()]
+    heaviest = max(figures, key=lambda name: figures[name]["export_peak_mb"])
+    return (f"ONNX Runtime took {span(time, '.2f')} of TensorFlow's time per explanation and {span(memory, '.2f')} "
+            f"of its peak memory; each explain graph is its predict graph plus {span(extra, '.1f')} MB; exporting "
+            f"every ONNX graph peaked at {figures[heaviest]['export_peak_mb']:.0f} MB at most ({heaviest}).")
+
+
+def span(values, form):
+    """`low–high` of `values` in `form`, or one number when they agree."""
+    low, high = format(min(values), form), format(max(values), form)
+    return low if low == high else f"{low}–{high}"
 
 
 def main():

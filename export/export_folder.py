@@ -8,7 +8,7 @@ import re
 import warnings
 
 from keras_robust.common.atomic import write_atomically
-from keras_robust.common.defaults import V2_SUFFIXES
+from keras_robust.common.defaults import V2_SUFFIXES, v2_endpoints_named
 from keras_robust.common.validation import check_explanation_settings
 from keras_robust.export import card
 
@@ -72,10 +72,9 @@ def check_new_version(out_dir, name, version, overwrite):
     `m-grad-cam` beside `m`)."""
     model_dir = os.path.join(out_dir, name)
     clashes = []
+    for base, signature in v2_endpoints_named(name):
+        clashes.append((base, f"{name!r} is the name V2 clients use for {base!r}'s {signature} endpoint"))
     for signature, suffix in V2_SUFFIXES.items():
-        if name.endswith(suffix):
-            base = name[: -len(suffix)]
-            clashes.append((base, f"{name!r} is the name V2 clients use for {base!r}'s {signature} endpoint"))
         clashes.append((name + suffix, f"{name!r}'s {signature} endpoint is what V2 clients call "
                                        f"{name + suffix!r}, an export there"))
     for other, what in clashes:

@@ -122,7 +122,7 @@ def _grad_cam_probe(classifier, methods, requested, layer):
         return methods, None, None
     try:
         chosen = attributions.grad_cam_layer(classifier, layer)
-        probe = attributions.grad_cam_probe(classifier, layer)
+        probe = attributions.grad_cam_probe(classifier, chosen.name)
         # One image through it, before anything is written: a layer the logits do not depend on stops here.
         attributions.grad_cam_tensor(probe, tf.zeros((1, *classifier.input_shape[1:])), tf.zeros((1,), tf.int32))
         return methods, probe, chosen.name

@@ -66,6 +66,11 @@ ATTRIBUTION_SUFFIXES = {"saliency": "saliency", "smoothgrad": "smoothgrad",
 # The V2 model name suffix of each signature but predict's.
 V2_SUFFIXES = {"explain": EXPLAINER_SUFFIX, **{method: "-" + suffix for method, suffix in ATTRIBUTION_SUFFIXES.items()}}
 
+
+def v2_endpoints_named(name):
+    """`[(model, signature)]`: each model whose `signature` endpoint V2 clients would reach as `name`."""
+    return [(name[: -len(suffix)], signature) for signature, suffix in V2_SUFFIXES.items() if name.endswith(suffix)]
+
 # The tf.distribute strategies a run can use (keras_robust.common.strategies).
 STRATEGIES = ("default", "mirrored", "multiworker")
 

@@ -75,8 +75,10 @@ def grad_cam(model, images, targets, layer=None, upsample=True):
 
     Args:
         layer: Name of the layer whose feature maps `A` are used. Default:
-            the last layer with a 4-D output (for `keras_robust.resnet`,
-            `head_act`, the final activation before pooling).
+            the layer feeding the last global pooling (for
+            `keras_robust.resnet`, `head_act`, the final activation before
+            pooling), or, without global pooling, the last layer with a 4-D
+            output.
         upsample: Resize the map bilinearly to the image size.
 
     Returns:
@@ -132,7 +134,8 @@ def integrated_gradients_tensor(model, images, targets, steps, baseline):
 
 
 def grad_cam_layer(model, layer=None):
-    """The layer whose feature maps Grad-CAM reads: `layer` by name, or the last layer with a 4-D output."""
+    """The layer whose feature maps Grad-CAM reads: `layer` by name, else the one feeding the last global pooling,
+    else the last layer with a 4-D output."""
     functional = _functional(model)
     return functional.get_layer(layer) if layer else _last_spatial_layer(functional)
 
@@ -231,7 +234,17 @@ def _functional(model):
     return inner
 
 
+_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
 def _last_spatial_layer(model):
+    # A head that keeps the pooled maps 4-D (MobileNetV3's 1×1 convolutions after pooling) has later 4-D layers, but
+    # their maps are 1×1: Grad-CAM over them is one number. The ONNX export picks the pooling's input alike.
+    for candidate in reversed(model.layers):
+        if isinstance(candidate, _GLOBAL_POOLING):
+            feeding = [layer for layer in model.layers if layer.output is candidate.input]
+            if feeding and len(feeding[0].output.shape) == 4:
+                return feeding[0]
     for candidate in reversed(model.layers):
         if len(candidate.output.shape) == 4:
             return candidate

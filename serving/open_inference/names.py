@@ -5,7 +5,7 @@ V2 has one inference verb, `infer`, so each exported model's other signatures ar
 their own, as KServe names explainers.
 """
 
-from keras_robust.common.defaults import V2_SUFFIXES
+from keras_robust.common.defaults import V2_SUFFIXES, v2_endpoints_named
 
 
 def v2_model(plane, name, received):
@@ -14,9 +14,9 @@ def v2_model(plane, name, received):
     `received` says where the name came from, for the 404 of an unknown one.
     """
     if name not in plane.models:
-        for signature, suffix in V2_SUFFIXES.items():
-            if name.endswith(suffix) and name[:-len(suffix)] in plane.models:
-                return plane.models[name[:-len(suffix)]], signature
+        for base, signature in v2_endpoints_named(name):
+            if base in plane.models:
+                return plane.models[base], signature
     return plane.model(name, received), "serving_default"
 
 
@@ -28,9 +28,9 @@ def v2_name(served, signature):
 def check_explainer_names(models):
     """`<name>-explainer` (and each attribution suffix) is an endpoint of `<name>`; no model may take that name."""
     for name in models:
-        for signature, suffix in V2_SUFFIXES.items():
-            if name.endswith(suffix) and name[:-len(suffix)] in models:
+        for base, signature in v2_endpoints_named(name):
+            if base in models:
                 raise ValueError(
-                    f"Model {name!r} would hide the {signature} endpoint of model {name[:-len(suffix)]!r} "
+                    f"Model {name!r} would hide the {signature} endpoint of model {base!r} "
                     f"over the Open Inference Protocol; export it under another name. Received: {name!r}"
                 )

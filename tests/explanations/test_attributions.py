@@ -80,6 +80,19 @@ def test_grad_cam_picks_the_last_spatial_layer_of_the_resnet(rng):
     assert attributions.grad_cam(model, images, [0, 1], layer="stage2_block1_add", upsample=False).shape == (2, 16, 16)
 
 
+def test_grad_cam_reads_the_maps_feeding_global_pooling_not_a_later_one_by_one_head():
+    """MobileNetV3-style heads keep the pooled maps 4-D (1×1) and convolve them; Grad-CAM over those is one number."""
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(features)
+    head = keras.layers.Conv2D(10, 1, name="head_conv")(pooled)
+    model = keras.Model(inputs, keras.layers.Flatten()(head))
+    assert attributions.grad_cam_layer(model).name == "features"
+    flat = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(2, 3, name="last_maps"),
+                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    assert attributions.grad_cam_layer(flat).name == "last_maps"  # no global pooling: the last 4-D output
+
+
 def test_grad_cam_needs_a_layer_graph(rng):
     class Subclassed(keras.Model):
         def __init__(self):
