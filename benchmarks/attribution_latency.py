@@ -16,15 +16,11 @@ Each side runs in a fresh process: one warm-up call, then the median of
 `--repeats` calls. The last line of output is the JSON of every figure.
 """
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
+import explain_onnx
 import numpy as np
 from explain_onnx import MODELS, build, span
 
@@ -96,13 +92,7 @@ def _setting(name, value, images):
 
 
 def _median_s(call, repeats):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(explain_onnx.timed(call, repeats)[1])
 
 
 PARTS = {"export": part_export, "onnx": part_onnx, "tensorflow": part_tensorflow}
@@ -110,14 +100,7 @@ PARTS = {"export": part_export, "onnx": part_onnx, "tensorflow": part_tensorflow
 
 def measure(name, repeats):
     """Every figure of one model, each part in a fresh process."""
-    with tempfile.TemporaryDirectory() as folder:
-        figures = {}
-        for part in ("export", "onnx", "tensorflow"):
-            output = subprocess.run(
-                [sys.executable, __file__, "--part", part, name, folder, str(repeats)], check=True,
-                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            )
-            figures[part] = json.loads(output.stdout.strip().splitlines()[-1])
+    figures = explain_onnx.part_outputs(__file__, name, repeats)
     return {"image_size": MODELS[name][1], "export_s": figures["export"]["export_s"],
             "onnx_s": figures["onnx"], "tensorflow_s": figures["tensorflow"]}
 
@@ -167,32 +150,5 @@ def _duration(seconds):
     return f"{seconds * 1000:.1f} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", help="also write the JSON of the figures here")
-    parser.add_argument("--part", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.part:
-        part, name, folder, repeats = args.part
-        arguments = (name, folder) if part == "export" else (name, folder, int(repeats))
-        print(json.dumps(PARTS[part](*arguments)))
-        return
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from keras_robust.common.machine import cpu_summary
-
-    figures = {}
-    for name in args.models:
-        figures[name] = measure(name, args.repeats)
-        print(name, json.dumps(figures[name]), flush=True)
-    result = {"machine": cpu_summary(), "figures": figures, "markdown": markdown(figures, cpu_summary())}
-    print(result["markdown"])
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as file:
-            json.dump(result, file, indent=2)
-    print(json.dumps(result))
-
-
 if __name__ == "__main__":
-    main()
+    explain_onnx.main(__doc__, PARTS, measure, markdown)

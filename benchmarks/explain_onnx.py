@@ -79,7 +79,7 @@ def part_onnx(name, folder, repeats):
                                            providers=["CPUExecutionProvider"])
     images, targets = inputs(MODELS[name][1])
     call = lambda: session.run(["delta"], {"images": images, "targets": targets})[0]  # noqa: E731
-    delta, times = _timed(call, repeats)
+    delta, times = timed(call, repeats)
     np.save(os.path.join(folder, "onnx_delta.npy"), delta)
     return {"latency_s": statistics.median(times), "peak_rss_mb": _peak_rss_mb()}
 
@@ -94,13 +94,13 @@ def part_tensorflow(name, folder, repeats):
                                                   sanity_check=False)
     images, targets = inputs(MODELS[name][1])
     call = lambda: np.asarray(explainer.explain(images, targets[:, None]).delta[:, 0])  # noqa: E731
-    delta, times = _timed(call, repeats)
+    delta, times = timed(call, repeats)
     onnx_delta = np.load(os.path.join(folder, "onnx_delta.npy"))
     return {"latency_s": statistics.median(times), "peak_rss_mb": _peak_rss_mb(),
             "max_abs_diff_delta": float(np.max(np.abs(delta - onnx_delta)))}
 
 
-def _timed(call, repeats):
+def timed(call, repeats):
     result = call()
     times = []
     for _ in range(repeats):
@@ -117,16 +117,23 @@ def _peak_rss_mb():
 PARTS = {"export": part_export, "onnx": part_onnx, "tensorflow": part_tensorflow}
 
 
-def measure(name, repeats):
-    """Every figure of one model, each part in a fresh process."""
+def part_outputs(script, name, repeats):
+    """`{part: its JSON}` of `script`'s export, onnx and tensorflow parts for model `name`, each in a fresh
+    process, in one temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         figures = {}
         for part in ("export", "onnx", "tensorflow"):
             output = subprocess.run(
-                [sys.executable, __file__, "--part", part, name, folder, str(repeats)], check=True,
+                [sys.executable, script, "--part", part, name, folder, str(repeats)], check=True,
                 capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
             )
             figures[part] = json.loads(output.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def measure(name, repeats):
+    """Every figure of one model, each part in a fresh process."""
+    figures = part_outputs(__file__, name, repeats)
     return {
         "onnx_s": figures["onnx"]["latency_s"], "tensorflow_s": figures["tensorflow"]["latency_s"],
         "onnx_peak_mb": figures["onnx"]["peak_rss_mb"], "tensorflow_peak_mb": figures["tensorflow"]["peak_rss_mb"],
@@ -174,8 +181,9 @@ def span(values, form):
     return low if low == high else f"{low}–{high}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(description=__doc__, parts=PARTS, measure=measure, markdown=markdown):
+    """The command line of this benchmark, and of another built the same way (`attribution_latency`)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="also write the JSON of the figures here")
@@ -184,7 +192,7 @@ def main():
     if args.part:
         part, name, folder, repeats = args.part
         arguments = (name, folder) if part == "export" else (name, folder, int(repeats))
-        print(json.dumps(PARTS[part](*arguments)))
+        print(json.dumps(parts[part](*arguments)))
         return
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from keras_robust.common.machine import cpu_summary
@@ -193,8 +201,8 @@ def main():
     for name in args.models:
         figures[name] = measure(name, args.repeats)
         print(name, json.dumps(figures[name]), flush=True)
-    print(markdown(figures, cpu_summary()))
     result = {"machine": cpu_summary(), "figures": figures, "markdown": markdown(figures, cpu_summary())}
+    print(result["markdown"])
     if args.out:
         with open(args.out, "w", encoding="utf-8") as file:
             json.dump(result, file, indent=2)

@@ -187,9 +187,7 @@ def part_export(repeats):
 def part_explain_onnx(repeats, models):
     """The ONNX explain graph against the TensorFlow explainer: latency, sizes and peak memory
     (benchmarks/explain_onnx.py); its table rides along as `markdown`."""
-    output = subprocess.run([sys.executable, os.path.join(HERE, "explain_onnx.py"), "--repeats", repeats,
-                             "--models", *models.split(",")], check=True, capture_output=True, text=True)
-    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    measured = _models_script("explain_onnx.py", repeats, models)
     result = {"markdown": measured["markdown"]}
     for name, figures in measured["figures"].items():
         for engine in ("onnx", "tensorflow"):
@@ -205,15 +203,20 @@ def part_explain_onnx(repeats, models):
 def part_attribution_latency(repeats, models):
     """Each attribution method's latency against predict, ONNX Runtime vs TensorFlow
     (benchmarks/attribution_latency.py); its table rides along as `markdown`."""
-    output = subprocess.run([sys.executable, os.path.join(HERE, "attribution_latency.py"), "--repeats", repeats,
-                             "--models", *models.split(",")], check=True, capture_output=True, text=True)
-    measured = json.loads(output.stdout.strip().splitlines()[-1])
+    measured = _models_script("attribution_latency.py", repeats, models)
     result = {"markdown": measured["markdown"]}
     for name, figures in measured["figures"].items():
         for engine in ("onnx", "tensorflow"):
             for endpoint, seconds in figures[f"{engine}_s"].items():
                 result[f"{name} {endpoint} {engine}"] = _figure(1000 * seconds, 1000 * seconds, "ms")
     return result
+
+
+def _models_script(script, repeats, models):
+    """The JSON a `--repeats R --models a b ...` benchmark prints last."""
+    output = subprocess.run([sys.executable, os.path.join(HERE, script), "--repeats", repeats,
+                             "--models", *models.split(",")], check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 def part_serve(requests):

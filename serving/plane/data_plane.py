@@ -6,7 +6,8 @@ outputs wanted) and an `InferenceResponse` (named numpy outputs) back into
 its wire format. `DataPlane.infer` does the rest by one deadline per request:
 it admits the request to the `Gate` (503 when full), decodes it and checks
 its inputs (`serving.plane.inputs`: the same checks and messages for every
-protocol), runs it (predictions in dynamic batches), and encodes the answer.
+protocol), runs it (predictions and attribution methods in dynamic batches),
+and encodes the answer.
 Past the deadline a request answers 504 wherever it is, and its run is
 cancelled.
 
@@ -19,11 +20,15 @@ import asyncio
 import dataclasses
 
 from keras_robust.serving.plane.admission import Gate
-from keras_robust.serving.plane.batching import PredictBatcher
+from keras_robust.serving.plane.batching import Batcher
 from keras_robust.serving.plane.errors import unknown_model
 from keras_robust.serving.plane.inflight import InflightBytes
 from keras_robust.serving.plane.inputs import check_work, convert_columns
 from keras_robust.serving.plane.statistics import Statistics
+
+# Adversarial explanations run request by request, each in its client's turn at the gate (the round robin whose
+# fairness docs/serving.md measures); every other signature is batched.
+UNBATCHED = ("explain",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +85,7 @@ class DataPlane:
         self.inflight = InflightBytes(limits)
         self.statistics = Statistics()
         self._gate = Gate(limits)
-        self._batcher = PredictBatcher(
+        self._batcher = Batcher(
             self._gate, limits.batch_window_ms / 1000, limits.max_batch_size, self._gate.timed_out
         )
 
@@ -130,13 +135,14 @@ class DataPlane:
         request, inputs = await self._gate.run(
             lambda cancellation: self._check(card, decode(), cancellation), deadline, client
         )
-        if request.signature == "serving_default":
-            outputs = await self._batcher.predict(backend, inputs["images"], deadline, client)
-        else:
+        heavy = request.signature != "serving_default"
+        if request.signature in UNBATCHED:
             outputs = await self._gate.run(
                 lambda cancellation: backend.run(request.signature, inputs, run_options=cancellation.run_options),
-                deadline, client, heavy=True,
+                deadline, client, heavy=heavy,
             )
+        else:
+            outputs = await self._batcher.run(backend, request.signature, inputs, deadline, client, heavy=heavy)
         names = request.outputs or card["signatures"][request.signature]["outputs"]
         response = InferenceResponse(
             card["name"], card["version"], request.signature, {name: outputs[name] for name in names}, request.wire

@@ -153,3 +153,34 @@ def test_the_saved_model_backend_serves_the_methods(tiny_export, images, expecte
         status, answer = call(f"{url}/v1/models/tiny:explain", {"method": "smoothgrad", "instances": rows})
     assert status == 200, answer
     assert relative_error([row["attributions"] for row in answer["predictions"]], expected["smoothgrad"]) <= 1e-4
+
+
+def test_concurrent_requests_for_a_method_run_in_batches_and_get_their_own_answers(tiny_export, images, expected,
+                                                                                   monkeypatch):
+    """Eight clients ask for SmoothGrad with their own settings at once: each answer is its own, in fewer runs."""
+    import concurrent.futures
+
+    from keras_robust.serving.plane import backends as serving_backends
+
+    runs = []
+    run = serving_backends.OnnxBackend.run
+
+    def recorded(self, signature, inputs, run_options=None):
+        runs.append((signature, len(inputs["images"])))
+        return run(self, signature, inputs, run_options=run_options)
+
+    monkeypatch.setattr(serving_backends.OnnxBackend, "run", recorded)
+    requests = [{"signature_name": "smoothgrad", "instances": [
+        {"images": images[i % 2].tolist(), "targets": int(TARGETS[i % 2]), **SETTINGS["smoothgrad"],
+         "seed": SETTINGS["smoothgrad"]["seed"] + i // 2}]} for i in range(8)]
+    with running_server(create_app(str(tiny_export[0]), limits=Limits(**{**TEST_LIMITS, "batch_window_ms": 200}))) \
+            as url, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: call(f"{url}/v1/models/tiny:predict", body), requests))
+    assert all(status == 200 for status, _ in answers), answers
+    smoothgrad_runs = [rows for signature, rows in runs if signature == "smoothgrad"]
+    assert sum(smoothgrad_runs) == 8 and len(smoothgrad_runs) < 8
+    for i in (0, 1):  # the seed each of the first two asked for is the one `expected` used
+        got = np.asarray(answers[i][1]["predictions"][0]["attributions"])
+        assert relative_error(got, expected["smoothgrad"][i]) <= 1e-4
+    first, third = (np.asarray(answers[i][1]["predictions"][0]["attributions"]) for i in (0, 2))
+    assert relative_error(first, third) > 1e-3  # same image and target, another seed: its own draws

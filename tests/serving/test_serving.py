@@ -463,10 +463,10 @@ def test_size_caps_answer_413(tiny_server):
 
 
 def test_unexpected_errors_answer_500_and_the_server_survives(tiny_server, monkeypatch):
-    def broken(self, **inputs):
+    def broken(self, signature, inputs, run_options=None):
         raise RuntimeError("a backend bug")
 
-    monkeypatch.setattr(serving_backends.OnnxBackend, "predict", broken)
+    monkeypatch.setattr(serving_backends.OnnxBackend, "run", broken)
     status, answer = call(f"{tiny_server}/v1/models/tiny:predict", {"instances": [IMAGE]})
     assert status == 500 and "Internal server error" in answer["error"]
     monkeypatch.undo()
@@ -537,13 +537,13 @@ def test_one_deadline_covers_waiting_for_a_slot_and_running(tiny_export, monkeyp
     """The data plane gives a request one deadline for everything it goes through:
     B waits 0.5 s for the one slot, then would run 0.6 s, each within its 0.9 s but
     not both, so it answers 504, while A, with the server's 10 s, gets its answer."""
-    predict = serving_backends.OnnxBackend.predict
+    run = serving_backends.OnnxBackend.run
 
-    def slow(self, images, run_options=None):
+    def slow(self, signature, inputs, run_options=None):
         time.sleep(0.6)
-        return predict(self, images, run_options=run_options)
+        return run(self, signature, inputs, run_options=run_options)
 
-    monkeypatch.setattr(serving_backends.OnnxBackend, "predict", slow)
+    monkeypatch.setattr(serving_backends.OnnxBackend, "run", slow)
     limits = Limits(timeout_s=10, max_concurrent=1, batch_window_ms=0)
     plane = DataPlane(load_models(str(tiny_export[0])), limits)
     backend = plane.model("tiny", "a test").backend()

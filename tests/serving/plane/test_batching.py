@@ -1,4 +1,4 @@
-"""Dynamic batching of predict requests (`serving.plane.batching`)."""
+"""Dynamic batching of predict and attribution requests (`serving.plane.batching`)."""
 
 import asyncio
 import concurrent.futures
@@ -11,7 +11,7 @@ import pytest
 from keras_robust.serving import Limits, create_app
 from keras_robust.serving.plane import backends as serving_backends
 from keras_robust.serving.plane.admission import Gate
-from keras_robust.serving.plane.batching import PredictBatcher
+from keras_robust.serving.plane.batching import Batcher
 from keras_robust.serving.plane.errors import ServingError
 from tests.helpers import call, running_server
 
@@ -20,17 +20,20 @@ class RecordingBackend:
     """Doubles its images, records each run's batch size; `fail` makes runs raise."""
 
     def __init__(self, fail=False, hold=0.0):
-        self.sizes, self.fail, self.hold = [], fail, hold
+        self.sizes, self.signatures, self.fail, self.hold = [], [], fail, hold
         self._lock = threading.Lock()
 
-    def predict(self, images, run_options=None):
+    def run(self, signature, inputs, run_options=None):
+        images = inputs["images"]
         with self._lock:
             self.sizes.append(len(images))
+            self.signatures.append(signature)
         if self.hold:
             threading.Event().wait(self.hold)
         if self.fail:
             raise RuntimeError("a backend bug")
-        return {"twice": images * 2, "rows": np.arange(len(images))}
+        extra = {"targets_seen": inputs["targets"]} if "targets" in inputs else {}
+        return {"twice": images * 2, "rows": np.arange(len(images)), **extra}
 
 
 def run_requests(backend, sizes, window_s=0.05, max_rows=8, timeout_s=10.0, deadlines=None):
@@ -38,13 +41,14 @@ def run_requests(backend, sizes, window_s=0.05, max_rows=8, timeout_s=10.0, dead
 
     async def main():
         gate = Gate(Limits(timeout_s=timeout_s))
-        batcher = PredictBatcher(gate, window_s, max_rows, gate.timed_out)
+        batcher = Batcher(gate, window_s, max_rows, gate.timed_out)
         loop = asyncio.get_running_loop()
         requests = [np.full((n, 2), i, np.float32) for i, n in enumerate(sizes)]
         waits = deadlines or [timeout_s] * len(sizes)
         try:
             return requests, await asyncio.gather(
-                *(batcher.predict(backend, r, loop.time() + w) for r, w in zip(requests, waits)),
+                *(batcher.run(backend, "serving_default", {"images": r}, loop.time() + w)
+                  for r, w in zip(requests, waits)),
                 return_exceptions=True,
             )
         finally:
@@ -80,12 +84,13 @@ def test_requests_arriving_while_a_batch_runs_wait_for_it_and_run_together():
 
     async def main():
         gate = Gate(Limits())
-        batcher = PredictBatcher(gate, 0.01, 8, gate.timed_out)
+        batcher = Batcher(gate, 0.01, 8, gate.timed_out)
         deadline = asyncio.get_running_loop().time() + 10
 
         async def later(delay, value):
             await asyncio.sleep(delay)
-            return await batcher.predict(backend, np.full((1, 2), value, np.float32), deadline)
+            return await batcher.run(backend, "serving_default", {"images": np.full((1, 2), value, np.float32)},
+                                     deadline)
 
         try:
             return await asyncio.gather(later(0, 0), later(0.1, 1), later(0.2, 2))
@@ -96,6 +101,31 @@ def test_requests_arriving_while_a_batch_runs_wait_for_it_and_run_together():
     # The second request's window passes while the first batch runs; the third joins it.
     assert backend.sizes == [1, 2]
     assert [a["twice"][0, 0] for a in answers] == [0, 2, 4]
+
+
+def test_each_signature_batches_apart_and_every_input_is_joined_by_rows():
+    backend = RecordingBackend()
+
+    async def main():
+        gate = Gate(Limits())
+        batcher = Batcher(gate, 0.05, 8, gate.timed_out)
+        deadline = asyncio.get_running_loop().time() + 10
+
+        def request(signature, rows, first_target):
+            inputs = {"images": np.full((rows, 2), first_target, np.float32),
+                      "targets": np.arange(first_target, first_target + rows, dtype=np.int32)}
+            return batcher.run(backend, signature, inputs, deadline, heavy=signature != "serving_default")
+
+        try:
+            return await asyncio.gather(request("saliency", 1, 0), request("grad_cam", 2, 10),
+                                        request("saliency", 2, 20), request("grad_cam", 1, 30))
+        finally:
+            gate.close()
+
+    answers = asyncio.run(main())
+    assert sorted(zip(backend.signatures, backend.sizes)) == [("grad_cam", 3), ("saliency", 3)]
+    assert [a["targets_seen"].tolist() for a in answers] == [[0], [10, 11], [20, 21], [30]]
+    assert [a["twice"][:, 0].tolist() for a in answers] == [[0], [20, 20], [40, 40], [60]]
 
 
 def test_window_zero_runs_every_request_alone():
@@ -119,15 +149,15 @@ def test_a_request_past_its_deadline_gets_504_and_its_batch_mates_their_answers(
 def test_batched_answers_equal_unbatched_ones_over_http(tiny_export, tiny_server, monkeypatch):
     """8 concurrent clients: the same logits to the last bit, with far fewer runs."""
     sizes = []
-    predict = serving_backends.OnnxBackend.predict
+    run = serving_backends.OnnxBackend.run
 
-    def recorded(self, images, run_options=None):
-        sizes.append(len(images))
-        return predict(self, images, run_options=run_options)
+    def recorded(self, signature, inputs, run_options=None):
+        sizes.append(len(inputs["images"]))
+        return run(self, signature, inputs, run_options=run_options)
 
     batches = [np.random.default_rng(i).random((1 + i % 3, 32, 32, 3), dtype=np.float32) for i in range(8)]
     unbatched = [call(f"{tiny_server}/v1/models/tiny:predict", {"inputs": b.tolist()})[1] for b in batches]
-    monkeypatch.setattr(serving_backends.OnnxBackend, "predict", recorded)
+    monkeypatch.setattr(serving_backends.OnnxBackend, "run", recorded)
     with running_server(create_app(str(tiny_export[0]), limits=Limits(batch_window_ms=200))) as url:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             batched = list(pool.map(lambda b: call(f"{url}/v1/models/tiny:predict", {"inputs": b.tolist()}), batches))
