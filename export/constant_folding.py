@@ -30,14 +30,18 @@ def fold_constants(model):
     """
     graph = model.graph
     folded = _foldable(graph)
+    folded_ids = {id(node) for node in folded}
+    kept = [node for node in graph.node if id(node) not in folded_ids]
+    read = {output.name for output in graph.output} | {name for node in kept for name in values_read(node)}
     if folded:
-        folded_ids = {id(node) for node in folded}
-        kept = [node for node in graph.node if id(node) not in folded_ids]
-        values = _evaluate(model, folded, _read_outside(folded, kept, graph))
+        produced = {name for node in folded for name in node.output}
+        values = _evaluate(model, folded, sorted(produced & read))
         graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name) for name, value in values.items())
         del graph.node[:]
         graph.node.extend(kept)
-    _drop_unread_initializers(graph)
+    weights = [tensor for tensor in graph.initializer if tensor.name in read]  # those only folded nodes read go
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
     return model
 
 
@@ -53,12 +57,6 @@ def _foldable(graph):
     return folded
 
 
-def _read_outside(folded, kept, graph):
-    """The folded values that the rest of the graph (or its outputs) reads."""
-    produced = {name for node in folded for name in node.output}
-    return sorted(produced & _values_read(kept, graph))
-
-
 def _evaluate(model, nodes, names):
     needed = {name for node in nodes for name in node.input}
     initializers = [tensor for tensor in model.graph.initializer if tensor.name in needed]
@@ -66,14 +64,3 @@ def _evaluate(model, nodes, names):
     part = helper.make_model(helper.make_graph(nodes, "constants", [], outputs, initializer=initializers),
                              opset_imports=model.opset_import)
     return dict(zip(names, ReferenceEvaluator(part).run(None, {})))
-
-
-def _values_read(nodes, graph):
-    return {output.name for output in graph.output} | {name for node in nodes for name in values_read(node)}
-
-
-def _drop_unread_initializers(graph):
-    read = _values_read(graph.node, graph)
-    kept = [tensor for tensor in graph.initializer if tensor.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)

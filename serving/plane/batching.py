@@ -20,7 +20,8 @@ class _Batch:
     """The requests gathered so far: their inputs, futures and deadlines.
 
     `due` once its window has passed or it is full; it runs when due and no
-    other batch of its backend is running.
+    other batch of its backend and signature is running. `heavy`: its
+    signature is an explanation, which may not take the gate's last free slot.
     """
 
     parts: list = dataclasses.field(default_factory=list)
@@ -28,6 +29,7 @@ class _Batch:
     deadlines: list = dataclasses.field(default_factory=list)
     rows: int = 0
     due: bool = False
+    heavy: bool = False
 
 
 class Batcher:
@@ -63,12 +65,12 @@ class Batcher:
         if self._window_s == 0 or rows >= self._max_rows:
             return await self._gate.run(_runner(backend, signature, [inputs]), deadline, client, heavy=heavy)
         loop = asyncio.get_running_loop()
-        key = (backend, signature, heavy)
+        key = (backend, signature)
         queue = self._queues.setdefault(key, [])
         if not queue or queue[-1].rows + rows > self._max_rows:
             if queue:
                 queue[-1].due = True  # as full as it gets
-            queue.append(_Batch())
+            queue.append(_Batch(heavy=heavy))
             loop.call_later(self._window_s, self._window_passed, key, queue[-1])
         batch = queue[-1]
         future = loop.create_future()
@@ -104,10 +106,10 @@ class Batcher:
         self._start_next(key)
 
     async def _run(self, key, batch):
-        backend, signature, heavy = key
+        backend, signature = key
         try:
             outputs = await self._gate.run(_runner(backend, signature, batch.parts), max(batch.deadlines), BATCHES,
-                                           heavy=heavy)
+                                           heavy=batch.heavy)
         except Exception as error:
             for future in batch.futures:
                 if not future.done():
